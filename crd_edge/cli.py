@@ -1,0 +1,140 @@
+"""The ``crd-edge`` command line: a thin typer shell, one library call per command.
+
+User mistakes surface as one ``error:`` line and exit status 2 (a traceback only with
+``--debug``); see ``crd_edge.errors.UserError``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from crd_edge.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Distil image-to-image GAN generators (CRD) and get them onto edge devices.")
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def distill(
+    data: Optional[str] = typer.Option(None, help="Image folder (CycleGAN trainA/trainB, pix2pix train/ A|B, "
+                                                  "or plain images); default: the built-in photos."),
+    layout: Optional[str] = typer.Option(None, help="auto | builtin | folder | unaligned | aligned"),
+    teacher: Optional[str] = typer.Option(None, help="Teacher: TorchScript .pt, ONNX .onnx, state dict, "
+                                                     "crd-edge checkpoint, or 'vintagify' (default)."),
+    teacher_arch: Optional[str] = typer.Option(None, help="Registered architecture of a state-dict teacher."),
+    online: bool = typer.Option(False, "--online", help="Train the teacher alongside the student (paper scheme)."),
+    student: Optional[str] = typer.Option(None, help="Student architecture (see `crd-edge profile --list`)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Total student steps (wins over --epochs)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs over the training images."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per step."),
+    size: Optional[int] = typer.Option(None, min=32, help="Training crop size."),
+    config: Optional[Path] = typer.Option(None, help="YAML config file (sections as in `config.json` of a run)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set loss.crd_rows=10."),
+    name: Optional[str] = typer.Option(None, help="Run name: runs/<name> (auto-suffixed if it exists)."),
+    runs_dir: Optional[str] = typer.Option(None, help="Parent folder of runs (default runs/)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    resume: Optional[Path] = typer.Option(None, help="Continue a run: its folder or checkpoint.pt."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar; print only the result JSON."),
+) -> None:
+    """Distil a teacher generator into a small student with Content Relationship Distillation."""
+    from crd_edge.config import load_config
+    from crd_edge.training.loop import distill as run_distill
+
+    options = {"data.data": data, "data.layout": layout, "teacher.source": teacher,
+               "teacher.arch": teacher_arch, "student.arch": student, "train.steps": steps,
+               "train.epochs": epochs, "data.batch_size": batch_size, "data.size": size,
+               "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed}
+    if online:
+        options.update({"teacher.mode": "online", "teacher.source": teacher})
+    base = {k: v for k, v in options.items() if v is not None}
+    if resume is not None:
+        if config or set_ or any(k != "train.steps" for k in base):
+            raise UserError("--resume continues a run with its saved config; only --steps may be changed")
+        result = run_distill(load_config(), resume=resume, quiet=quiet, steps_override=steps)
+    else:
+        result = run_distill(load_config(config, set_, base=base), quiet=quiet)
+    if result.summary:
+        _print_summary(result, quiet)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_summary(result, quiet: bool) -> None:
+    summary = result.summary
+    if quiet:
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
+                               "step": result.step, "heldout": summary.get("heldout")}))
+        return
+    typer.echo(f"run: {result.run_dir}  checkpoint: {result.checkpoint}  report: {result.run_dir / 'report.md'}")
+    h = summary.get("heldout")
+    if h:
+        typer.echo(f"held-out PSNR vs teacher: student {h['psnr_student_teacher']:.2f} dB, copy-the-input "
+                   f"{h['psnr_input_teacher']:.2f} dB, gain {h['psnr_gain_db']:+.2f} dB on {h['images']} images")
+    if result.interrupted:
+        typer.echo(f"interrupted at step {result.step}; resume with: crd-edge distill --resume {result.run_dir}")
+
+
+@app.command()
+def profile(
+    model: Optional[str] = typer.Argument(None, help="Registered architecture name or checkpoint file."),
+    size: int = typer.Option(256, min=8, help="Input height and width."),
+    list_: bool = typer.Option(False, "--list", help="List registered architectures."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    train_step: bool = typer.Option(False, "--train-step", help="Benchmark a distillation step of MODEL."),
+    batch: List[int] = typer.Option([1, 4], help="Batch sizes for --train-step."),
+    repeats: int = typer.Option(5, min=1, help="Timed repetitions for --train-step."),
+) -> None:
+    """Parameters and MACs (true and paper conventions) of an architecture or checkpoint."""
+    from crd_edge.bench.profile import list_table, profile_model, render_profile
+    if list_:
+        typer.echo(list_table())
+        return
+    if model is None:
+        raise UserError("profile needs MODEL (an architecture name or a checkpoint), or --list")
+    if train_step:
+        from crd_edge.bench.train_step import benchmark_train_step, render_train_step
+        rows = [benchmark_train_step(model, size=size, batch_size=b, repeats=repeats) for b in batch]
+        typer.echo(json.dumps(rows, indent=2) if as_json else render_train_step(rows))
+        return
+    report = profile_model(model, size)
+    typer.echo(json.dumps(report, indent=2) if as_json else render_profile(report))
+
+
+def main() -> None:
+    """Console entry point: run the app, turning UserErrors into one line and exit status 2."""
+    try:
+        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except UserError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Run configuration: typed dataclasses, a YAML file and ``--set a.b=value`` overrides.
+
+The resolved config is saved in every run directory and checkpoint, so a run can be
+re-created and a checkpoint explains itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crd_edge.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    data: str | None = None          # folder, or None / "builtin" for the built-in photos
+    layout: str = "auto"             # auto | builtin | folder | unaligned | aligned
+    size: int = 256                  # training crop
+    load_size: int = 286             # resize before the crop (paper: 286 -> 256)
+    test_size: int = 256             # held-out evaluation and samples
+    batch_size: int = 1
+    workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "mobile_resnet_9blocks_ngf16_edge"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class TeacherConfig:
+    source: str | None = "vintagify"  # file (.pt TorchScript or state dict, .onnx) | "vintagify" | None (online)
+    arch: str | None = None          # architecture of a state-dict teacher (inferred when None)
+    kwargs: dict = field(default_factory=dict)
+    mode: str = "offline"            # offline (frozen pretrained) | online (trained alongside)
+    recipe: str = "cyclegan"         # online recipe: cyclegan | pix2pix
+    cache: str = "full"              # full | off: see crd_edge.training.teacher_cache
+    cycle_weight: float = 10.0       # online CycleGAN teacher losses
+    identity_weight: float = 0.5
+    l1_weight: float = 100.0         # online pix2pix teacher L1
+    pool_size: int = 50
+    save_epoch_freq: int = 10        # online CycleGAN: teacher epochs between student phases
+    n_dis: int = 4                   # online CycleGAN: student epochs per teacher epoch
+
+
+@dataclass
+class LossConfig:
+    crd_rows: float = 25.0
+    crd_columns: float = 25.0
+    crd_patches: float = 25.0
+    patch_size: int = 32
+    rkd_distance: float = 1.0
+    rkd_angle: float = 2.0
+    style: float = 1e4               # per VGG layer, Gram L1
+    feature: float = 10.0            # VGG relu2_2 L1
+    gan: float = 1.0                 # LSGAN through the (frozen) teacher discriminator
+    pixel_l1: float = 0.0            # L1 to the teacher output; 0 in the paper recipes
+    vgg_weights: str | None = None   # explicit VGG16 weights file
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_from: float = 0.5          # fraction of the steps at constant LR, then linear to 0
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None         # total student steps (wins over epochs)
+    epochs: int = 200                # paper: 100 constant + 100 decay
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    amp: bool = True                 # mixed precision when on CUDA
+    log_every: int = 10
+    sample_every: int = 200
+    save_every: int = 200
+    eval_images: int = 0             # held-out images scored at the end (0 = all)
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    "data.layout": ("auto", "builtin", "folder", "unaligned", "aligned"),
+    "teacher.mode": ("offline", "online"),
+    "teacher.recipe": ("cyclegan", "pix2pix"),
+    "teacher.cache": ("full", "off"),
+}
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Coerce/validate one value against its annotation; a mismatch is a UserError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = dict if hint is dict else hint
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise UserError(f"config {key}={value!r}: expected {getattr(hint, '__name__', hint)}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UserError(f"config {key}={value!r}: expected one of {', '.join(CHOICES[key])}")
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = prefix + key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise UserError(f"unknown config key {full!r}{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise UserError(f"config {full!r} must be a mapping")
+            kwargs[key] = _build(hints[key], value, full + ".")
+        else:
+            kwargs[key] = _check_type(full, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    """Build a RunConfig from nested dicts, checking keys and types."""
+    return _build(RunConfig, values)
+
+
+def set_key(values: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts (the key must already exist; the type is checked later)."""
+    parts = dotted.split(".")
+    node = values
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise UserError(f"unknown config key {dotted!r}")
+        node = node[part]
+    if parts[-1] not in node and not (len(parts) > 2 and parts[-2] == "kwargs"):
+        close = difflib.get_close_matches(parts[-1], list(node), n=1)
+        hint = f" (did you mean {'.'.join(parts[:-1] + close[:1])!r}?)" if close else ""
+        raise UserError(f"unknown config key {dotted!r}{hint}")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                base: dict | None = None) -> RunConfig:
+    """Defaults <- ``base`` (e.g. CLI options) <- YAML file <- ``--set key=value`` overrides."""
+    values = RunConfig().to_dict()
+    for dotted, value in (base or {}).items():
+        set_key(values, dotted, value)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"--config {path}: no such file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"--config {path}: expected a mapping of config sections")
+        _merge(values, loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. --set loss.crd_rows=10")
+        key, raw = item.split("=", 1)
+        set_key(values, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return config_from_dict(values)
+
+
+def _merge(root: dict, new: dict, prefix: str = "") -> None:
+    """Merge a YAML mapping into the defaults key by key, so unknown keys are caught."""
+    node = root
+    for part in prefix.split(".")[:-1] if prefix else []:
+        node = node[part]
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(node.get(key), dict) and key != "kwargs":
+            _merge(root, value, f"{prefix}{key}.")
+        else:
+            set_key(root, prefix + key, value)

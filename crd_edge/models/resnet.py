@@ -1,0 +1,95 @@
+"""ResNet generators of CycleGAN/pix2pix and their mobile (depthwise-separable) variant.
+
+Layout (REFERENCE.md section 2): pad + conv7 (ngf), two stride-2 convs doubling the width,
+``n_blocks`` residual blocks at 4*ngf, two x2 upsamplings back, pad + conv7 to RGB, tanh;
+a norm + ReLU after every conv but the last. With the paper's options the layers sit in one
+``nn.Sequential`` named ``model`` at the same indices as the original CycleGAN code, so its
+state dicts load with no more than a key rename (see ``crd_edge.models.teachers``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crd_edge.models.layers import conv_bias, norm_layer, padded_conv, upsample_conv
+from crd_edge.models.registry import register_model
+
+
+class ResidualBlock(nn.Module):
+    """x + F(x); F is two (pad, conv3, norm) stages with a ReLU between them.
+
+    ``mobile=True`` replaces each 3x3 conv by depthwise 3x3 -> norm -> pointwise 1x1, the
+    block GAN Compression and CRD use for their students and mobile teachers.
+    """
+
+    def __init__(self, dim: int, *, mobile: bool, padding: str, norm: str, affine: bool) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = []
+        for stage in range(2):
+            if mobile:
+                layers += padded_conv(dim, dim, 3, padding, groups=dim, bias=bias)
+                layers += [norm_layer(norm, dim, affine), nn.Conv2d(dim, dim, 1, bias=bias)]
+            else:
+                layers += padded_conv(dim, dim, 3, padding, bias=bias)
+            layers.append(norm_layer(norm, dim, affine))
+            if stage == 0:
+                layers.append(nn.ReLU(inplace=True))
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Image-to-image ResNet generator; NCHW float in [-1, 1] in and out."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
+                 n_blocks: int = 9, *, mobile: bool = False, padding: str = "reflect",
+                 norm: str = "instance", norm_affine: bool = False,
+                 upsample: str = "convt3") -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = [*padded_conv(in_channels, ngf, 7, padding, bias=bias),
+                                   norm_layer(norm, ngf, norm_affine), nn.ReLU(inplace=True)]
+        width = ngf
+        for _ in range(2):  # downsampling
+            layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1, bias=bias),
+                       norm_layer(norm, width * 2, norm_affine), nn.ReLU(inplace=True)]
+            width *= 2
+        layers += [ResidualBlock(width, mobile=mobile, padding=padding, norm=norm,
+                                 affine=norm_affine) for _ in range(n_blocks)]
+        for _ in range(2):  # upsampling
+            layers += [*upsample_conv(width, width // 2, upsample, padding, bias),
+                       norm_layer(norm, width // 2, norm_affine), nn.ReLU(inplace=True)]
+            width //= 2
+        layers += [*padded_conv(width, out_channels, 7, padding, bias=True), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _resnet(**kwargs) -> ResnetGenerator:
+    return ResnetGenerator(**kwargs)
+
+
+register_model("resnet_9blocks", _resnet, ngf=64, n_blocks=9,
+               doc="CycleGAN/pix2pix ResNet-9blocks generator (11.4 M params at ngf 64)")
+register_model("resnet_6blocks", _resnet, ngf=64, n_blocks=6,
+               doc="CycleGAN ResNet-6blocks generator (for 128x128 data)")
+register_model("mobile_resnet_9blocks", _resnet, ngf=16, n_blocks=9, mobile=True,
+               doc="Mobile ResNet-9blocks (depthwise-separable blocks), width set by ngf")
+for _ngf in (8, 12, 16, 64):
+    register_model(f"mobile_resnet_9blocks_ngf{_ngf}", _resnet, ngf=_ngf, n_blocks=9, mobile=True,
+                   doc=f"Mobile ResNet-9blocks ngf {_ngf}, paper-exact layers"
+                       + (" (the CRD student)" if _ngf == 16 else "")
+                       + (" (the CRD mobile teacher)" if _ngf == 64 else ""))
+# The default student: the paper's student with the one layer that blocks deployment swapped.
+# ConvTranspose2d(k3, output_padding=1) fails to convert with litert-torch and its uneven
+# overlap makes checkerboards; k4/s2 converts, overlaps evenly and costs +0.12 true GMAC
+# (nearest+conv would cost +0.45 GMAC, a 45% slower student on a CPU).
+register_model("mobile_resnet_9blocks_ngf16_edge", _resnet, ngf=16, n_blocks=9, mobile=True,
+               upsample="convt4",
+               doc="Default student: paper student with ConvTranspose k4 upsampling (exports everywhere)")

@@ -1,0 +1,340 @@
+"""``distill(config)``: the offline/online CRD training loop, read top to bottom.
+
+One student step: (optionally) update the teacher's discriminator, get the teacher's output for
+the batch, run the student, add up the weighted terms of ``objective.student_losses``, step the
+optimiser. Everything around it (logging, samples, checkpoints, Ctrl-C, resume, DDP) is here
+too, in order, so the whole run reads in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from crd_edge import __version__
+from crd_edge.bench.macs import count_macs
+from crd_edge.config import RunConfig, config_from_dict
+from crd_edge.data import build_dataset
+from crd_edge.errors import UserError
+from crd_edge.models import create_model
+from crd_edge.models.teachers import load_teacher
+from crd_edge.training import distributed as D
+from crd_edge.training.checkpoint import atomic_torch_save, read_checkpoint, student_record
+from crd_edge.training.evaluate import heldout_fidelity, save_grid
+from crd_edge.training.gan_losses import lsgan_loss
+from crd_edge.training.objective import needs_vgg, student_losses
+from crd_edge.training.progress import TrainProgress
+from crd_edge.training.run_dir import append_jsonl, new_run_dir, render_report, write_json
+from crd_edge.training.teacher_cache import TeacherOutputCache
+
+CACHE_NOTE = ("cached once per image and mirror image on the full {load}x{load} resize, then cropped "
+              "(the teacher sees the whole image, not the crop alone; see crd_edge/training/teacher_cache.py)")
+
+
+@dataclass
+class DistillResult:
+    run_dir: Path
+    checkpoint: Path
+    step: int
+    summary: dict
+    interrupted: bool = False
+
+
+class Meter:
+    """Running means of scalar metrics between two log lines (each key its own count, since
+    online CycleGAN steps train the teacher or the student, not always both)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.counts[k] for k, v in self.sums.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def lr_lambda(total_steps: int, decay_from: float):
+    """Constant LR for the first ``decay_from`` of the run, then linear decay to 0 (the paper's
+    100 + 100 epochs is ``decay_from=0.5``)."""
+    start = int(total_steps * decay_from)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return 1.0
+        return max(0.0, 1.0 - (step - start) / max(1, total_steps - start))
+    return factor
+
+
+def _collate(items: list[dict]) -> dict:
+    return torch.utils.data.default_collate(items)
+
+
+def _heldout_inputs(test_set, limit: int) -> torch.Tensor | None:
+    if test_set is None or len(test_set) == 0:
+        return None
+    n = len(test_set) if limit <= 0 else min(limit, len(test_set))
+    return torch.stack([test_set[i]["A"] for i in range(n)])
+
+
+def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = False,
+            steps_override: int | None = None) -> DistillResult:
+    """Distil a teacher into a student as configured; returns where everything was written."""
+    # -- 1. Where and on what we run ------------------------------------------------------
+    ckpt = None
+    if resume is not None:
+        path = Path(resume)
+        path = path / "checkpoint.pt" if path.is_dir() else path
+        ckpt = read_checkpoint(path)
+        if "train_state" not in ckpt:
+            raise UserError(f"--resume {resume}: the checkpoint has no training state to resume from")
+        cfg = config_from_dict(ckpt["config"])
+        if steps_override is not None:
+            cfg.train.steps = steps_override
+    device = resolve_device(cfg.train.device)
+    dist = D.setup_distributed(device.type)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    if ckpt is not None:
+        run_dir = path.parent
+    else:
+        run_dir = new_run_dir(cfg.runs_dir, cfg.name) if dist.is_main else None
+        if dist.enabled:
+            holder = [str(run_dir) if run_dir else None]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+    torch.manual_seed(cfg.train.seed)  # same on every rank: identical student initialisation
+    amp = cfg.train.amp and device.type == "cuda"
+
+    # -- 2. Data, teacher, student and the losses' networks --------------------------------
+    dc = cfg.data
+    train_set = build_dataset(dc.data, dc.layout, "train", dc.size, dc.load_size, seed=cfg.train.seed)
+    try:
+        test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
+    except UserError:
+        test_set = None  # a plain folder has no held-out split
+    has_targets = "B" in train_set[0]
+    conditional = type(train_set).__name__ == "AlignedDataset"
+    if cfg.teacher.mode == "online":
+        from crd_edge.training.online import OnlineTeacher
+        teacher = OnlineTeacher(cfg, device, conditional=conditional)
+    else:
+        if cfg.teacher.source is None:
+            raise UserError("offline distillation needs --teacher FILE (or --set teacher.mode=online)")
+        teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs, device)
+    student = create_model(cfg.student.arch, **cfg.student.kwargs).to(device)
+    vgg, vgg_info = None, None
+    if needs_vgg(cfg.loss):
+        from crd_edge.models.vgg import load_vgg16
+        vgg, weights = load_vgg16(cfg.loss.vgg_weights)
+        vgg, vgg_info = vgg.to(device), weights.description
+    # The teacher's discriminator judges real target-domain images against teacher outputs;
+    # with no real targets (built-in photos, a plain folder) there is nothing to judge with.
+    use_gan = cfg.loss.gan > 0 and (has_targets or cfg.teacher.mode == "online")
+    disc = opt_d = None
+    if use_gan and cfg.teacher.mode == "online":
+        disc = teacher.discriminator  # trained by the online teacher, frozen for the student
+    elif use_gan:
+        disc = create_model("patchgan_pix2pix" if conditional else "patchgan").to(device)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    gan_mode = getattr(teacher, "gan_mode", "lsgan")
+    gan_note = ("on: LSGAN through the teacher discriminator" if use_gan else
+                "off: no real target-domain images to train the teacher discriminator on" if cfg.loss.gan > 0
+                else "off (weight 0)")
+    cache = None
+    if cfg.teacher.mode == "offline" and cfg.teacher.cache == "full":
+        cache = TeacherOutputCache(teacher, train_set.load_full, device)
+
+    # -- 3. Optimisation state, restored on resume -------------------------------------------
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
+    total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.decay_from))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step = 0
+    if ckpt is not None:
+        state = ckpt["train_state"]
+        student.load_state_dict(ckpt["student"]["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        sched.lr_lambdas[0] = lr_lambda(total, cfg.optim.decay_from)  # total may have been extended
+        scaler.load_state_dict(state["scaler"])
+        if opt_d is not None:
+            disc.load_state_dict(state["discriminator"])
+            opt_d.load_state_dict(state["optimizer_d"])
+        if cfg.teacher.mode == "online":
+            teacher.load_state_dict(state["online_teacher"])
+        cache_file = run_dir / "teacher_cache.pt"
+        if cache is not None and cache_file.is_file():
+            cache.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+        step = ckpt["step"]
+    model = nn.parallel.DistributedDataParallel(student) if dist.enabled else student
+
+    heldout_x = _heldout_inputs(test_set, cfg.train.eval_images) if dist.is_main else None
+    heldout_t = None
+    if heldout_x is not None:
+        heldout_t = torch.cat([teacher(heldout_x[i:i + 1].to(device)).cpu() for i in range(len(heldout_x))])
+    sample_x = heldout_x[:4] if heldout_x is not None else torch.stack([train_set[i]["A"] for i in range(min(4, len(train_set)))])
+    sample_t = heldout_t[:4] if heldout_t is not None else torch.cat([teacher(x[None].to(device)).cpu() for x in sample_x])
+
+    def save(final: bool = False, heldout: dict | None = None) -> Path:
+        """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""
+        record = {
+            "format_version": 1, "crd_edge_version": __version__, "torch_version": str(torch.__version__),
+            "student": student_record(student, dc.test_size), "teacher": teacher.identity,
+            "config": cfg.to_dict(), "step": step, "total_steps": total, "final": final,
+            "metrics": last_metrics, "heldout": heldout, "vgg_weights": vgg_info,
+            "train_state": {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "discriminator": disc.state_dict() if opt_d is not None else None,
+                            "optimizer_d": opt_d.state_dict() if opt_d is not None else None,
+                            "online_teacher": teacher.state_dict() if cfg.teacher.mode == "online" else None},
+        }
+        atomic_torch_save(record, run_dir / "checkpoint.pt")
+        if cache is not None and len(cache.entries) != saved_cache_entries[0]:
+            atomic_torch_save(cache.state_dict(), run_dir / "teacher_cache.pt")
+            saved_cache_entries[0] = len(cache.entries)
+        return run_dir / "checkpoint.pt"
+
+    if dist.is_main:
+        write_json(run_dir / "config.json", cfg.to_dict())
+    saved_cache_entries = [0]
+    last_metrics: dict = {}
+    meter = Meter()
+    window_images, window_start = 0, time.perf_counter()
+    train_start, images_seen = time.perf_counter(), 0
+    interrupted = False
+    progress = TrainProgress(total, step, enabled=dist.is_main and not quiet)
+
+    # -- 4. The loop ------------------------------------------------------------------------------
+    try:
+        while step < total:
+            epoch, offset = divmod(step, steps_per_epoch)
+            train_set.set_epoch(epoch)
+            batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
+            loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=_collate)
+            for batch in loader:
+                x = batch["A"].to(device, non_blocking=True)
+                student_active = True
+                if cfg.teacher.mode == "online":
+                    # The online teacher (G and D) takes its own step on this batch first; the
+                    # student then imitates the updated teacher (CycleGAN: in its own phases).
+                    if teacher.teacher_trains(step, steps_per_epoch):
+                        for k, v in teacher.train_step(batch).items():
+                            meter.add(k, v)
+                    student_active = teacher.student_trains(step, steps_per_epoch)
+                if student_active:
+                    with torch.no_grad():
+                        target = cache.targets(batch, dc.size) if cache is not None else teacher(x)
+                    if opt_d is not None:
+                        # Offline: the teacher's D learns real targets vs *teacher* outputs, never
+                        # the student's, so it keeps describing the teacher's distribution.
+                        disc.requires_grad_(True)
+                        real = batch["B"].to(device)
+                        real_in, fake_in = ((torch.cat([x, real], 1), torch.cat([x, target], 1))
+                                            if conditional else (real, target))
+                        loss_d = 0.5 * (lsgan_loss(disc(real_in), True) + lsgan_loss(disc(fake_in), False))
+                        opt_d.zero_grad(set_to_none=True)
+                        loss_d.backward()
+                        opt_d.step()
+                        meter.add("teacher_D", float(loss_d))
+                    if disc is not None:
+                        disc.requires_grad_(False)  # frozen for the student's step
+                    with torch.autocast(device.type, enabled=amp):
+                        out = model(x)
+                        terms = student_losses(out.float(), target, cfg.loss, vgg=vgg, discriminator=disc,
+                                               condition=x if conditional else None, gan_mode=gan_mode)
+                        loss = sum(terms.values())
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    for k, v in terms.items():
+                        meter.add(k, float(v.detach()))
+                    meter.add("loss", float(loss.detach()))
+                sched.step()
+                step += 1
+                images_seen += len(x) * dist.world_size
+                window_images += len(x) * dist.world_size
+
+                if step % cfg.train.log_every == 0 or step == total:
+                    means = D.reduce_mean(meter.means(), dist)
+                    elapsed = time.perf_counter() - window_start
+                    last_metrics = {"step": step, "epoch": epoch, "lr": sched.get_last_lr()[0],
+                                    "images_per_s": window_images / max(elapsed, 1e-9), **means}
+                    if dist.is_main:
+                        append_jsonl(run_dir / "metrics.jsonl", last_metrics)
+                    progress.update(step, last_metrics)
+                    meter, window_images, window_start = Meter(), 0, time.perf_counter()
+                else:
+                    progress.update(step)
+                if dist.is_main and cfg.train.sample_every and step % cfg.train.sample_every == 0:
+                    _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x, sample_t, device)
+                if dist.is_main and cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
+                    save()
+                if step >= total:
+                    break
+    except KeyboardInterrupt:
+        interrupted = True  # fall through: save what we have, then tell the user how to resume
+    finally:
+        progress.close()
+
+    # -- 5. Final evaluation, checkpoint and report (rank 0) -------------------------------------------
+    train_seconds = time.perf_counter() - train_start
+    summary: dict = {}
+    if dist.is_main:
+        heldout = heldout_fidelity(student, heldout_x, heldout_t) if heldout_x is not None and not interrupted else None
+        _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x, sample_t, device)
+        checkpoint = save(final=not interrupted, heldout=heldout)
+        macs = count_macs(create_model(cfg.student.arch, **cfg.student.kwargs), (1, 3, 256, 256))
+        summary = {
+            "run_dir": str(run_dir), "step": step, "total_steps": total, "interrupted": interrupted,
+            "teacher": teacher.identity, "device": str(device), "batch_size": dc.batch_size,
+            "crop_size": dc.size, "test_size": dc.test_size, "world_size": dist.world_size,
+            "student": {"arch": cfg.student.arch, "kwargs": cfg.student.kwargs, "params": macs.params,
+                        "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9},
+            "data": {"description": train_set.describe() if hasattr(train_set, "describe") else type(train_set).__name__,
+                     "train_images": len(train_set), "test_images": 0 if test_set is None else len(test_set),
+                     "skipped": train_set.skipped.as_dict()},
+            "train_seconds": train_seconds, "images_per_second": images_seen / max(train_seconds, 1e-9),
+            "loss_terms": sorted(k for k in last_metrics if k not in ("step", "epoch", "lr", "images_per_s", "loss")),
+            "vgg": vgg_info, "gan_note": gan_note,
+            "cache_note": (CACHE_NOTE.format(load=dc.load_size) + f"; {cache.teacher_calls} teacher passes this session"
+                           if cache is not None else "teacher run on every batch"),
+            "heldout": heldout, "final_metrics": last_metrics,
+        }
+        write_json(run_dir / "summary.json", summary)
+        (run_dir / "report.md").write_text(render_report(summary))
+    D.barrier(dist)
+    D.cleanup(dist)
+    return DistillResult(run_dir, run_dir / "checkpoint.pt", step, summary, interrupted)
+
+
+@torch.no_grad()
+def _write_samples(path: Path, student: nn.Module, x: torch.Tensor, t: torch.Tensor, device) -> None:
+    was = student.training
+    student.eval()
+    s = student(x.to(device)).float().cpu()
+    student.train(was)
+    save_grid(path, [x, t, s])

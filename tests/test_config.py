@@ -1,0 +1,39 @@
+import pytest
+
+from crd_edge.config import load_config
+from crd_edge.errors import UserError
+
+
+def test_defaults_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("loss:\n  crd_rows: 5\ntrain:\n  steps: 7\n")
+    cfg = load_config(path, ["loss.crd_rows=2", "student.kwargs.ngf=8", "data.data=/x"], base={"train.seed": 3})
+    assert cfg.loss.crd_rows == 2.0 and isinstance(cfg.loss.crd_rows, float)  # int coerced to float
+    assert cfg.train.steps == 7 and cfg.train.seed == 3
+    assert cfg.student.kwargs == {"ngf": 8} and cfg.data.data == "/x"
+    assert cfg.loss.crd_patches == 25.0  # untouched default (paper weight)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("loss.crd_row=1", "did you mean 'loss.crd_rows'"),
+    ("train.steps=abc", "expected int"),
+    ("teacher.mode=sideways", "expected one of offline, online"),
+    ("loss", "expected key=value"),
+    ("nope.x=1", "unknown config key"),
+])
+def test_bad_overrides_are_user_errors(override, match):
+    with pytest.raises(UserError, match=match):
+        load_config(overrides=[override])
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_config(listing)

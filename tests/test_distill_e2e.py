@@ -1,0 +1,113 @@
+"""`crd-edge distill` end to end on tiny data: checkpoint, samples, metrics, report, resume,
+Ctrl-C, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from crd_edge.training.checkpoint import load_student
+from crd_edge.training.progress import TrainProgress
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_args(runs, name, teacher, steps=6):
+    return ["distill", "--teacher", teacher, "--student", "mobile_resnet_9blocks", "--steps", steps,
+            "--size", 64, "--runs-dir", runs, "--name", name, "--quiet",
+            "--set", "student.kwargs.ngf=8", "--set", "data.load_size=72", "--set", "data.test_size=64",
+            "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3"]
+
+
+def test_distill_writes_a_complete_run(run_cli, tiny_teacher, tmp_path):
+    code, out, err = run_cli(*tiny_args(tmp_path, "e2e", tiny_teacher))
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    run = tmp_path / "e2e"
+    assert result["run_dir"] == str(run) and result["step"] == 6
+    for name in ("checkpoint.pt", "config.json", "metrics.jsonl", "report.md", "summary.json", "teacher_cache.pt"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_000003.png", "step_000006.png"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert {"crd_rows", "crd_columns", "crd_patches", "style", "feature"} <= set(metrics[0])
+    assert "gan" not in metrics[0]  # built-in photos have no target domain: GAN term off
+    summary = json.loads((run / "summary.json").read_text())
+    assert "off: no real target-domain images" in summary["gan_note"]
+    assert summary["heldout"]["images"] == 3  # the built-in test split
+    assert "copy the input (baseline)" in (run / "report.md").read_text()
+
+    # The checkpoint alone rebuilds the student and reproduces its outputs.
+    student, ckpt = load_student(run / "checkpoint.pt")
+    assert ckpt["student"]["kwargs"]["ngf"] == 8 and ckpt["teacher"]["sha256"]
+    assert ckpt["config"]["train"]["steps"] == 6 and ckpt["final"]
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.isfinite(student(x)).all()
+
+    # A second run with the same name gets a new folder, never overwriting the first.
+    code, out, _ = run_cli(*tiny_args(tmp_path, "e2e", tiny_teacher, steps=1))
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["run_dir"] == str(tmp_path / "e2e-2")
+
+
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    code, _, err = run_cli(*tiny_args(tmp_path, "straight", tiny_teacher, steps=8))
+    assert code == 0, err
+
+    original = TrainProgress.update
+
+    def interrupt_at_step_4(self, step, metrics=None):
+        original(self, step, metrics)
+        if step == 4:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(TrainProgress, "update", interrupt_at_step_4)
+    code, out, _ = run_cli(*tiny_args(tmp_path, "resumed", tiny_teacher, steps=8))
+    assert code == 130
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 4
+    monkeypatch.setattr(TrainProgress, "update", original)
+
+    code, _, err = run_cli("distill", "--resume", tmp_path / "resumed", "--quiet")
+    assert code == 0, err
+    straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    resumed = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
+    assert strip(resumed) == strip(straight)  # identical losses, step for step
+    a, _ = load_student(tmp_path / "straight" / "checkpoint.pt")
+    b, _ = load_student(tmp_path / "resumed" / "checkpoint.pt")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("args,message", [
+    (["distill", "--data", "{tmp}/nowhere"], "nowhere"),
+    (["distill", "--teacher", "{tmp}/missing.pth"], "no such file"),
+    (["distill", "--student", "mobile_resnet"], "unknown model"),
+    (["distill", "--set", "loss.nope=1"], "unknown config key 'loss.nope'"),
+    (["distill", "--device", "cuda:7"], "CUDA is not available"),
+    (["distill", "--resume", "{tmp}/no_run"], "no such checkpoint"),
+    (["profile"], "profile needs MODEL"),
+])
+def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, args, message):
+    if "cuda" in args[-1] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "distill" and "--resume" not in args:
+        args += ["--runs-dir", str(tmp_path / "runs")]  # nothing may land in the working directory
+    code, out, err = run_cli(*args)
+    assert code == 2
+    assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_empty_data_folder_names_the_layout(run_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("distill", "--data", tmp_path / "empty", "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "trainA/" in err
+
+
+def test_profile_prints_both_conventions(run_cli):
+    code, out, _ = run_cli("profile", "mobile_resnet_9blocks_ngf16", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["params"] == 137_347 and report["paper_macs"] == 1_407_713_280
+    code, out, _ = run_cli("profile", "--list")
+    assert "mobile_resnet_9blocks_ngf16_edge" in out and "unet_256" in out
