@@ -26,6 +26,7 @@ class DataConfig:
     size: int = 256                  # training crop
     load_size: int = 286             # resize before the crop (paper: 286 -> 256)
     test_size: int = 256             # held-out evaluation and samples
+    augment_views: int = 0           # >0: cycle K fixed random crops/flips per image (exact teacher cache)
     batch_size: int = 1
     workers: int = 0
 
@@ -43,7 +44,7 @@ class TeacherConfig:
     kwargs: dict = field(default_factory=dict)
     mode: str = "offline"            # offline (frozen pretrained) | online (trained alongside)
     recipe: str = "cyclegan"         # online recipe: cyclegan | pix2pix
-    cache: str = "full"              # full | off: see crd_edge.training.teacher_cache
+    cache: str = "exact"             # exact | full | off: see crd_edge.training.teacher_cache
     cycle_weight: float = 10.0       # online CycleGAN teacher losses
     identity_weight: float = 0.5
     l1_weight: float = 100.0         # online pix2pix teacher L1
@@ -107,7 +108,7 @@ CHOICES = {
     "data.layout": ("auto", "builtin", "folder", "unaligned", "aligned"),
     "teacher.mode": ("offline", "online"),
     "teacher.recipe": ("cyclegan", "pix2pix"),
-    "teacher.cache": ("full", "off"),
+    "teacher.cache": ("exact", "full", "off"),
 }
 
 

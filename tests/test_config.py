@@ -37,3 +37,12 @@ def test_bad_config_files(tmp_path):
     listing.write_text("- 1\n")
     with pytest.raises(UserError, match="mapping"):
         load_config(listing)
+
+
+def test_shipped_recipes_load():
+    from pathlib import Path
+    recipes = sorted(Path(__file__).parents[1].glob("configs/*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = load_config(path)
+        assert cfg.loss.crd_rows > 0, path

@@ -105,3 +105,13 @@ def test_create_model_drops_none_kwargs_and_records_spec():
     model = create_model("mobile_resnet_9blocks", ngf=None, padding="zero")
     assert model.crd_spec == {"name": "mobile_resnet_9blocks",
                               "kwargs": {"ngf": 16, "n_blocks": 9, "mobile": True, "padding": "zero"}}
+
+
+def test_input_skip_starts_from_the_identity():
+    model = create_model("mobile_resnet_9blocks", ngf=8, input_skip=True).eval()
+    last = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    x = torch.rand(1, 3, 32, 32) * 1.9 - 0.95
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x, atol=1e-5, rtol=0)  # tanh(0 + atanh(x)) = x

@@ -48,8 +48,9 @@ class ResnetGenerator(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
                  n_blocks: int = 9, *, mobile: bool = False, padding: str = "reflect",
                  norm: str = "instance", norm_affine: bool = False,
-                 upsample: str = "convt3") -> None:
+                 upsample: str = "convt3", input_skip: bool = False) -> None:
         super().__init__()
+        self.input_skip = input_skip
         bias = conv_bias(norm)
         layers: list[nn.Module] = [*padded_conv(in_channels, ngf, 7, padding, bias=bias),
                                    norm_layer(norm, ngf, norm_affine), nn.ReLU(inplace=True)]
@@ -68,7 +69,13 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        if not self.input_skip:
+            return self.model(x)
+        # Global input skip: tanh(h + atanh(x)), i.e. the network predicts a change of the
+        # input in tanh space; h = 0 is the identity. atanh written with log1p (TFLite has LOG).
+        x = x.clamp(-0.999, 0.999)
+        body = self.model[:-1]
+        return torch.tanh(body(x) + 0.5 * (torch.log1p(x) - torch.log1p(-x)))
 
 
 def _resnet(**kwargs) -> ResnetGenerator:

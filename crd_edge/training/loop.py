@@ -34,8 +34,11 @@ from crd_edge.training.progress import TrainProgress
 from crd_edge.training.run_dir import append_jsonl, new_run_dir, render_report, write_json
 from crd_edge.training.teacher_cache import TeacherOutputCache
 
-CACHE_NOTE = ("cached once per image and mirror image on the full {load}x{load} resize, then cropped "
-              "(the teacher sees the whole image, not the crop alone; see crd_edge/training/teacher_cache.py)")
+CACHE_NOTES = {
+    "exact": "cached per view (image, crop, flip), computed on exactly what the student sees",
+    "full": ("APPROXIMATE: computed once per full {load}x{load} image and mirror, then cropped (the teacher "
+             "saw the whole image, not the crop; see crd_edge/training/teacher_cache.py)"),
+}
 
 
 @dataclass
@@ -133,7 +136,9 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     try:
         test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
     except UserError:
-        test_set = None  # a plain folder has no held-out split
+        test_set = None  # e.g. a CycleGAN folder without testA/
+    if type(test_set).__name__ == "ImageFolderDataset":
+        test_set = None  # a plain folder has no held-out split: never score on training images
     has_targets = "B" in train_set[0]
     conditional = type(train_set).__name__ == "AlignedDataset"
     if cfg.teacher.mode == "online":
@@ -163,8 +168,12 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                 "off: no real target-domain images to train the teacher discriminator on" if cfg.loss.gan > 0
                 else "off (weight 0)")
     cache = None
-    if cfg.teacher.mode == "offline" and cfg.teacher.cache == "full":
-        cache = TeacherOutputCache(teacher, train_set.load_full, device)
+    # Views repeat with no random crop (an image and its mirror) or with a fixed cycle of K
+    # augmentations per image: then the exact cache runs the teacher at most 2 or K times an image.
+    views_repeat = dc.load_size == dc.size or dc.augment_views > 0
+    if cfg.teacher.mode == "offline" and (cfg.teacher.cache == "full" or
+                                          (cfg.teacher.cache == "exact" and views_repeat)):
+        cache = TeacherOutputCache(teacher, train_set.load_full, device, full_image=cfg.teacher.cache == "full")
 
     # -- 3. Optimisation state, restored on resume -------------------------------------------
     opt = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
@@ -231,7 +240,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     try:
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
-            train_set.set_epoch(epoch)
+            train_set.set_epoch(epoch % dc.augment_views if dc.augment_views else epoch)
             batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=_collate)
             for batch in loader:
@@ -314,14 +323,15 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
             "crop_size": dc.size, "test_size": dc.test_size, "world_size": dist.world_size,
             "student": {"arch": cfg.student.arch, "kwargs": cfg.student.kwargs, "params": macs.params,
                         "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9},
-            "data": {"description": train_set.describe() if hasattr(train_set, "describe") else type(train_set).__name__,
+            "data": {"description": _describe_data(train_set, dc),
                      "train_images": len(train_set), "test_images": 0 if test_set is None else len(test_set),
                      "skipped": train_set.skipped.as_dict()},
             "train_seconds": train_seconds, "images_per_second": images_seen / max(train_seconds, 1e-9),
             "loss_terms": sorted(k for k in last_metrics if k not in ("step", "epoch", "lr", "images_per_s", "loss")),
             "vgg": vgg_info, "gan_note": gan_note,
-            "cache_note": (CACHE_NOTE.format(load=dc.load_size) + f"; {cache.teacher_calls} teacher passes this session"
-                           if cache is not None else "teacher run on every batch"),
+            "cache_note": (CACHE_NOTES[cfg.teacher.cache].format(load=dc.load_size)
+                           + f"; {cache.teacher_calls} teacher passes this session"
+                           if cache is not None else "teacher run on every batch (no cache)"),
             "heldout": heldout, "final_metrics": last_metrics,
         }
         write_json(run_dir / "summary.json", summary)
@@ -329,6 +339,13 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     D.barrier(dist)
     D.cleanup(dist)
     return DistillResult(run_dir, run_dir / "checkpoint.pt", step, summary, interrupted)
+
+
+def _describe_data(dataset, dc) -> str:
+    if type(dataset).__name__ == "BuiltinPhotoDataset":
+        from crd_edge.data.builtin import split_names
+        return f"built-in photos (held out: {', '.join(split_names()['test'])})"
+    return f"{type(dataset).__name__} at {dc.data}"
 
 
 @torch.no_grad()
