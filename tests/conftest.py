@@ -1,9 +1,12 @@
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from crd_edge import cli
+from crd_edge.data.builtin import builtin_photos
 from crd_edge.models import create_model
 
 
@@ -31,3 +34,27 @@ def tiny_teacher(tmp_path_factory):
     path = tmp_path_factory.mktemp("teacher") / "teacher.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+def _photo(i, size=80):
+    img = builtin_photos()[i % 5].image
+    return Image.fromarray(img).resize((size, size))
+
+
+@pytest.fixture
+def unaligned(tmp_path):
+    for split in ("trainA", "trainB", "testA", "testB"):
+        (tmp_path / split).mkdir()
+        for i in range(2):
+            _photo(i + (2 if "B" in split else 0)).save(tmp_path / split / f"{i}.png")
+    return tmp_path
+
+
+@pytest.fixture
+def aligned(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        for i in range(2):
+            a, b = np.asarray(_photo(i)), np.asarray(_photo(i + 2))
+            Image.fromarray(np.concatenate([a, b], axis=1)).save(tmp_path / split / f"{i}.png")
+    return tmp_path

@@ -16,7 +16,7 @@ def tiny_args(runs, name, teacher, steps=6):
     return ["distill", "--teacher", teacher, "--student", "mobile_resnet_9blocks", "--steps", steps,
             "--size", 64, "--runs-dir", runs, "--name", name, "--quiet",
             "--set", "student.kwargs.ngf=8", "--set", "data.load_size=72", "--set", "data.test_size=64",
-            "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3"]
+            "--set", "data.augment_views=2", "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3"]
 
 
 def test_distill_writes_a_complete_run(run_cli, tiny_teacher, tmp_path):
@@ -111,3 +111,14 @@ def test_profile_prints_both_conventions(run_cli):
     assert report["params"] == 137_347 and report["paper_macs"] == 1_407_713_280
     code, out, _ = run_cli("profile", "--list")
     assert "mobile_resnet_9blocks_ngf16_edge" in out and "unet_256" in out
+
+
+def test_offline_gan_term_trains_the_teacher_discriminator_on_real_targets(run_cli, tiny_teacher, unaligned, tmp_path):
+    code, _, err = run_cli(*tiny_args(tmp_path / "runs", "gan", tiny_teacher, steps=3), "--data", unaligned)
+    assert code == 0, err
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert all({"gan", "teacher_D"} <= set(m) for m in lines)
+    ckpt = torch.load(tmp_path / "runs" / "gan" / "checkpoint.pt", weights_only=True)
+    assert ckpt["train_state"]["discriminator"] is not None
+    summary = json.loads((tmp_path / "runs" / "gan" / "summary.json").read_text())
+    assert summary["gan_note"].startswith("on") and summary["heldout"]["images"] == 2  # testA

@@ -2,37 +2,9 @@
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from crd_edge.data.builtin import builtin_photos
 
 pytestmark = pytest.mark.slow
-
-
-def _photo(i, size=80):
-    img = builtin_photos()[i % 5].image
-    return Image.fromarray(img).resize((size, size))
-
-
-@pytest.fixture
-def unaligned(tmp_path):
-    for split in ("trainA", "trainB", "testA", "testB"):
-        (tmp_path / split).mkdir()
-        for i in range(2):
-            _photo(i + (2 if "B" in split else 0)).save(tmp_path / split / f"{i}.png")
-    return tmp_path
-
-
-@pytest.fixture
-def aligned(tmp_path):
-    for split in ("train", "test"):
-        (tmp_path / split).mkdir()
-        for i in range(2):
-            a, b = np.asarray(_photo(i)), np.asarray(_photo(i + 2))
-            Image.fromarray(np.concatenate([a, b], axis=1)).save(tmp_path / split / f"{i}.png")
-    return tmp_path
 
 
 def _online_args(data, runs, recipe, steps, extra=()):
