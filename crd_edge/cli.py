@@ -15,7 +15,7 @@ import typer
 
 from crd_edge.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil image-to-image GAN generators (CRD) and get them onto edge devices.")
 _state = {"debug": False}
 
@@ -113,27 +113,15 @@ def profile(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning UserErrors into one line and exit status 2."""
+    """Console entry point. Usage mistakes (unknown option, bad value) are typer's: usage line,
+    error, exit 2. UserErrors from the library become one ``error:`` line and exit status 2."""
     try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
-        if isinstance(code, int) and code:
-            sys.exit(code)
+        app()  # standalone mode: typer prints usage errors and calls sys.exit itself
     except UserError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -122,3 +122,10 @@ def test_offline_gan_term_trains_the_teacher_discriminator_on_real_targets(run_c
     assert ckpt["train_state"]["discriminator"] is not None
     summary = json.loads((tmp_path / "runs" / "gan" / "summary.json").read_text())
     assert summary["gan_note"].startswith("on") and summary["heldout"]["images"] == 2  # testA
+
+
+@pytest.mark.parametrize("args,message", [(["distill", "--bogus"], "No such option"),
+                                          (["distill", "--steps", "abc"], "--steps")])
+def test_usage_errors_exit_2_without_traceback(run_cli, args, message):
+    code, _, err = run_cli(*args)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -7,6 +7,11 @@ Sources (each verified to load offline from files shipped inside the wheels):
   two items of one source). Other ``skimage.data`` colour images (skin, lily, kidney, ...) are
   fetched through pooch and fail offline; ``cat`` duplicates chelsea; ``logo`` is a graphic.
 * scikit-learn ``load_sample_images()``: china, flower (640x427).
+* Debian's ``opencv-doc`` package, when installed (``apt-get install opencv-doc``; not a Python
+  dependency): the colour photos of its ``examples/data`` folder (fruits, baboon, building,
+  butterfly, starry_night, ...), chosen automatically (colour, short side >= 256 px). They
+  join the TRAIN split only, so the held-out numbers stay comparable with or without them;
+  with 9 training images (4 of them scientific images) a student generalises poorly.
 
 Split, fixed and by SOURCE so both stereo views stay together:
 test = ``BUILTIN_TEST_SOURCES`` (coffee, rocket, flower: an indoor still life, an outdoor
@@ -20,9 +25,11 @@ A source whose loader fails (package missing, data file absent) is skipped with 
 from __future__ import annotations
 
 import functools
+import re
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +81,30 @@ def _sklearn(file_name: str) -> Callable[[], list[tuple[str, np.ndarray]]]:
     return load
 
 
+OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+# Synthetic drawings among the coloured files: logos, text, blobs, contour test shapes.
+_NOT_PHOTOS = re.compile(r"(.*logo.*|imageText.*|detect_blob|ml|pic\d+|pca_test\d*)$")
+
+
+def _opencv_doc_photos(folder: Path = OPENCV_DOC_DATA) -> list[tuple[str, np.ndarray]]:
+    """Colour photos (short side >= 256, visibly coloured) of the opencv-doc examples."""
+    from crd_edge.data.images import BadImage, list_images, read_image
+
+    photos = []
+    for path in list_images(folder) if folder.is_dir() else []:
+        try:
+            img = read_image(path, min_size=256)
+        except BadImage:
+            continue
+        small = img[::8, ::8].astype(np.int16)
+        colourfulness = np.abs(small[..., 0] - small[..., 1]).mean() + np.abs(small[..., 1] - small[..., 2]).mean()
+        if colourfulness >= 12 and not _NOT_PHOTOS.match(path.stem):  # grayscale scans fall below
+            photos.append((f"opencv_{path.stem}", img))
+    return photos
+
+
 # source name -> loader returning [(item name, image)]. Order is the dataset order.
 _LOADERS: dict[str, Callable[[], list[tuple[str, np.ndarray]]]] = {
     "astronaut": _skimage("astronaut"),
@@ -87,6 +118,7 @@ _LOADERS: dict[str, Callable[[], list[tuple[str, np.ndarray]]]] = {
     "stereo_motorcycle": _stereo_motorcycle,
     "china": _sklearn("china.jpg"),
     "flower": _sklearn("flower.jpg"),
+    "opencv_doc": _opencv_doc_photos,
 }
 
 #: Every built-in source, in dataset order.
@@ -120,6 +152,8 @@ def _load_all() -> tuple[BuiltinPhoto, ...]:
             log.warning("built-in photo %r unavailable, skipped: %s", source, e)
             continue
         photos.extend(BuiltinPhoto(name, source, img) for name, img in items)
+        if not items and source == "opencv_doc":
+            log.info("opencv-doc photos not installed: built-in training set without them")
     return tuple(photos)
 
 
