@@ -27,6 +27,7 @@ class DataConfig:
     load_size: int = 286             # resize before the crop (paper: 286 -> 256)
     test_size: int = 256             # held-out evaluation and samples
     augment_views: int = 0           # >0: cycle K fixed random crops/flips per image (exact teacher cache)
+    color_jitter: float = 0.0        # >0: random colour gains/offsets/saturation of that strength
     batch_size: int = 1
     workers: int = 0
 

@@ -129,3 +129,14 @@ def test_offline_gan_term_trains_the_teacher_discriminator_on_real_targets(run_c
 def test_usage_errors_exit_2_without_traceback(run_cli, args, message):
     code, _, err = run_cli(*args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_jittered_views_are_cached_exactly(run_cli, tiny_teacher, unaligned, tmp_path):
+    # 2 training images x 2 cycled views = 4 distinct jittered crops, over 4 epochs (8 steps).
+    code, _, err = run_cli(*tiny_args(tmp_path / "runs", "jitter", tiny_teacher, steps=8), "--data", unaligned,
+                           "--set", "data.color_jitter=0.3", "--set", "loss.gan=0")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "runs" / "jitter" / "summary.json").read_text())
+    assert "4 teacher passes" in summary["cache_note"]
+    cache = torch.load(tmp_path / "runs" / "jitter" / "teacher_cache.pt", weights_only=True)
+    assert len(cache) == 4 and {k.split(":")[-1] for k in cache} == {"0", "1"}

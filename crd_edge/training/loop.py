@@ -8,8 +8,7 @@ too, in order, so the whole run reads in one place.
 
 from __future__ import annotations
 
-import json
-import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from crd_edge import __version__
 from crd_edge.bench.macs import count_macs
 from crd_edge.config import RunConfig, config_from_dict
 from crd_edge.data import build_dataset
+from crd_edge.data.jitter import apply_jitter, jitter_params
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
 from crd_edge.models.teachers import load_teacher
@@ -170,7 +170,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     cache = None
     # Views repeat with no random crop (an image and its mirror) or with a fixed cycle of K
     # augmentations per image: then the exact cache runs the teacher at most 2 or K times an image.
-    views_repeat = dc.load_size == dc.size or dc.augment_views > 0
+    views_repeat = dc.augment_views > 0 or (dc.load_size == dc.size and dc.color_jitter == 0)
     if cfg.teacher.mode == "offline" and (cfg.teacher.cache == "full" or
                                           (cfg.teacher.cache == "exact" and views_repeat)):
         cache = TeacherOutputCache(teacher, train_set.load_full, device, full_image=cfg.teacher.cache == "full")
@@ -241,10 +241,19 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
             train_set.set_epoch(epoch % dc.augment_views if dc.augment_views else epoch)
+            if cache is not None and cache.full_image and dc.color_jitter > 0:
+                raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
             batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=_collate)
             for batch in loader:
-                x = batch["A"].to(device, non_blocking=True)
+                aug_epoch = epoch % dc.augment_views if dc.augment_views else epoch
+                view = aug_epoch if dc.augment_views else 0  # cache key: which cycled augmentation
+                x = batch["A"]
+                if dc.color_jitter > 0:
+                    x = torch.stack([apply_jitter(img, jitter_params(random.Random(
+                        f"jitter/{cfg.train.seed}/{aug_epoch}/{int(i)}"), dc.color_jitter))
+                        for img, i in zip(x, batch["index"])])
+                x = x.to(device, non_blocking=True)
                 student_active = True
                 if cfg.teacher.mode == "online":
                     # The online teacher (G and D) takes its own step on this batch first; the
@@ -255,7 +264,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                     student_active = teacher.student_trains(step, steps_per_epoch)
                 if student_active:
                     with torch.no_grad():
-                        target = cache.targets(batch, dc.size) if cache is not None else teacher(x)
+                        target = cache.targets(batch, dc.size, x, view) if cache is not None else teacher(x)
                     if opt_d is not None:
                         # Offline: the teacher's D learns real targets vs *teacher* outputs, never
                         # the student's, so it keeps describing the teacher's distribution.

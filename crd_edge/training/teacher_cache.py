@@ -41,14 +41,15 @@ class TeacherOutputCache:
         self.load_full = load_full
         self.device = device
         self.full_image = full_image
-        self.entries: dict[tuple[int, int, int, bool], torch.Tensor] = {}
+        self.entries: dict[tuple[int, int, int, bool, int], torch.Tensor] = {}
         self.teacher_calls = 0
 
-    def _view(self, index: int, params: CropParams, size: int) -> torch.Tensor:
+    def _view(self, index: int, params: CropParams, size: int, view: int,
+              student_input: torch.Tensor) -> torch.Tensor:
         if self.full_image:
-            key = (index, -1, -1, params.flip)
+            key = (index, -1, -1, params.flip, 0)
         else:
-            key = (index, params.top, params.left, params.flip)
+            key = (index, params.top, params.left, params.flip, view)
         if key not in self.entries:
             image = self.load_full(index)
             if self.full_image:
@@ -56,17 +57,21 @@ class TeacherOutputCache:
                 out = self.teacher(image[None].to(self.device))[0]
                 # Stored in the un-flipped frame so crops are cut the same way as the input's.
                 out = out.flip(-1) if params.flip else out
-            else:
-                out = self.teacher(apply_crop(image, params, size)[None].to(self.device))[0]
+            else:  # exactly what the student sees (crop, flip and any colour jitter)
+                out = self.teacher(student_input[None].to(self.device))[0]
             self.teacher_calls += 1
             self.entries[key] = out.to("cpu", torch.float16)
         entry = self.entries[key].float()
         return apply_crop(entry, params, size) if self.full_image else entry
 
-    def targets(self, batch: dict, size: int) -> torch.Tensor:
-        """Teacher targets for a collated batch with ``index``, ``top``, ``left``, ``flip``."""
+    def targets(self, batch: dict, size: int, x: torch.Tensor | None = None, view: int = 0) -> torch.Tensor:
+        """Teacher targets for a collated batch with ``index``, ``top``, ``left``, ``flip``;
+        ``x`` is the student's input (default ``batch["A"]``), ``view`` the augmentation cycle
+        position that, with the crop, identifies it."""
+        x = batch["A"] if x is None else x
         views = [self._view(int(batch["index"][i]),
-                            CropParams(int(batch["top"][i]), int(batch["left"][i]), bool(batch["flip"][i])), size)
+                            CropParams(int(batch["top"][i]), int(batch["left"][i]), bool(batch["flip"][i])),
+                            size, view, x[i])
                  for i in range(len(batch["index"]))]
         return torch.stack(views).to(self.device)
 
@@ -75,5 +80,5 @@ class TeacherOutputCache:
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
-            index, top, left, flip = (int(v) for v in key.split(":"))
-            self.entries[(index, top, left, bool(flip))] = value
+            index, top, left, flip, view = (int(v) for v in key.split(":"))
+            self.entries[(index, top, left, bool(flip), view)] = value
