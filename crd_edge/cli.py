@@ -56,9 +56,11 @@ def distill(
                "teacher.arch": teacher_arch, "student.arch": student, "train.steps": steps,
                "train.epochs": epochs, "data.batch_size": batch_size, "data.size": size,
                "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed}
+    if epochs is not None and steps is None:
+        options["train.steps"] = None  # --epochs alone: let the epochs decide the length
     if online:
         options.update({"teacher.mode": "online", "teacher.source": teacher})
-    base = {k: v for k, v in options.items() if v is not None}
+    base = {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None}
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
             raise UserError("--resume continues a run with its saved config; only --steps may be changed")

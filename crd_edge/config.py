@@ -19,12 +19,16 @@ import yaml
 from crd_edge.errors import UserError
 
 
+# Defaults = the built-in job that `crd-edge distill` runs with no arguments (a few minutes on a
+# 2-core CPU). The paper's settings are in configs/paper_*.yaml; deviations are commented.
+
+
 @dataclass
 class DataConfig:
     data: str | None = None          # folder, or None / "builtin" for the built-in photos
     layout: str = "auto"             # auto | builtin | folder | unaligned | aligned
-    size: int = 256                  # training crop
-    load_size: int = 286             # resize before the crop (paper: 286 -> 256)
+    size: int = 128                  # training crop (paper: 256)
+    load_size: int = 128             # resize before the crop (paper: 286; = size: no crop, exact cache)
     test_size: int = 256             # held-out evaluation and samples
     augment_views: int = 0           # >0: cycle K fixed random crops/flips per image (exact teacher cache)
     color_jitter: float = 0.0        # >0: random colour gains/offsets/saturation of that strength
@@ -62,16 +66,16 @@ class LossConfig:
     patch_size: int = 32
     rkd_distance: float = 1.0
     rkd_angle: float = 2.0
-    style: float = 1e4               # per VGG layer, Gram L1
-    feature: float = 10.0            # VGG relu2_2 L1
+    style: float = 0.01              # per VGG layer, Gram L1 (paper: 1e4 for un-normalised VGG input)
+    feature: float = 0.02            # VGG relu2_2 L1 (paper: 10, same caveat)
     gan: float = 1.0                 # LSGAN through the (frozen) teacher discriminator
-    pixel_l1: float = 0.0            # L1 to the teacher output; 0 in the paper recipes
+    pixel_l1: float = 100.0          # L1 to the teacher output; 0 in the paper recipes
     vgg_weights: str | None = None   # explicit VGG16 weights file
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
+    lr: float = 2e-3                 # paper: 2e-4 over 200 epochs; the built-in job is short
     beta1: float = 0.5
     beta2: float = 0.999
     decay_from: float = 0.5          # fraction of the steps at constant LR, then linear to 0
@@ -79,7 +83,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int | None = None         # total student steps (wins over epochs)
+    steps: int | None = 3000         # total student steps (wins over epochs; null to use epochs)
     epochs: int = 200                # paper: 100 constant + 100 decay
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N

