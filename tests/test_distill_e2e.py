@@ -44,6 +44,10 @@ def test_distill_writes_a_complete_run(run_cli, tiny_teacher, tmp_path):
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     assert torch.isfinite(student(x)).all()
 
+    # `crd-edge profile` reads the checkpoint too.
+    code, out, _ = run_cli("profile", run / "checkpoint.pt", "--size", 64, "--json")
+    assert code == 0 and json.loads(out)["params"] == sum(p.numel() for p in student.parameters())
+
     # A second run with the same name gets a new folder, never overwriting the first.
     code, out, _ = run_cli(*tiny_args(tmp_path, "e2e", tiny_teacher, steps=1))
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["run_dir"] == str(tmp_path / "e2e-2")
