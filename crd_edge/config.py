@@ -153,9 +153,41 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+AT_LEAST_1 = ("data.size", "data.load_size", "data.test_size", "data.batch_size", "loss.patch_size",
+              "train.epochs", "train.log_every", "teacher.save_epoch_freq", "teacher.n_dis")
+AT_LEAST_0 = ("data.workers", "data.augment_views", "train.sample_every", "train.save_every",
+              "train.eval_images", "teacher.pool_size")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks that types cannot express; each failure names the key and the fix."""
+    def get(key):
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+    for key in AT_LEAST_1:
+        if get(key) < 1:
+            raise UserError(f"config {key}={get(key)}: must be at least 1")
+    for key in AT_LEAST_0:
+        if get(key) < 0:
+            raise UserError(f"config {key}={get(key)}: must not be negative")
+    if cfg.train.steps is not None and cfg.train.steps < 1:
+        raise UserError(f"config train.steps={cfg.train.steps}: must be at least 1 (or null)")
+    if not 0 <= cfg.data.color_jitter < 1:
+        raise UserError(f"config data.color_jitter={cfg.data.color_jitter}: expected 0 <= value < 1")
+    for key in ("data.size", "data.test_size"):
+        if get(key) % 4:
+            raise UserError(f"config {key}={get(key)}: the generators downsample twice, use a multiple of 4")
+    patch, size = cfg.loss.patch_size, cfg.data.size
+    if cfg.loss.crd_patches and (size % patch or size // patch < 2):
+        raise UserError(f"--size {size}: the CRD patch term needs a multiple of loss.patch_size={patch} "
+                        f"with at least 2 patches per side (e.g. {max(2, size // patch) * patch}), "
+                        "or --set loss.crd_patches=0")
+    return cfg
+
+
 def config_from_dict(values: dict) -> RunConfig:
-    """Build a RunConfig from nested dicts, checking keys and types."""
-    return _build(RunConfig, values)
+    """Build a RunConfig from nested dicts, checking keys, types and ranges."""
+    return validate(_build(RunConfig, values))
 
 
 def set_key(values: dict, dotted: str, value: Any) -> None:
@@ -194,7 +226,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set loss.crd_rows=10")
         key, raw = item.split("=", 1)
-        set_key(values, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: the value is not valid YAML (quote strings with spaces or brackets)") from None
+        set_key(values, key.strip(), value)
     return config_from_dict(values)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crd_edge.bench.macs import count_macs, format_count
+from crd_edge.errors import UserError
 from crd_edge.models import create_model, list_models, model_entry
 
 
@@ -22,7 +23,11 @@ def profile_model(model: str, size: int = 256) -> dict:
     """Params and MACs at ``size`` x ``size`` (1 image) in both conventions."""
     net, arch, kwargs, source = _resolve(model)
     channels = getattr(net, "crd_spec", {}).get("kwargs", {}).get("in_channels", 3)
-    report = count_macs(net, (1, channels, size, size))
+    try:
+        report = count_macs(net, (1, channels, size, size))
+    except RuntimeError as exc:
+        raise UserError(f"{model} cannot run at --size {size} ({str(exc).splitlines()[0][:100]}); "
+                        "try 256") from None
     return {"model": arch, "kwargs": kwargs, "source": source, "size": size, **report.as_dict()}
 
 

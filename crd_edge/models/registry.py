@@ -63,6 +63,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     so a checkpoint can rebuild it from ``(name, kwargs)`` alone."""
     entry = model_entry(name)
     resolved = model_kwargs(name, **kwargs)
-    model = entry.builder(**resolved)
+    try:
+        model = entry.builder(**resolved)
+    except TypeError as exc:  # an option this architecture does not take
+        raise UserError(f"model {name!r}: {exc}; its options are {sorted(entry.defaults)} and the "
+                        "builder's own keyword arguments") from None
     model.crd_spec = {"name": name, "kwargs": resolved}
     return model

@@ -57,9 +57,33 @@ def reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     if not info.enabled or not values:
         return values
     keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    # NCCL reduces only CUDA tensors; gloo only CPU ones.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return {k: float(v) / info.world_size for k, v in zip(keys, tensor)}
+
+
+def average_gradients(params, info: DistInfo) -> None:
+    """All-reduce (mean) the gradients of modules that are not wrapped in DDP: the teacher's
+    discriminator and the online teacher, so every rank keeps identical copies of them."""
+    if not info.enabled:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= info.world_size
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any (a Ctrl-C seen by one rank stops all)."""
+    if not info.enabled:
+        return flag
+    if dist.get_backend() != "nccl":
+        device = torch.device("cpu")
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor)
+    return bool(tensor.item() > 0)
 
 
 def barrier(info: DistInfo) -> None:

@@ -9,6 +9,8 @@ too, in order, so the whole run reads in one place.
 from __future__ import annotations
 
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from crd_edge.config import RunConfig, config_from_dict
 from crd_edge.data import build_dataset
 from crd_edge.data.jitter import apply_jitter, jitter_params
 from crd_edge.errors import UserError
-from crd_edge.models import create_model
+from crd_edge.models import create_model, model_entry
 from crd_edge.models.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.training.checkpoint import atomic_torch_save, read_checkpoint, student_record
@@ -141,13 +143,18 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         test_set = None  # a plain folder has no held-out split: never score on training images
     has_targets = "B" in train_set[0]
     conditional = type(train_set).__name__ == "AlignedDataset"
+    steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
+    total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     if cfg.teacher.mode == "online":
         from crd_edge.training.online import OnlineTeacher
-        teacher = OnlineTeacher(cfg, device, conditional=conditional)
+        teacher = OnlineTeacher(cfg, device, conditional=conditional, dist=dist, has_targets=has_targets,
+                                lr_factor=lr_lambda(total, cfg.optim.decay_from))
     else:
         if cfg.teacher.source is None:
             raise UserError("offline distillation needs --teacher FILE (or --set teacher.mode=online)")
         teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs, device)
+    if model_entry(cfg.student.arch).kind != "generator":
+        raise UserError(f"--student {cfg.student.arch} is a {model_entry(cfg.student.arch).kind}, not a generator")
     student = create_model(cfg.student.arch, **cfg.student.kwargs).to(device)
     vgg, vgg_info = None, None
     if needs_vgg(cfg.loss):
@@ -163,6 +170,9 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     elif use_gan:
         disc = create_model("patchgan_pix2pix" if conditional else "patchgan").to(device)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    if use_gan and conditional and dc.color_jitter > 0:
+        raise UserError("data.color_jitter would break the conditional discriminator's real pairs: "
+                        "set loss.gan=0 or data.color_jitter=0")
     gan_mode = getattr(teacher, "gan_mode", "lsgan")
     gan_note = ("on: LSGAN through the teacher discriminator" if use_gan else
                 "off: no real target-domain images to train the teacher discriminator on" if cfg.loss.gan > 0
@@ -177,8 +187,6 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
 
     # -- 3. Optimisation state, restored on resume -------------------------------------------
     opt = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
-    total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.decay_from))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     step = 0
@@ -187,8 +195,12 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         student.load_state_dict(ckpt["student"]["state_dict"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        sched.lr_lambdas[0] = lr_lambda(total, cfg.optim.decay_from)  # total may have been extended
-        scaler.load_state_dict(state["scaler"])
+        # The total may have been extended (--steps): new schedule, and the LR of this step from it.
+        sched.lr_lambdas[0] = lr_lambda(total, cfg.optim.decay_from)
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * sched.lr_lambdas[0](ckpt["step"])
+        if state["scaler"]:  # empty when the run was on a CPU (AMP off)
+            scaler.load_state_dict(state["scaler"])
         if opt_d is not None:
             disc.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["optimizer_d"])
@@ -198,14 +210,18 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         if cache is not None and cache_file.is_file():
             cache.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
         step = ckpt["step"]
+        if dist.is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", step)
     model = nn.parallel.DistributedDataParallel(student) if dist.enabled else student
 
     heldout_x = _heldout_inputs(test_set, cfg.train.eval_images) if dist.is_main else None
-    heldout_t = None
-    if heldout_x is not None:
-        heldout_t = torch.cat([teacher(heldout_x[i:i + 1].to(device)).cpu() for i in range(len(heldout_x))])
     sample_x = heldout_x[:4] if heldout_x is not None else torch.stack([train_set[i]["A"] for i in range(min(4, len(train_set)))])
-    sample_t = heldout_t[:4] if heldout_t is not None else torch.cat([teacher(x[None].to(device)).cpu() for x in sample_x])
+
+    def teacher_outputs(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([teacher(x[i:i + 1].to(device)).cpu() for i in range(len(x))])
+    # A frozen teacher is scored once; an online teacher changes, so it is re-run when needed.
+    heldout_t = teacher_outputs(heldout_x) if heldout_x is not None and cfg.teacher.mode == "offline" else None
+    sample_t = heldout_t[:4] if heldout_t is not None else None
 
     def save(final: bool = False, heldout: dict | None = None) -> Path:
         """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""
@@ -235,6 +251,15 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     train_start, images_seen = time.perf_counter(), 0
     interrupted = False
     progress = TrainProgress(total, step, enabled=dist.is_main and not quiet)
+    # The first Ctrl-C asks to stop after the current step (weights, optimiser and step counter
+    # then agree); a second one interrupts at once (Python's default).
+    stop_requested = [False]
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def request_stop(signum, frame):
+            stop_requested[0] = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        previous_handler = signal.signal(signal.SIGINT, request_stop)
 
     # -- 4. The loop ------------------------------------------------------------------------------
     try:
@@ -275,6 +300,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                         loss_d = 0.5 * (lsgan_loss(disc(real_in), True) + lsgan_loss(disc(fake_in), False))
                         opt_d.zero_grad(set_to_none=True)
                         loss_d.backward()
+                        D.average_gradients(disc.parameters(), dist)  # D is not DDP-wrapped
                         opt_d.step()
                         meter.add("teacher_D", float(loss_d))
                     if disc is not None:
@@ -308,22 +334,30 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                 else:
                     progress.update(step)
                 if dist.is_main and cfg.train.sample_every and step % cfg.train.sample_every == 0:
-                    _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x, sample_t, device)
+                    _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
+                                   sample_t if sample_t is not None else teacher_outputs(sample_x), device)
                 if dist.is_main and cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
                     save()
+                if D.any_rank(stop_requested[0], dist, device):
+                    raise KeyboardInterrupt  # at a step boundary: the saved state is consistent
                 if step >= total:
                     break
     except KeyboardInterrupt:
         interrupted = True  # fall through: save what we have, then tell the user how to resume
     finally:
         progress.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
 
     # -- 5. Final evaluation, checkpoint and report (rank 0) -------------------------------------------
     train_seconds = time.perf_counter() - train_start
     summary: dict = {}
     if dist.is_main:
+        if heldout_x is not None and heldout_t is None:
+            heldout_t = teacher_outputs(heldout_x)  # the online teacher as it ended
         heldout = heldout_fidelity(student, heldout_x, heldout_t) if heldout_x is not None and not interrupted else None
-        _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x, sample_t, device)
+        _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
+                       heldout_t[:4] if heldout_t is not None else teacher_outputs(sample_x), device)
         checkpoint = save(final=not interrupted, heldout=heldout)
         macs = count_macs(create_model(cfg.student.arch, **cfg.student.kwargs), (1, 3, 256, 256))
         summary = {
@@ -348,6 +382,15 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     D.barrier(dist)
     D.cleanup(dist)
     return DistillResult(run_dir, run_dir / "checkpoint.pt", step, summary, interrupted)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows logged after the checkpoint (a crash after the last save): the resumed
+    run logs those steps again."""
+    if path.is_file():
+        import json
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(row + "\n" for row in rows))
 
 
 def _describe_data(dataset, dc) -> str:

@@ -162,7 +162,20 @@ def _squared_distances(gram: Tensor) -> Tensor:
     return d2.masked_fill(eye, 0)
 
 
-def _safe_pow(d2: Tensor, exponent: float, eps: float) -> Tensor:
+# Below this fraction of |e_i|^2 + |e_j|^2 (centred items), a float32 squared distance is mostly
+# rounding error of G_ii + G_jj - 2 G_ij, and so would be any angle built on it: such pairs count
+# as coinciding. Measured on a 256x256 image with near-duplicate rows, the float32 cosines were
+# off by up to 2.7 without this; float64 needs no such guard.
+_RELATIVE_EPS = {torch.float32: 1e-5, torch.float64: 0.0}
+
+
+def _degenerate_below(gram: Tensor, eps: float) -> Tensor:
+    """Per-pair threshold on squared distances under which a pair counts as coinciding."""
+    sq = gram.diagonal(dim1=1, dim2=2)
+    return eps + _RELATIVE_EPS.get(gram.dtype, 1e-5) * (sq.unsqueeze(2) + sq.unsqueeze(1))
+
+
+def _safe_pow(d2: Tensor, exponent: float, eps: float | Tensor) -> Tensor:
     """``d2 ** exponent`` where ``d2 > eps`` and exactly 0 elsewhere, with finite gradients.
 
     The inner ``where`` keeps sqrt/rsqrt away from 0 so its backward never produces
@@ -185,7 +198,8 @@ def distance_relations(items: Tensor, eps: float = 1e-12) -> Tensor:
     coinciding items) get distance 0 and no gradient. Computed in at least float32.
     """
     with torch.autocast(device_type=items.device.type, enabled=False):
-        d = _safe_pow(_squared_distances(_centred_gram(items)), 0.5, eps)
+        gram = _centred_gram(items)
+        d = _safe_pow(_squared_distances(gram), 0.5, _degenerate_below(gram, eps))
         count = (d > 0).sum(dim=(1, 2), keepdim=True).clamp_min(1)
         mean = d.sum(dim=(1, 2), keepdim=True) / count
         # An image whose items all coincide has mean 0: its relations stay 0 instead of NaN.
@@ -210,7 +224,7 @@ def angle_relations(items: Tensor, eps: float = 1e-12) -> Tensor:
     """
     with torch.autocast(device_type=items.device.type, enabled=False):
         gram = _centred_gram(items)
-        inv_len = _safe_pow(_squared_distances(gram), -0.5, eps)  # [n, j, i] = 1/|e_i - e_j|
+        inv_len = _safe_pow(_squared_distances(gram), -0.5, _degenerate_below(gram, eps))  # 1/|e_i - e_j|
         diag = gram.diagonal(dim1=1, dim2=2)
         # dot[n, j, i, k] = <e_i - e_j, e_k - e_j>; G is symmetric so G_ij = gram[n, j, i].
         dot = gram.unsqueeze(1) - gram.unsqueeze(3)
@@ -253,7 +267,7 @@ def _angle_parts(items: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(G, a, r)`` with ``cos[n, j, i, k] = r_ji r_jk (G_ik - a_ji - a_jk)``:
     ``a_ji = G_ji - G_jj / 2`` and ``r_ji = 1 / |e_i - e_j|`` (0 for a degenerate side)."""
     gram = _centred_gram(items)
-    inv_len = _safe_pow(_squared_distances(gram), -0.5, eps)
+    inv_len = _safe_pow(_squared_distances(gram), -0.5, _degenerate_below(gram, eps))
     return gram, gram - gram.diagonal(dim1=1, dim2=2).unsqueeze(2) / 2, inv_len
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from crd_edge.config import RunConfig
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
+from crd_edge.training.distributed import DistInfo, average_gradients
 from crd_edge.training.gan_losses import hinge_d_loss, hinge_g_loss, lsgan_loss
 
 
@@ -55,13 +56,17 @@ def _adam(params, cfg: RunConfig):
 class OnlineTeacher:
     """Teacher networks trained during distillation; callable like a frozen teacher."""
 
-    def __init__(self, cfg: RunConfig, device: torch.device, conditional: bool) -> None:
+    def __init__(self, cfg: RunConfig, device: torch.device, conditional: bool,
+                 dist: DistInfo = DistInfo(), lr_factor=None, has_targets: bool = True) -> None:
         tc = cfg.teacher
-        self.cfg, self.device, self.recipe = cfg, device, tc.recipe
+        self.cfg, self.device, self.recipe, self.dist = cfg, device, tc.recipe, dist
         if tc.recipe == "pix2pix" and not conditional:
             raise UserError("the pix2pix online recipe needs aligned A|B data (--set data.layout=aligned)")
         if tc.recipe == "cyclegan" and conditional:
             raise UserError("the cyclegan online recipe needs unaligned trainA/trainB data")
+        if not has_targets:
+            raise UserError("--online trains the teacher, which needs target-domain images: pass --data "
+                            "with trainA/ and trainB/ (CycleGAN) or A|B pairs (pix2pix)")
         arch = tc.arch or ("resnet_9blocks" if tc.recipe == "cyclegan" else "unet_256")
         self.G = create_model(arch, **tc.kwargs).to(device)
         self.identity = {"source": None, "kind": "online", "recipe": tc.recipe, "arch": self.G.crd_spec}
@@ -78,6 +83,9 @@ class OnlineTeacher:
             self.D = create_model("patchgan_pix2pix").to(device)
             self.opt_g, self.opt_d = _adam(self.G.parameters(), cfg), _adam(self.D.parameters(), cfg)
             self.discriminator = self.D
+        # The teacher follows the same constant-then-linear-decay schedule (REFERENCE.md section 1).
+        factor = lr_factor or (lambda step: 1.0)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (self.opt_g, self.opt_d)]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +105,15 @@ class OnlineTeacher:
 
     def train_step(self, batch: dict) -> dict[str, float]:
         a, b = batch["A"].to(self.device), batch["B"].to(self.device)
-        return self._cyclegan_step(a, b) if self.recipe == "cyclegan" else self._pix2pix_step(a, b)
+        metrics = self._cyclegan_step(a, b) if self.recipe == "cyclegan" else self._pix2pix_step(a, b)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return metrics
+
+    def _step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average gradients over DDP ranks (the teacher is not DDP-wrapped), then step."""
+        average_gradients((p for group in optimizer.param_groups for p in group["params"]), self.dist)
+        optimizer.step()
 
     def _cyclegan_step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
         tc = self.cfg.teacher
@@ -111,7 +127,7 @@ class OnlineTeacher:
             loss_idt = tc.cycle_weight * tc.identity_weight * ((self.G(b) - b).abs().mean() + (self.F(a) - a).abs().mean())
         self.opt_g.zero_grad(set_to_none=True)
         (loss_gan + loss_cycle + loss_idt).backward()
-        self.opt_g.step()
+        self._step(self.opt_g)
         self.D_A.requires_grad_(True)
         self.D_B.requires_grad_(True)
         pool_b, pool_a = self.pools[0].query(fake_b), self.pools[1].query(fake_a)
@@ -119,7 +135,7 @@ class OnlineTeacher:
                         + lsgan_loss(self.D_A(a), True) + lsgan_loss(self.D_A(pool_a), False))
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        self.opt_d.step()
+        self._step(self.opt_d)
         return {"teacher_G_gan": float(loss_gan), "teacher_cycle": float(loss_cycle),
                 "teacher_idt": float(loss_idt), "teacher_D": float(loss_d)}
 
@@ -129,13 +145,13 @@ class OnlineTeacher:
         loss_d = hinge_d_loss(self.D(torch.cat([a, b], 1)), self.D(torch.cat([a, fake.detach()], 1)))
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        self.opt_d.step()
+        self._step(self.opt_d)
         self.D.requires_grad_(False)
         loss_gan = hinge_g_loss(self.D(torch.cat([a, fake], 1)))
         loss_l1 = self.cfg.teacher.l1_weight * (fake - b).abs().mean()
         self.opt_g.zero_grad(set_to_none=True)
         (loss_gan + loss_l1).backward()
-        self.opt_g.step()
+        self._step(self.opt_g)
         return {"teacher_G_gan": float(loss_gan), "teacher_l1": float(loss_l1), "teacher_D": float(loss_d)}
 
     def _modules(self) -> dict[str, nn.Module]:
@@ -145,7 +161,8 @@ class OnlineTeacher:
 
     def state_dict(self) -> dict:
         state = {name: m.state_dict() for name, m in self._modules().items()}
-        state.update(opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict())
+        state.update(opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(),
+                     schedulers=[s.state_dict() for s in self.schedulers])
         if self.recipe == "cyclegan":
             # Pools hold tensors; the RNG state is a tuple of ints: both load with weights_only.
             state["pools"] = [{"images": p.images, "rng": list(p.rng.getstate()[1]), "gauss": p.rng.getstate()[2]}
@@ -157,8 +174,10 @@ class OnlineTeacher:
             module.load_state_dict(state[name])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for scheduler, saved in zip(self.schedulers, state.get("schedulers", ())):
+            scheduler.load_state_dict(saved)
         for pool, saved in zip(getattr(self, "pools", ()), state.get("pools", ())):
-            pool.images = list(saved["images"])
+            pool.images = [img.to(self.device) for img in saved["images"]]
             pool.rng.setstate((3, tuple(saved["rng"]), saved["gauss"]))
 
     def to(self, device):
