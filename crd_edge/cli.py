@@ -114,6 +114,31 @@ def profile(
     typer.echo(json.dumps(report, indent=2) if as_json else render_profile(report))
 
 
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A crd-edge checkpoint (runs/<name>/checkpoint.pt)."),
+    target: str = typer.Option("onnx", help="Export target (this release: onnx)."),
+    precision: str = typer.Option("fp32", help="fp32 (this release)."),
+    size: Optional[int] = typer.Option(None, help="Input height and width (default: the checkpoint's)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: next to the checkpoint, export/)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing, different artifact."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest records as JSON."),
+) -> None:
+    """Export a distilled student and verify the artifact against torch on real photos."""
+    from crd_edge.export import export_checkpoint
+    records = export_checkpoint(checkpoint, target, precision, size, out, force)
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            v = r["verification"]
+            typer.echo(f"{r['path']}: {r['bytes'] / 1e6:.2f} MB, exported in {r['export_seconds']:.1f} s; "
+                       f"{v['runtime']} vs torch on {v['images']} photos: PSNR min {v['psnr_db_min']:.1f} dB "
+                       f"(>= {v['threshold_db']:.0f} needed), max abs err {v['max_abs_err']:.2e}: {v['status'].upper()}")
+    if any(r["verification"]["status"] != "passed" for r in records):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point. Usage mistakes (unknown option, bad value) are typer's: usage line,
     error, exit 2. UserErrors from the library become one ``error:`` line and exit status 2."""
