@@ -55,7 +55,7 @@ def test_reexport_never_silently_replaces_a_different_model(run_cli, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--target", "onxx"], "did you mean 'onnx'"),
     (["--target", "tflite"], "not in this release"),
-    (["--precision", "int8"], "supports fp32"),
+    (["--precision", "int4"], "supports fp32, fp16, int8"),
     (["--size", "30"], "multiple of 4"),
 ])
 def test_bad_export_options(run_cli, tmp_path, args, message):
@@ -72,3 +72,23 @@ def test_bad_export_inputs(run_cli, tmp_path):
     assert code == 2 and "not a readable checkpoint" in err
     with pytest.raises(Exception, match="no runtime"):
         open_session(tmp_path / "notes.txt")
+
+
+def test_fp16_export_meets_its_threshold(run_cli, tmp_path):
+    _checkpoint(tmp_path / "c.pt")
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--out", tmp_path / "exp", "--precision", "fp16", "--json")
+    assert code == 0, err
+    (record,) = json.loads(out[out.index("["):])
+    assert record["path"] == "student_64_fp16.onnx" and record["verification"]["psnr_db_min"] >= 40
+    assert "float16" in record["conversion"]["method"]
+
+
+def test_int8_export_is_kept_and_marked_by_its_verification(run_cli, tmp_path):
+    _checkpoint(tmp_path / "c.pt")
+    code, _, err = run_cli("export", tmp_path / "c.pt", "--out", tmp_path / "exp", "--precision", "int8")
+    (record,) = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
+    v = record["verification"]
+    assert (tmp_path / "exp" / "student_64_int8.onnx").is_file()  # kept even when it fails
+    assert v["threshold_db"] == 30 and v["status"] == ("passed" if v["psnr_db_min"] >= 30 else "failed")
+    assert code == (0 if v["status"] == "passed" else 1)
+    assert not list((tmp_path / "exp").glob(".partial-*"))

@@ -1,6 +1,7 @@
 """``crd-edge export``: checkpoint -> verified artifacts + manifest.json (DESIGN.md seam 2).
 
-This release exports ONNX (fp32). Every artifact is run through the runtime layer on real
+This release exports ONNX in fp32, fp16 and int8 (static QDQ, calibrated on the built-in
+training photos). Every artifact is run through the runtime layer on real
 photos and compared with the torch model; the figures and the status go into the manifest.
 """
 
@@ -14,7 +15,7 @@ from crd_edge.errors import UserError
 
 PLANNED_TARGETS = ("tflite", "coreml", "openvino", "tensorrt")
 TARGETS = ("onnx",)
-PRECISIONS = {"onnx": ("fp32",)}
+PRECISIONS = {"onnx": ("fp32", "fp16", "int8")}
 
 
 def check_target(target: str, precision: str) -> None:
@@ -44,20 +45,29 @@ def export_checkpoint(checkpoint: str | Path, target: str = "onnx", precision: s
         raise UserError(f"--size {size}: must be a positive multiple of 4")
     out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / "export"
     writer = ArtifactWriter(out_dir, force=force)
-    path = writer.reserve(f"student_{size}.onnx" if size != 256 else "student.onnx")
+    stem = "student" + (f"_{size}" if size != 256 else "") + (f"_{precision}" if precision != "fp32" else "")
+    path = writer.reserve(f"{stem}.onnx")
+    fp32_tmp = writer.reserve(f"{stem}.fp32.onnx")
     start = time.perf_counter()
     try:
-        details = export_onnx(model, size, path)
+        details = export_onnx(model, size, fp32_tmp if precision != "fp32" else path)
+        if precision != "fp32":
+            from crd_edge.export.onnx import convert_precision
+            from crd_edge.export.verify import calibration_images
+            details["precision"] = convert_precision(fp32_tmp, precision, path, calibration_images(size))
         seconds = time.perf_counter() - start
         verification = verify_artifact(path, model, size, precision)
     except BaseException:
         path.unlink(missing_ok=True)  # never leave a half-written artifact behind
         raise
+    finally:
+        fp32_tmp.unlink(missing_ok=True)
     record = {"target": target, "precision": precision, "layout": "NCHW", "value_range": [-1.0, 1.0],
               "input": {"name": details["input_name"], "shape": [1, 3, size, size]},
               "output": {"name": details["output_name"], "shape": [1, 3, size, size]},
               "source_checkpoint": str(checkpoint), "source_sha256": sha256_of(checkpoint),
               "student": {"arch": ckpt["student"]["arch"], "kwargs": ckpt["student"]["kwargs"]},
               "tool_versions": details["tool_versions"], "rewrites": [], "export_seconds": round(seconds, 3),
+              "conversion": details.get("precision"),
               "verification": verification}
     return [writer.commit(path, record)]

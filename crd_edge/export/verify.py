@@ -19,6 +19,13 @@ def verification_images(size: int, count: int = 3) -> torch.Tensor:
     return torch.stack([data[i]["A"] for i in range(min(count, len(data)))])
 
 
+def calibration_images(size: int, count: int = 8) -> torch.Tensor:
+    """Training photos (never the held-out ones used for verification) for int8 calibration."""
+    from crd_edge.data import build_dataset
+    data = build_dataset(None, "builtin", "train", size=size, load_size=size)
+    return torch.stack([data[i]["A"] for i in range(min(count, len(data)))])
+
+
 def verify_artifact(path: Path, model: nn.Module, size: int, precision: str) -> dict:
     """Run ``path`` through the runtime layer and compare with ``model`` image by image."""
     from crd_edge.runtime import open_session
