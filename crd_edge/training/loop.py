@@ -8,6 +8,7 @@ too, in order, so the whole run reads in one place.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from crd_edge import __version__
 from crd_edge.bench.macs import count_macs
@@ -89,10 +90,6 @@ def lr_lambda(total_steps: int, decay_from: float):
             return 1.0
         return max(0.0, 1.0 - (step - start) / max(1, total_steps - start))
     return factor
-
-
-def _collate(items: list[dict]) -> dict:
-    return torch.utils.data.default_collate(items)
 
 
 def _heldout_inputs(test_set, limit: int) -> torch.Tensor | None:
@@ -269,7 +266,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
             if cache is not None and cache.full_image and dc.color_jitter > 0:
                 raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
             batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
-            loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=_collate)
+            loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=default_collate)
             for batch in loader:
                 aug_epoch = epoch % dc.augment_views if dc.augment_views else epoch
                 view = aug_epoch if dc.augment_views else 0  # cache key: which cycled augmentation
@@ -388,7 +385,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows logged after the checkpoint (a crash after the last save): the resumed
     run logs those steps again."""
     if path.is_file():
-        import json
         rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
         path.write_text("".join(row + "\n" for row in rows))
 

@@ -295,8 +295,9 @@ _compiled_kernel = None
 
 
 def _angle_kernel(x: Tensor):
-    """The fused kernel: ``torch.compile``d when possible (about 7x faster on a CPU: one loop
-    nest, no cubic tensor in memory), eager otherwise. ``CRD_EDGE_COMPILE=0`` forces eager;
+    """The fused kernel: ``torch.compile``d when possible (one loop nest, no cubic tensor in
+    memory; 256 rows forward+backward measured 0.34 s eager vs 0.058 s compiled on 2 CPU
+    cores), eager otherwise. ``CRD_EDGE_COMPILE=0`` forces eager;
     so does any failure to compile (no C++ compiler, an unsupported device)."""
     global _compiled_kernel
     if os.environ.get("CRD_EDGE_COMPILE", "1") == "0" or x.dtype == torch.float64:

@@ -179,6 +179,3 @@ class OnlineTeacher:
         for pool, saved in zip(getattr(self, "pools", ()), state.get("pools", ())):
             pool.images = [img.to(self.device) for img in saved["images"]]
             pool.rng.setstate((3, tuple(saved["rng"]), saved["gauss"]))
-
-    def to(self, device):
-        return self
