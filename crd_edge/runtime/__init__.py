@@ -12,13 +12,16 @@ from crd_edge.errors import UserError
 from crd_edge.runtime.base import Session
 
 _BY_SUFFIX = {".onnx": "crd_edge.runtime.onnxruntime_session:OnnxRuntimeSession",
-              ".pt": "crd_edge.runtime.torch_session:TorchSession"}
+              ".pt": "crd_edge.runtime.torch_session:TorchSession",
+              ".tflite": "crd_edge.runtime.litert_session:LiteRTSession",
+              ".xml": "crd_edge.runtime.openvino_session:OpenVINOSession",
+              ".mlpackage": "crd_edge.runtime.coreml_session:CoreMLSession"}
 
 
 def open_session(path: str | Path, **options) -> Session:
     """Open ``path`` with the session class registered for its suffix."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # (a .mlpackage is a folder)
         raise UserError(f"{path}: no such model file")
     target = _BY_SUFFIX.get(path.suffix.lower())
     if target is None:

@@ -1,0 +1,113 @@
+"""Exact rewrites of layers that some targets lack or run badly (REFERENCE.md section 5).
+
+Each rewrite returns a module computing the same function as the original, to float rounding
+(tests/test_rewrites.py proves each one on random and real inputs). Targets name the rewrites
+they need in their ``REWRITES``; :func:`apply_rewrites` applies them to a copy of the model and
+reports what changed, which goes into manifest.json.
+
+* ``convtranspose_k3_to_k4``: ``ConvTranspose2d(k3, s2, p1, output_padding=1)`` (the classic
+  generators' upsampling, which litert-torch cannot legalise) becomes ``ConvTranspose2d(k4, s2,
+  p1)`` with the kernel zero-extended by one row and column at the far end. Both layers place
+  input pixel i, kernel tap k at output 2i - 1 + k and produce 2n outputs, so the extra taps
+  (always zero) change nothing.
+* ``reflect_pad_to_slices``: ``ReflectionPad2d(p)`` becomes concatenations of one-pixel slices
+  (Slice + Concat only), for runtimes without a reflect Pad or with a slow one, and to avoid the
+  seven shape-computing nodes the ONNX exporter emits around each reflect Pad.
+* ``channels_last_io`` (:class:`ChannelsLastIO`): NHWC in and out around an NCHW model, so a
+  TFLite file takes camera frames without a transpose on the caller's side.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ReflectPadSlices(nn.Module):
+    """``ReflectionPad2d`` built from one-pixel slices and concatenation."""
+
+    def __init__(self, padding: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.padding = tuple(int(p) for p in padding)  # left, right, top, bottom (torch order)
+
+    @staticmethod
+    def _pad_dim(x: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+        if before == 0 and after == 0:
+            return x
+        size = x.shape[dim]
+        # Reflection excludes the edge pixel: left side is x[p], ..., x[1]; right side is
+        # x[n-2], ..., x[n-1-p]. One narrow() per pixel keeps the graph to Slice + Concat.
+        left = [x.narrow(dim, i, 1) for i in range(before, 0, -1)]
+        right = [x.narrow(dim, size - 1 - i, 1) for i in range(1, after + 1)]
+        return torch.cat([*left, x, *right], dim=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = self.padding
+        return self._pad_dim(self._pad_dim(x, -1, left, right), -2, top, bottom)
+
+    def extra_repr(self) -> str:
+        return f"padding={self.padding}"
+
+
+def convtranspose_k3_to_k4(layer: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
+    """The k4 equivalent of a ``ConvTranspose2d(k3, s2, p1, output_padding=1)``."""
+    new = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, 4, stride=2, padding=1,
+                             groups=layer.groups, bias=layer.bias is not None)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :, :3, :3] = layer.weight
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    return new.to(layer.weight.dtype)
+
+
+def _is_k3_output_padding(layer: nn.Module) -> bool:
+    return (isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (3, 3)
+            and layer.stride == (2, 2) and layer.padding == (1, 1) and layer.output_padding == (1, 1)
+            and layer.dilation == (1, 1))
+
+
+def _replace(model: nn.Module, match, build) -> int:
+    count = 0
+    for name, child in list(model.named_children()):
+        if match(child):
+            setattr(model, name, build(child))
+            count += 1
+        else:
+            count += _replace(child, match, build)
+    return count
+
+
+REWRITES = {
+    "convtranspose_k3_to_k4": (_is_k3_output_padding, convtranspose_k3_to_k4),
+    "reflect_pad_to_slices": (lambda m: isinstance(m, nn.ReflectionPad2d),
+                              lambda m: ReflectPadSlices(m.padding)),
+}
+
+
+def apply_rewrites(model: nn.Module, names: tuple[str, ...] | list[str]) -> tuple[nn.Module, list[dict]]:
+    """A rewritten copy of ``model`` (the original is untouched) and one record per rewrite
+    that changed something: ``{"name": ..., "layers": count}``."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return model, []  # TorchScript cannot be edited layer by layer; exported as it is
+    model = copy.deepcopy(model).eval()
+    applied = []
+    for name in names:
+        match, build = REWRITES[name]
+        count = _replace(model, match, build)
+        if count:
+            applied.append({"name": name, "layers": count})
+    return model, applied
+
+
+class ChannelsLastIO(nn.Module):
+    """NHWC input and output around an NCHW model (TFLite and camera frames are NHWC)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
