@@ -116,26 +116,31 @@ def profile(
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="A crd-edge checkpoint (runs/<name>/checkpoint.pt)."),
-    target: str = typer.Option("onnx", help="Export target (this release: onnx)."),
-    precision: str = typer.Option("fp32", help="fp32 (this release)."),
-    size: Optional[int] = typer.Option(None, help="Input height and width (default: the checkpoint's)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: next to the checkpoint, export/)."),
+    source: str = typer.Argument(..., help="A crd-edge checkpoint (runs/<name>/checkpoint.pt), a teacher "
+                                           "(TorchScript .pt or state dict), or 'vintagify'."),
+    target: List[str] = typer.Option(["onnx"], help="onnx | openvino | tflite | coreml | tensorrt | all "
+                                                   "(repeatable, or comma-separated)."),
+    precision: List[str] = typer.Option([], help="fp32 | fp16 | int8 (tflite also int8-dynamic, int8-weight); "
+                                                 "default fp32, or all three with --target all."),
+    size: Optional[str] = typer.Option(None, help="Input size: 256 or HxW like 256x384 (default: the checkpoint's)."),
+    calib: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration (default: built-in training photos)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: export/ next to the checkpoint)."),
+    arch: Optional[str] = typer.Option(None, help="Registered architecture of a state-dict teacher, if not inferable."),
     force: bool = typer.Option(False, "--force", help="Replace an existing, different artifact."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest records as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Export a distilled student and verify the artifact against torch on real photos."""
-    from crd_edge.export import export_checkpoint
-    records = export_checkpoint(checkpoint, target, precision, size, out, force)
-    if as_json:
-        typer.echo(json.dumps(records, indent=2))
-    else:
-        for r in records:
-            v = r["verification"]
-            typer.echo(f"{r['path']}: {r['bytes'] / 1e6:.2f} MB, exported in {r['export_seconds']:.1f} s; "
-                       f"{v['runtime']} vs torch on {v['images']} photos: PSNR min {v['psnr_db_min']:.1f} dB "
-                       f"(>= {v['threshold_db']:.0f} needed), max abs err {v['max_abs_err']:.2e}: {v['status'].upper()}")
-    if any(r["verification"]["status"] != "passed" for r in records):
+    """Export a student or teacher to edge runtimes and verify every artifact on real photos."""
+    from crd_edge.export import export as run_export, render_results, status_of
+
+    split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
+    results = []
+    for result in run_export(source, split(target), split(precision) or None, size, calib, out, force, arch):
+        results.append(result)
+        if not as_json:
+            name = result.get("path", f"{result['target']} {result['precision']}")
+            typer.echo(f"{name}: {status_of(result)}", err=True)
+    typer.echo(json.dumps(results, indent=2) if as_json else render_results(results))
+    if any(status_of(r) in ("failed", "error") for r in results):
         raise typer.Exit(1)
 
 

@@ -1,6 +1,9 @@
-"""`crd-edge export --target onnx`: verified artifact, manifest, no silent overwrite, errors."""
+"""`crd-edge export`: verified artifacts, manifest, names, sizes, teachers, no silent overwrite, errors
+(ONNX, OpenVINO and the TensorRT-ready graph; TFLite and Core ML have their own files)."""
 
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -25,15 +28,17 @@ def test_onnx_export_is_verified_on_real_photos(run_cli, tmp_path):
     code, out, err = run_cli("export", tmp_path / "c.pt", "--out", tmp_path / "exp", "--json")
     assert code == 0, err
     (record,) = json.loads(out[out.index("["):])
-    assert record["path"] == "student_64.onnx" and record["target"] == "onnx" and record["precision"] == "fp32"
+    assert record["path"] == "student_64_fp32.onnx" and record["target"] == "onnx" and record["precision"] == "fp32"
     v = record["verification"]
     assert v["status"] == "passed" and v["psnr_db_min"] >= 60 and v["images"] == 3
     manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
     assert manifest["artifacts"] == [record]
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64.onnx"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
 
     # The artifact runs through the runtime layer like the torch model (independent check).
-    session = open_session(tmp_path / "exp" / "student_64.onnx")
+    assert record["source"]["kind"] == "crd-edge checkpoint" and record["rewrites"] == []
+    assert record["input"] == {"name": "image", "shape": [1, 3, 64, 64]} and record["layout"] == "NCHW"
+    session = open_session(tmp_path / "exp" / "student_64_fp32.onnx")
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     np.testing.assert_allclose(session.run(x.numpy()), model(x).detach().numpy(), atol=1e-4)
 
@@ -48,28 +53,32 @@ def test_reexport_never_silently_replaces_a_different_model(run_cli, tmp_path):
     assert code == 2 and "holds a different model" in err and "--force" in err
     assert run_cli("export", tmp_path / "b.pt", "--out", out, "--force")[0] == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["artifacts"]) == 1 and manifest["artifacts"][0]["source_checkpoint"].endswith("b.pt")
+    assert len(manifest["artifacts"]) == 1 and manifest["artifacts"][0]["source"]["path"].endswith("b.pt")
     assert not list(out.glob(".partial-*"))
 
 
 @pytest.mark.parametrize("args,message", [
     (["--target", "onxx"], "did you mean 'onnx'"),
-    (["--target", "tflite"], "not in this release"),
-    (["--precision", "int4"], "supports fp32, fp16, int8"),
-    (["--size", "30"], "multiple of 4"),
+    (["--target", "openvino,tensorrtt"], "did you mean 'tensorrt'"),
+    (["--precision", "int4"], "onnx supports fp32, fp16, int8"),
+    (["--size", "30"], "multiples of 4"),
+    (["--size", "64x"], "expected N or HxW"),
+    (["--calib", "nowhere"], "does not exist"),
 ])
 def test_bad_export_options(run_cli, tmp_path, args, message):
     _checkpoint(tmp_path / "c.pt")
+    if "--calib" in args:
+        args = [*args, "--precision", "int8"]
     code, _, err = run_cli("export", tmp_path / "c.pt", "--out", tmp_path / "exp", *args)
     assert code == 2 and message in err and err.startswith("error: ")
 
 
 def test_bad_export_inputs(run_cli, tmp_path):
     code, _, err = run_cli("export", tmp_path / "missing.pt")
-    assert code == 2 and "no such checkpoint" in err
+    assert code == 2 and "no such checkpoint or model file" in err
     (tmp_path / "notes.txt").write_text("hello")
     code, _, err = run_cli("export", tmp_path / "notes.txt")
-    assert code == 2 and "not a readable checkpoint" in err
+    assert code == 2 and "not a TorchScript file, state dict or ONNX model" in err
     with pytest.raises(Exception, match="no runtime"):
         open_session(tmp_path / "notes.txt")
 
@@ -92,3 +101,92 @@ def test_int8_export_is_kept_and_marked_by_its_verification(run_cli, tmp_path):
     assert v["threshold_db"] == 30 and v["status"] == ("passed" if v["psnr_db_min"] >= 30 else "failed")
     assert code == (0 if v["status"] == "passed" else 1)
     assert not list((tmp_path / "exp").glob(".partial-*"))
+
+
+def test_int8_calibrates_on_the_given_folder(run_cli, tmp_path, unaligned):
+    _checkpoint(tmp_path / "c.pt")
+    (unaligned / "trainA" / "broken.jpg").write_bytes(b"not an image")  # skipped and counted, no crash
+    code, _, err = run_cli("export", tmp_path / "c.pt", "--out", tmp_path / "exp", "--precision", "int8",
+                           "--calib", unaligned / "trainA")
+    (record,) = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
+    assert "2 calibration images" in record["conversion"]["method"], record["conversion"]
+
+
+def test_teacher_state_dict_exports_like_a_student(run_cli, tmp_path, tiny_teacher):
+    code, out, err = run_cli("export", tiny_teacher, "--size", "64x96", "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    (record,) = json.loads(out[out.index("["):])
+    assert record["path"] == "teacher_64x96_fp32.onnx" and record["source"]["kind"] == "state_dict"
+    assert record["input"]["shape"] == [1, 3, 64, 96] and record["verification"]["status"] == "passed"
+    assert open_session(tmp_path / "exp" / record["path"]).input_shape == (1, 3, 64, 96)
+
+
+def test_missing_backend_is_one_line_naming_the_extra(run_cli, tmp_path, monkeypatch):
+    _checkpoint(tmp_path / "c.pt")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    code, _, err = run_cli("export", tmp_path / "c.pt", "--target", "openvino", "--out", tmp_path / "exp")
+    assert code == 2 and err.strip() == "error: this target needs openvino: pip install 'crd-edge[openvino]'"
+    # With several targets, the missing one is skipped with its reason and the others still export.
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "onnx,openvino", "--out", tmp_path / "exp")
+    assert code == 0, err
+    assert "student_64_fp32.onnx" in out and "skipped: this target needs openvino" in out
+    assert not list((tmp_path / "exp").glob(".partial-*"))
+
+
+def test_openvino_export_is_verified(run_cli, tmp_path):
+    pytest.importorskip("openvino")
+    _checkpoint(tmp_path / "c.pt")
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "openvino", "--precision", "fp32,fp16",
+                             "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    fp32, fp16 = json.loads(out[out.index("["):])
+    assert fp32["path"] == "student_64_fp32.openvino" and fp32["verification"]["runtime"] == "openvino"
+    assert fp32["verification"]["psnr_db_min"] >= 60 and fp16["verification"]["psnr_db_min"] >= 40
+    folder = tmp_path / "exp" / "student_64_fp32.openvino"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
+    assert fp32["bytes"] == sum(p.stat().st_size for p in folder.iterdir())
+    # A folder artifact is replaced only with --force, like a file.
+    _checkpoint(tmp_path / "c.pt", seed=1)
+    code, _, err = run_cli("export", tmp_path / "c.pt", "--target", "openvino", "--out", tmp_path / "exp")
+    assert code == 2 and "holds a different model" in err
+    assert run_cli("export", tmp_path / "c.pt", "--target", "openvino", "--out", tmp_path / "exp", "--force")[0] == 0
+    assert not [p for p in (tmp_path / "exp").iterdir() if p.name.startswith(".")]
+
+
+def test_tensorrt_ready_graph_has_no_pad_and_a_trtexec_command(run_cli, tmp_path):
+    import onnx
+    _checkpoint(tmp_path / "c.pt")  # reflect pads everywhere
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "tensorrt", "--precision", "fp16",
+                             "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    (record,) = json.loads(out[out.index("["):])
+    assert record["path"] == "student_64_fp16.trt.onnx"
+    assert record["rewrites"] == [{"name": "reflect_pad_to_slices", "layers": 20}]
+    conversion = record["conversion"]
+    assert conversion["trtexec"][1:] == ["--onnx=student_64_fp16.trt.onnx", "--saveEngine=student_64_fp16.engine", "--fp16"]
+    graph = onnx.load(str(tmp_path / "exp" / record["path"])).graph
+    assert "Pad" not in {n.op_type for n in graph.node} and conversion["pad_nodes"] == 0
+    assert record["verification"]["psnr_db_min"] >= 60  # the graph itself, in fp32
+    if importlib.util.find_spec("tensorrt") is None:
+        assert conversion["engine"].startswith("not built here")
+
+
+def test_tensorrt_graph_check_rejects_dynamic_shapes_and_unknown_ops(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from crd_edge.errors import UserError
+    from crd_edge.export.tensorrt import check_graph
+
+    def save(op, dims, name):
+        x = helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)
+        y = helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)
+        graph = helper.make_graph([helper.make_node(op, ["image"], ["output"])], "g", [x], [y])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / name))
+        return tmp_path / name
+
+    assert check_graph(save("Relu", [1, 3, 8, 8], "ok.onnx"))["static_shapes"]
+    with pytest.raises(UserError, match="dynamic dimensions"):
+        check_graph(save("Relu", ["batch", 3, 8, 8], "dynamic.onnx"))
+    with pytest.raises(UserError, match=r"ops \['Hardmax'\] are not TensorRT-ready"):
+        check_graph(save("Hardmax", [1, 3, 8, 8], "odd.onnx"))

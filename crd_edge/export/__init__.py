@@ -1,73 +1,177 @@
-"""``crd-edge export``: checkpoint -> verified artifacts + manifest.json (DESIGN.md seam 2).
+"""``crd-edge export``: a checkpoint or teacher -> verified artifacts + manifest.json
+(DESIGN.md seam 2).
 
-This release exports ONNX in fp32, fp16 and int8 (static QDQ, calibrated on the built-in
-training photos). Every artifact is run through the runtime layer on real
-photos and compared with the torch model; the figures and the status go into the manifest.
+For every (target, precision) the model is rewritten where the target needs it
+(:mod:`crd_edge.export.rewrites`), converted by the target module, then run through the
+runtime layer on held-out real photos and compared with the torch fp32 model; the figures and
+the pass/fail status go into the manifest. Core ML cannot run on Linux: there its spec is
+checked instead, and the record says numerics were not verified.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import re
+import sys
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Iterator
 
 from crd_edge.errors import UserError
 
-PLANNED_TARGETS = ("tflite", "coreml", "openvino", "tensorrt")
-TARGETS = ("onnx",)
-PRECISIONS = {"onnx": ("fp32", "fp16", "int8")}
+# Order of --target all: the fastest to convert first, so a slow backend never hides the rest.
+TARGETS = {"onnx": "crd_edge.export.onnx", "openvino": "crd_edge.export.openvino",
+           "tflite": "crd_edge.export.tflite", "coreml": "crd_edge.export.coreml",
+           "tensorrt": "crd_edge.export.tensorrt"}
+STANDARD_PRECISIONS = ("fp32", "fp16", "int8")  # what --target all writes for each target
 
 
-def check_target(target: str, precision: str) -> None:
-    if target in PLANNED_TARGETS:
-        raise UserError(f"--target {target}: not in this release yet (available: {', '.join(TARGETS)})")
-    if target not in TARGETS:
-        close = difflib.get_close_matches(target, TARGETS + PLANNED_TARGETS, n=1)
+def target_module(name: str) -> ModuleType:
+    if name not in TARGETS:
+        close = difflib.get_close_matches(name, list(TARGETS) + ["all"], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"--target {target}: unknown target{hint}; available: {', '.join(TARGETS)}")
-    if precision not in PRECISIONS[target]:
-        raise UserError(f"--precision {precision}: {target} supports {', '.join(PRECISIONS[target])} in this release")
+        raise UserError(f"--target {name}: unknown target{hint}; choose from {', '.join(TARGETS)}, all")
+    return importlib.import_module(TARGETS[name])
 
 
-def export_checkpoint(checkpoint: str | Path, target: str = "onnx", precision: str = "fp32",
-                      size: int | None = None, out_dir: str | Path | None = None, force: bool = False) -> list[dict]:
-    """Export, verify and record; returns the manifest records written this time."""
+def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple[int, int]:
+    """``256`` or ``256x384`` (height x width); generators need multiples of 4 (two stride-2 stages)."""
+    if text is None:
+        return default or (256, 256)
+    match = re.fullmatch(r"(\d+)(?:[x,](\d+))?", str(text).strip().lower())
+    if not match:
+        raise UserError(f"--size {text}: expected N or HxW, e.g. 256 or 256x384")
+    height = int(match.group(1))
+    width = int(match.group(2) or height)
+    if min(height, width) < 8 or height % 4 or width % 4:
+        raise UserError(f"--size {text}: height and width must be multiples of 4, at least 8")
+    return height, width
+
+
+def plan(targets: list[str], precisions: list[str] | None) -> list[tuple[str, str]]:
+    """(target, precision) pairs. ``all`` expands to every target; with no --precision a named
+    target gets fp32 and ``all`` the standard precisions each target has. An explicit precision a named target lacks is an error."""
+    names = list(TARGETS) if "all" in targets else list(dict.fromkeys(targets))
+    pairs = []
+    for name in names:
+        module = target_module(name)
+        default = STANDARD_PRECISIONS if "all" in targets else ("fp32",)
+        wanted = precisions or [p for p in default if p in module.PRECISIONS]
+        for precision in wanted:
+            if precision in module.PRECISIONS:
+                pairs.append((name, precision))
+            elif "all" not in targets:
+                raise UserError(f"--precision {precision}: {name} supports {', '.join(module.PRECISIONS)}")
+    if not pairs:
+        raise UserError(f"--precision {', '.join(precisions or [])}: no target supports it")
+    return pairs
+
+
+def artifact_name(role: str, size: tuple[int, int], precision: str, suffix: str) -> str:
+    height, width = size
+    tag = "" if size == (256, 256) else f"_{height}" if height == width else f"_{height}x{width}"
+    return f"{role}{tag}_{precision}{suffix}"
+
+
+def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None,
+           size: str | int | None = None, calib: str | Path | None = None, out_dir: str | Path | None = None,
+           force: bool = False, arch: str | None = None) -> Iterator[dict]:
+    """Export ``source`` (a crd-edge checkpoint, TorchScript, state dict or "vintagify") to each
+    (target, precision), verify each artifact and record it. Yields one result per pair as it
+    finishes: the manifest record, or ``{"target", "precision", "status": "skipped"|"error",
+    "reason"}`` for a target whose backend is missing (with ``all``) or whose conversion failed."""
+    import torch
+
+    from crd_edge.export.base import ExportJob, MissingExtra
     from crd_edge.export.manifest import ArtifactWriter
-    from crd_edge.export.onnx import export_onnx
-    from crd_edge.export.verify import verify_artifact
-    from crd_edge.training.checkpoint import load_student
-    from crd_edge.models.teachers import sha256_of
+    from crd_edge.export.rewrites import apply_rewrites
+    from crd_edge.export.source import load_source
+    from crd_edge.export.verify import calibration_images, verification_images
 
-    check_target(target, precision)
-    model, ckpt = load_student(checkpoint)
-    size = size or ckpt["student"]["input_size"][0]
-    if size < 8 or size % 4:
-        raise UserError(f"--size {size}: must be a positive multiple of 4")
-    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / "export"
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    precisions = [precisions] if isinstance(precisions, str) else precisions
+    pairs = plan(targets, precisions)
+    src = load_source(source, arch)
+    height, width = parse_size(size, src.native_size)
+    out_dir = Path(out_dir) if out_dir else (Path(source).parent / "export" if src.role == "student" else Path("export"))
     writer = ArtifactWriter(out_dir, force=force)
-    stem = "student" + (f"_{size}" if size != 256 else "") + (f"_{precision}" if precision != "fp32" else "")
-    path = writer.reserve(f"{stem}.onnx")
-    fp32_tmp = writer.reserve(f"{stem}.fp32.onnx")
-    start = time.perf_counter()
+    images = verification_images(height, width)
+    with torch.no_grad():
+        reference = src.model(images).float().numpy()
+    calibration = (calibration_images(height, width, calib)
+                   if any(p.startswith("int8") for _, p in pairs) else None)
+    keep_going = "all" in targets or len(pairs) > 1
+
+    for target, precision in pairs:
+        module = target_module(target)
+        try:
+            yield _export_one(module, target, precision, src, (height, width), calibration, images,
+                              reference, writer, apply_rewrites, ExportJob)
+        except MissingExtra as exc:
+            if not keep_going:
+                raise
+            yield {"target": target, "precision": precision, "status": "skipped", "reason": str(exc)}
+        except Exception as exc:  # a conversion that fails must not cost the other targets
+            if not keep_going:
+                raise
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            yield {"target": target, "precision": precision, "status": "error", "reason": reason}
+
+
+def _export_one(module, target, precision, src, size, calibration, images, reference, writer,
+                apply_rewrites, ExportJob) -> dict:
+    from crd_edge.export.manifest import remove
+    from crd_edge.export.verify import verify_artifact
+
+    height, width = size
+    name = artifact_name(src.role, size, precision, module.SUFFIX)
+    model, rewrites = apply_rewrites(src.model, module.REWRITES)
+    path = writer.reserve(name)
     try:
-        details = export_onnx(model, size, fp32_tmp if precision != "fp32" else path)
-        if precision != "fp32":
-            from crd_edge.export.onnx import convert_precision
-            from crd_edge.export.verify import calibration_images
-            details["precision"] = convert_precision(fp32_tmp, precision, path, calibration_images(size))
-        seconds = time.perf_counter() - start
-        verification = verify_artifact(path, model, size, precision)
+        with tempfile.TemporaryDirectory(prefix="crd-edge-export-") as work:
+            job = ExportJob(model, height, width, precision, calibration, Path(work))
+            start = time.perf_counter()
+            details = module.export(job, path)
+            seconds = time.perf_counter() - start
+        if target == "coreml" and sys.platform != "darwin":
+            verification = module.inspect(path, job)  # prediction runs only on macOS
+        else:
+            verification = verify_artifact(path, images, reference, precision)
+            if target == "tensorrt":
+                verification["runtime"] = "onnxruntime, fp32 (the graph handed to TensorRT; engine numerics need TensorRT)"
     except BaseException:
-        path.unlink(missing_ok=True)  # never leave a half-written artifact behind
+        remove(path)  # never leave a half-written artifact behind
         raise
-    finally:
-        fp32_tmp.unlink(missing_ok=True)
-    record = {"target": target, "precision": precision, "layout": "NCHW", "value_range": [-1.0, 1.0],
-              "input": {"name": details["input_name"], "shape": [1, 3, size, size]},
-              "output": {"name": details["output_name"], "shape": [1, 3, size, size]},
-              "source_checkpoint": str(checkpoint), "source_sha256": sha256_of(checkpoint),
-              "student": {"arch": ckpt["student"]["arch"], "kwargs": ckpt["student"]["kwargs"]},
-              "tool_versions": details["tool_versions"], "rewrites": [], "export_seconds": round(seconds, 3),
-              "conversion": details.get("precision"),
+    nhwc = details["layout"] == "NHWC"
+    shape = [1, height, width, 3] if nhwc else [1, 3, height, width]
+    record = {"target": target, "precision": precision, "layout": details["layout"], "value_range": [-1.0, 1.0],
+              "input": {"name": details["input_name"], "shape": shape},
+              "output": {"name": details["output_name"], "shape": shape},
+              "source": src.identity, "tool_versions": details["tool_versions"], "rewrites": rewrites,
+              "export_seconds": round(seconds, 3), "conversion": details["conversion"],
               "verification": verification}
-    return [writer.commit(path, record)]
+    return writer.commit(path, record)
+
+
+def status_of(result: dict) -> str:
+    return result.get("verification", {}).get("status", result.get("status", "?"))
+
+
+def render_results(results: list[dict]) -> str:
+    """The verification table: one row per artifact (Markdown, readable in a terminal)."""
+    rows = ["| artifact | target | precision | size MB | export s | runtime | PSNR min dB | max abs err | status |",
+            "|---|---|---|---:|---:|---|---:|---:|---|"]
+    for r in results:
+        if "verification" not in r:
+            rows.append(f"| - | {r['target']} | {r['precision']} | | | | | | {r['status']}: {r['reason']} |")
+            continue
+        v = r["verification"]
+        psnr = f"{v['psnr_db_min']:.1f} (>= {v['threshold_db']:.0f})" if "psnr_db_min" in v else "n/a"
+        err = f"{v['max_abs_err']:.1e}" if "max_abs_err" in v else "n/a"
+        note = f" ({v['numerics']})" if "numerics" in v else ""
+        rows.append(f"| {r['path']} | {r['target']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | "
+                    f"{r['export_seconds']:.1f} | {v['runtime']} | {psnr} | {err} | {v['status']}{note} |")
+    return "\n".join(rows)

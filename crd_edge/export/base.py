@@ -52,8 +52,12 @@ class ExportDetails:
     conversion: dict[str, Any] = field(default_factory=dict)   # method, quantizer settings, notes
 
 
-def missing_extra(extra: str, package: str) -> UserError:
-    return UserError(f"this target needs {package}: pip install 'crd-edge[{extra}]'")
+class MissingExtra(UserError):
+    """A target's backend is not installed (``--target all`` skips such targets)."""
+
+
+def missing_extra(extra: str, package: str) -> MissingExtra:
+    return MissingExtra(f"this target needs {package}: pip install 'crd-edge[{extra}]'")
 
 
 def tool_version(package: str) -> str:

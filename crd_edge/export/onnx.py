@@ -1,41 +1,42 @@
-"""ONNX exporter: static 1x3xSxS input, opset 17, weights inside the file."""
+"""ONNX target: static 1x3xHxW input, opset 17, weights inside the file; fp16 and int8 through
+onnxruntime's own converters. Also the writer behind the OpenVINO and TensorRT targets."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
-from torch import nn
 
-OPSET = 17
+from crd_edge.export.base import ExportDetails, ExportJob, tool_version
+
+SUFFIX = ".onnx"
+EXTRA = None
+PRECISIONS = ("fp32", "fp16", "int8")
+REWRITES: tuple[str, ...] = ()  # onnxruntime runs every layer of these generators as it is
+OPSET = 17                      # TensorRT 8.6-10, OpenVINO and onnxruntime all read it
 
 
-def export_onnx(model: nn.Module, size: int, path: Path) -> dict:
-    """Write ``model`` as ONNX to ``path`` (a temporary name the caller renames into place)."""
+def write_fp32(job: ExportJob, path: Path) -> None:
+    """The float32 graph. The TorchScript-based exporter gives static shapes in a single file
+    (the dynamo one splits weights into a .data file and needs onnxscript)."""
     import onnx
-    model = model.eval()
-    example = torch.zeros(1, 3, size, size)
-    # The TorchScript-based exporter: static shapes, single file; the dynamo one would split
-    # weights into a .data file and needs onnxscript.
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["output"],
-                      opset_version=OPSET, dynamo=False)
+    torch.onnx.export(job.model.eval(), (job.example(),), str(path), input_names=["image"],
+                      output_names=["output"], opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(path))
-    import onnxruntime
-    return {"input_name": "image", "output_name": "output",
-            "tool_versions": {"torch": str(torch.__version__), "onnx": onnx.__version__,
-                              "onnxruntime": onnxruntime.__version__, "opset": OPSET}}
 
 
-def convert_precision(fp32_path: Path, precision: str, out_path: Path, calibration) -> dict:
-    """fp16 (weights and activations, float32 I/O kept) or int8 (static QDQ, per-channel
-    weights, calibrated on ``calibration`` images) from an fp32 ONNX file, via onnxruntime's
-    own converters. Dynamic int8 is not offered: it made a conv generator 10x slower here."""
+def to_fp16(fp32_path: Path, out_path: Path) -> dict:
     import onnx
-    if precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
-        onnx.save(model, str(out_path))
-        return {"method": "onnxruntime.transformers.float16, float32 I/O kept"}
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    onnx.save(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), str(out_path))
+    return {"method": "onnxruntime.transformers.float16: fp16 weights and activations, float32 I/O kept"}
+
+
+def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetric: bool = False) -> dict:
+    """Static QDQ int8 with per-channel weights, calibrated on ``calibration``. ``symmetric``
+    int8 activations (zero point 0) are what TensorRT's explicit quantisation expects.
+    Dynamic int8 is not offered: it made a conv generator 10x slower (OFFLINE.md)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -45,7 +46,26 @@ def convert_precision(fp32_path: Path, precision: str, out_path: Path, calibrati
         def get_next(self):
             return next(self.items, None)
 
+    activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
     quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return {"method": f"onnxruntime static QDQ, per-channel int8 weights, uint8 activations, "
+                    per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+    return {"method": f"onnxruntime static QDQ: per-channel symmetric int8 weights, "
+                      f"{'symmetric int8' if symmetric else 'uint8'} activations, "
                       f"{len(calibration)} calibration images"}
+
+
+def versions() -> dict[str, str]:
+    return {"torch": str(torch.__version__), "onnx": tool_version("onnx"),
+            "onnxruntime": tool_version("onnxruntime"), "opset": str(OPSET)}
+
+
+def export(job: ExportJob, path: Path) -> dict:
+    if job.precision == "fp32":
+        write_fp32(job, path)
+        conversion = {"method": "torch.onnx.export (TorchScript exporter), float32"}
+    else:
+        fp32 = job.work_dir / "fp32.onnx"
+        write_fp32(job, fp32)
+        conversion = to_fp16(fp32, path) if job.precision == "fp16" else to_int8(fp32, path, job.calibration)
+    return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions(), conversion))

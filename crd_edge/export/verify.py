@@ -6,37 +6,51 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 # PSNR (dB) of the artifact's output against torch fp32, on real photos, per precision.
 THRESHOLDS = {"fp32": 60.0, "fp16": 40.0, "int8": 30.0}
 
 
-def verification_images(size: int, count: int = 3) -> torch.Tensor:
-    """The held-out built-in photos resized to ``size`` (real images, not noise)."""
+def threshold_for(precision: str) -> float:
+    return THRESHOLDS[precision.split("-")[0]]  # int8-dynamic, int8-weight: the int8 bar
+
+
+def _photos(data: str | Path | None, split: str, height: int, width: int, count: int) -> torch.Tensor:
+    """``count`` photos as (N, 3, H, W) in [-1, 1]: resized to the longer side, centre-cropped."""
     from crd_edge.data import build_dataset
-    data = build_dataset(None, "builtin", "test", size=size, load_size=size)
-    return torch.stack([data[i]["A"] for i in range(min(count, len(data)))])
+    side = max(height, width)
+    layout = "folder" if data is not None else "auto"
+    dataset = build_dataset(data, layout, split, size=side, load_size=side)
+    images = torch.stack([dataset[i]["A"] for i in range(min(count, len(dataset)))])
+    top, left = (side - height) // 2, (side - width) // 2
+    return images[:, :, top:top + height, left:left + width].contiguous()
 
 
-def calibration_images(size: int, count: int = 8) -> torch.Tensor:
-    """Training photos (never the held-out ones used for verification) for int8 calibration."""
-    from crd_edge.data import build_dataset
-    data = build_dataset(None, "builtin", "train", size=size, load_size=size)
-    return torch.stack([data[i]["A"] for i in range(min(count, len(data)))])
+def verification_images(height: int, width: int | None = None, count: int = 3) -> torch.Tensor:
+    """The held-out built-in photos (real images, never used for training or calibration)."""
+    return _photos(None, "test", height, width or height, count)
 
 
-def verify_artifact(path: Path, model: nn.Module, size: int, precision: str) -> dict:
-    """Run ``path`` through the runtime layer and compare with ``model`` image by image."""
+def calibration_images(height: int, width: int | None = None, data: str | Path | None = None,
+                       count: int = 8) -> torch.Tensor:
+    """int8 calibration photos: ``data`` (``--calib DIR``) or the built-in training split."""
+    return _photos(data, "test" if data is not None else "train", height, width or height, count)
+
+
+def compare(outputs: np.ndarray, reference: np.ndarray, precision: str) -> dict:
+    """Max-abs-error and per-image PSNR (peak-to-peak 2 for [-1, 1] images) against ``reference``."""
+    mse = ((outputs - reference) ** 2).reshape(len(reference), -1).mean(1)
+    psnr = 10 * np.log10(4.0 / np.maximum(mse, 1e-20))
+    threshold = threshold_for(precision)
+    return {"images": len(reference), "max_abs_err": float(np.abs(outputs - reference).max()),
+            "psnr_db_min": float(psnr.min()), "psnr_db_mean": float(psnr.mean()),
+            "threshold_db": threshold, "status": "passed" if psnr.min() >= threshold else "failed"}
+
+
+def verify_artifact(path: Path, images: torch.Tensor, reference: np.ndarray, precision: str) -> dict:
+    """Run ``path`` through the runtime layer image by image and compare with ``reference``
+    (the torch fp32 model's outputs on ``images``)."""
     from crd_edge.runtime import open_session
     session = open_session(path)
-    images = verification_images(size)
-    with torch.no_grad():
-        reference = model.eval()(images).numpy()
     outputs = np.concatenate([session.run(img[None].numpy()) for img in images])
-    mse = ((outputs - reference) ** 2).reshape(len(images), -1).mean(1)
-    psnr = 10 * np.log10(4.0 / np.maximum(mse, 1e-20))  # peak-to-peak range 2 in [-1, 1]
-    threshold = THRESHOLDS[precision]
-    return {"images": len(images), "runtime": session.backend, "max_abs_err": float(np.abs(outputs - reference).max()),
-            "psnr_db_min": float(psnr.min()), "psnr_db_mean": float(psnr.mean()), "threshold_db": threshold,
-            "status": "passed" if psnr.min() >= threshold else "failed"}
+    return {"runtime": session.backend, **compare(outputs, reference, precision)}

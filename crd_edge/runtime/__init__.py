@@ -14,6 +14,7 @@ from crd_edge.runtime.base import Session
 _BY_SUFFIX = {".onnx": "crd_edge.runtime.onnxruntime_session:OnnxRuntimeSession",
               ".pt": "crd_edge.runtime.torch_session:TorchSession",
               ".tflite": "crd_edge.runtime.litert_session:LiteRTSession",
+              ".openvino": "crd_edge.runtime.openvino_session:OpenVINOSession",
               ".xml": "crd_edge.runtime.openvino_session:OpenVINOSession",
               ".mlpackage": "crd_edge.runtime.coreml_session:CoreMLSession"}
 

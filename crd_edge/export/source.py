@@ -1,0 +1,58 @@
+"""What ``crd-edge export`` can take: a crd-edge checkpoint (the distilled student) or a teacher
+(TorchScript, a state dict, or "vintagify"), so that both are exported and compared the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from crd_edge.errors import UserError
+
+
+@dataclass
+class ExportSource:
+    model: nn.Module
+    role: str                    # "student" or "teacher": the stem of the artifact names
+    native_size: tuple[int, int] | None
+    identity: dict[str, Any]     # path, sha256, architecture: recorded in the manifest
+
+
+def _is_crd_checkpoint(path: Path) -> bool:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and "student" in obj and "format_version" in obj
+
+
+def load_source(source: str | Path, arch: str | None = None) -> ExportSource:
+    """The model behind ``source``, in eval mode, float32, with where it came from."""
+    from crd_edge.models.teachers import load_teacher, sha256_of
+    from crd_edge.training.checkpoint import load_student
+
+    text = str(source)
+    path = Path(text)
+    if text != "vintagify" and not path.is_file():
+        raise UserError(f"{path}: no such checkpoint or model file; `crd-edge distill` writes "
+                        "runs/<name>/checkpoint.pt (or pass 'vintagify' for the built-in teacher)")
+    if text != "vintagify" and path.suffix.lower() == ".onnx":
+        raise UserError(f"{path}: already an ONNX file; export takes the torch model it came from "
+                        "(a crd-edge checkpoint, TorchScript or state dict)")
+    if text != "vintagify" and _is_crd_checkpoint(path):
+        model, ckpt = load_student(path)
+        record = ckpt["student"]
+        return ExportSource(model, "student", tuple(record["input_size"]),
+                            {"path": str(path), "sha256": sha256_of(path), "kind": "crd-edge checkpoint",
+                             "arch": record["arch"], "kwargs": record["kwargs"]})
+    teacher = load_teacher(text, arch=arch)
+    if teacher.module is None:
+        raise UserError(f"{text}: no torch module to export")
+    spec = getattr(teacher.module, "crd_spec", None) or {}
+    return ExportSource(teacher.module.float().eval(), "teacher", None,
+                        {"path": teacher.identity["path"], "sha256": teacher.identity["sha256"],
+                         "kind": teacher.identity["kind"], "arch": spec.get("name"),
+                         "kwargs": spec.get("kwargs")})

@@ -1,0 +1,73 @@
+"""Each export rewrite computes the same function as the layer it replaces (to float rounding)."""
+
+import pytest
+import torch
+from torch import nn
+
+from crd_edge.export.rewrites import ChannelsLastIO, ReflectPadSlices, apply_rewrites, convtranspose_k3_to_k4
+from crd_edge.export.verify import verification_images
+from crd_edge.models import create_model
+
+
+@pytest.mark.parametrize("cin,cout,groups,bias", [(8, 4, 1, True), (6, 6, 3, False), (1, 2, 1, True)])
+def test_k3_transposed_conv_equals_its_zero_extended_k4(cin, cout, groups, bias):
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, groups=groups, bias=bias).double()
+    new = convtranspose_k3_to_k4(layer)
+    assert new.kernel_size == (4, 4) and new.output_padding == (0, 0) and new.weight.dtype == torch.float64
+    for shape in [(2, cin, 5, 7), (1, cin, 1, 1), (1, cin, 16, 16)]:
+        x = torch.randn(shape, dtype=torch.float64)
+        out = layer(x)
+        assert out.shape[-2:] == (2 * shape[2], 2 * shape[3])
+        torch.testing.assert_close(new(x), out, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (3, 3, 3, 3), (2, 0, 1, 3), (0, 0, 0, 0)])
+def test_reflect_pad_from_slices_equals_reflection_pad(padding):
+    x = torch.randn(2, 3, 9, 11, requires_grad=True)
+    torch.testing.assert_close(ReflectPadSlices(padding)(x), nn.ReflectionPad2d(padding)(x), rtol=0, atol=0)
+    # Gradients flow the same way too (each input pixel collects from its mirror images).
+    grad = torch.randn(2, 3, 9 + padding[2] + padding[3], 11 + padding[0] + padding[1])
+    (a,) = torch.autograd.grad(ReflectPadSlices(padding)(x), x, grad)
+    (b,) = torch.autograd.grad(nn.ReflectionPad2d(padding)(x), x, grad)
+    torch.testing.assert_close(a, b)
+
+
+def test_reflect_pad_exports_to_slice_and_concat_only(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    torch.onnx.export(ReflectPadSlices((3, 3, 3, 3)), (torch.zeros(1, 2, 8, 8),), str(tmp_path / "p.onnx"),
+                      opset_version=17, dynamo=False)
+    assert {n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node} <= {"Slice", "Concat", "Constant"}
+
+
+def test_rewritten_paper_generators_match_on_real_photos():
+    photos = verification_images(64)
+    for name, kwargs in [("mobile_resnet_9blocks", {"ngf": 8}), ("resnet_9blocks", {"ngf": 8, "n_blocks": 2})]:
+        torch.manual_seed(0)
+        model = create_model(name, **kwargs).eval()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        rewritten, applied = apply_rewrites(model, ["convtranspose_k3_to_k4", "reflect_pad_to_slices"])
+        blocks = 9 if name.startswith("mobile") else 2
+        assert applied == [{"name": "convtranspose_k3_to_k4", "layers": 2},
+                           {"name": "reflect_pad_to_slices", "layers": 2 + 2 * blocks}]
+        assert not any(isinstance(m, (nn.ReflectionPad2d,)) for m in rewritten.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(rewritten(photos), model(photos), rtol=0, atol=1e-5)
+        # The original model is untouched.
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert any(isinstance(m, nn.ReflectionPad2d) for m in model.modules())
+
+
+def test_rewrites_that_match_nothing_are_not_recorded():
+    model = create_model("mobile_resnet_9blocks", ngf=8, upsample="nearest", padding="zero")
+    assert apply_rewrites(model, ["convtranspose_k3_to_k4", "reflect_pad_to_slices"])[1] == []
+
+
+def test_channels_last_io_wraps_without_changing_values():
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8, upsample="convt4").eval()
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        out = ChannelsLastIO(model)(x.permute(0, 2, 3, 1))
+        assert out.shape == (1, 32, 48, 3)
+        torch.testing.assert_close(out.permute(0, 3, 1, 2), model(x))
