@@ -144,6 +144,36 @@ def export(
         raise typer.Exit(1)
 
 
+@app.command()
+def pipeline(
+    steps: Optional[int] = typer.Option(None, min=1, help="Distillation steps (default: the config's)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config for the distillation."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set data.size=192."),
+    name: Optional[str] = typer.Option(None, help="Run name: runs/<name>."),
+    target: List[str] = typer.Option(["all"], help="Export targets (default: every target installed here)."),
+) -> None:
+    """The main job in one command: distil on the built-in default, then export to every target
+    and verify; the export table is appended to the run's report.md."""
+    from crd_edge.config import load_config
+    from crd_edge.export import export as run_export, render_results, status_of
+    from crd_edge.training.loop import distill as run_distill
+
+    base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
+    result = run_distill(load_config(config, set_, base=base))
+    if result.interrupted or result.checkpoint is None:
+        raise typer.Exit(130)
+    _print_summary(result, quiet=False)
+    results = []
+    for item in run_export(result.checkpoint, target, None, None, None, None, False, None):
+        results.append(item)
+        typer.echo(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}", err=True)
+    table = render_results(results)
+    report = result.run_dir / "report.md"
+    report.write_text(report.read_text() + "\n## Export (crd-edge export --target all)\n\n" + table + "\n")
+    typer.echo(table)
+    typer.echo(f"artifacts and manifest.json: {result.checkpoint.parent / 'export'}; report: {report}")
+
+
 def main() -> None:
     """Console entry point. Usage mistakes (unknown option, bad value) are typer's: usage line,
     error, exit 2. UserErrors from the library become one ``error:`` line and exit status 2."""

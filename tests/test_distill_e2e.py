@@ -144,3 +144,17 @@ def test_jittered_views_are_cached_exactly(run_cli, tiny_teacher, unaligned, tmp
     assert "4 teacher passes" in summary["cache_note"]
     cache = torch.load(tmp_path / "runs" / "jitter" / "teacher_cache.pt", weights_only=True)
     assert len(cache) == 4 and {k.split(":")[-1] for k in cache} == {"0", "1"}
+
+
+def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_path):
+    sets = [f"teacher.source={tiny_teacher}", "student.arch=mobile_resnet_9blocks", "student.kwargs.ngf=8",
+            "data.size=64", "data.load_size=72", "data.test_size=64", f"runs_dir={tmp_path}"]
+    code, out, err = run_cli("pipeline", "--steps", 2, "--name", "job", "--target", "onnx",
+                             *[a for s in sets for a in ("--set", s)])
+    assert code == 0, err
+    run = tmp_path / "job"
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert [r["path"] for r in manifest["artifacts"]] == ["student_64_fp32.onnx"]
+    assert manifest["artifacts"][0]["verification"]["status"] == "passed"
+    report = (run / "report.md").read_text()
+    assert "## Export" in report and "| student_64_fp32.onnx | onnx | fp32 |" in report
