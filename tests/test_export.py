@@ -190,3 +190,25 @@ def test_tensorrt_graph_check_rejects_dynamic_shapes_and_unknown_ops(tmp_path):
         check_graph(save("Relu", ["batch", 3, 8, 8], "dynamic.onnx"))
     with pytest.raises(UserError, match=r"ops \['Hardmax'\] are not TensorRT-ready"):
         check_graph(save("Hardmax", [1, 3, 8, 8], "odd.onnx"))
+
+
+def test_target_all_writes_every_installed_target_with_one_table(run_cli, tmp_path):
+    from crd_edge.export import TARGETS
+    _checkpoint(tmp_path / "c.pt")
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "all", "--precision", "fp32",
+                             "--out", tmp_path / "exp")
+    records = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
+    written = {r["target"] for r in records}
+    missing = {t for t in TARGETS if importlib.util.find_spec(
+        {"tflite": "litert_torch", "coreml": "coremltools", "openvino": "openvino"}.get(t, "onnx")) is None}
+    assert written == set(TARGETS) - missing
+    for target in missing:  # skipped with the extra to install, never silently
+        assert f"| - | {target} | fp32 |" in out and f"crd-edge[{target}]" in out
+    assert code == 0, err  # every artifact written here passed (Core ML: its spec)
+    assert out.count("| student_64_fp32") == len(written)
+    by_target = {r["target"]: r for r in records}
+    if "coreml" in by_target:
+        v = by_target["coreml"]["verification"]
+        assert v["status"] == "spec-verified" and "macOS" in v["numerics"] and "psnr_db_min" not in v
+    if "tflite" in by_target:
+        assert by_target["tflite"]["input"]["shape"] == [1, 64, 64, 3] and by_target["tflite"]["layout"] == "NHWC"

@@ -15,6 +15,7 @@ EXTRA = None
 PRECISIONS = ("fp32", "fp16", "int8")
 REWRITES: tuple[str, ...] = ()  # onnxruntime runs every layer of these generators as it is
 OPSET = 17                      # TensorRT 8.6-10, OpenVINO and onnxruntime all read it
+CALIBRATION_PERCENTILE = 99.99  # see to_int8
 
 
 def write_fp32(job: ExportJob, path: Path) -> None:
@@ -34,10 +35,15 @@ def to_fp16(fp32_path: Path, out_path: Path) -> dict:
 
 
 def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetric: bool = False) -> dict:
-    """Static QDQ int8 with per-channel weights, calibrated on ``calibration``. ``symmetric``
+    """Static QDQ int8 with per-channel weights, calibrated on ``calibration``. Activation ranges
+    are the 99.99th percentile, not min/max: a few extreme pre-InstanceNorm values otherwise
+    stretch the int8 grid (trained default student, 256 px, 3 held-out photos, PSNR min vs
+    fp32: min/max 21.5 dB, entropy 21.5, percentile 99.9 16.3, 99.99 30.1-30.8, 99.999 23-25).
+    ``symmetric``
     int8 activations (zero point 0) are what TensorRT's explicit quantisation expects.
     Dynamic int8 is not offered: it made a conv generator 10x slower (OFFLINE.md)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -49,10 +55,12 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
     activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
     quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+                    calibrate_method=CalibrationMethod.Percentile,
+                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                   "CalibPercentile": CALIBRATION_PERCENTILE})
     return {"method": f"onnxruntime static QDQ: per-channel symmetric int8 weights, "
                       f"{'symmetric int8' if symmetric else 'uint8'} activations, "
-                      f"{len(calibration)} calibration images"}
+                      f"{len(calibration)} calibration images, percentile {CALIBRATION_PERCENTILE} ranges"}
 
 
 def versions() -> dict[str, str]:

@@ -32,7 +32,7 @@ def verification_images(height: int, width: int | None = None, count: int = 3) -
 
 
 def calibration_images(height: int, width: int | None = None, data: str | Path | None = None,
-                       count: int = 8) -> torch.Tensor:
+                       count: int = 16) -> torch.Tensor:
     """int8 calibration photos: ``data`` (``--calib DIR``) or the built-in training split."""
     return _photos(data, "test" if data is not None else "train", height, width or height, count)
 
