@@ -145,6 +145,43 @@ def export(
 
 
 @app.command()
+def bench(
+    sources: List[str] = typer.Argument(..., help="Export folder or manifest.json, artifact files, or checkpoints."),
+    device: List[str] = typer.Option(["local"], help="local | adb:SERIAL | ssh:[USER@]HOST[:PORT] (repeatable)."),
+    compare: List[str] = typer.Option([], help="The teacher's exports (folder, manifest or artifact), same table."),
+    threads: int = typer.Option(2, min=1, help="Inference threads."),
+    warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
+    runs: int = typer.Option(50, min=1, help="Timed calls (at most; see --max-seconds)."),
+    max_seconds: float = typer.Option(10.0, min=0.1, help="Stop timing an artifact after this long (>= 5 runs)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for results.jsonl and the report (default: bench/ beside the exports)."),
+    merge: List[Path] = typer.Option([], help="Other results.jsonl files to merge into the report (other devices, runs)."),
+    no_roofline: bool = typer.Option(False, "--no-roofline", help="Skip the matmul ceiling measurement."),
+    as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
+) -> None:
+    """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
+    from crd_edge.bench.results import write_report
+    from crd_edge.bench.run import bench as run_bench, default_out_dir
+
+    out_dir = out or default_out_dir(sources[0])
+    results = []
+    for r in run_bench(sources, device, compare, threads, warmup, runs, max_seconds, out_dir, not no_roofline):
+        results.append(r)
+        name = r["artifact"]["name"]
+        if r["status"] == "measured":
+            typer.echo(f"{name} [{r['runtime']}]: p50 {r['latency_ms']['p50']:.1f} ms", err=True)
+        else:
+            typer.echo(f"{name}: {r['status']}: {r['reason']}", err=True)
+    report = write_report([out_dir / "results.jsonl", *merge], out_dir)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        typer.echo(report["markdown"])
+        typer.echo(f"report: {report['report']}; plots: {', '.join(p.name for p in report['plots'])}")
+    if any(r["status"] == "error" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def pipeline(
     steps: Optional[int] = typer.Option(None, min=1, help="Distillation steps (default: the config's)."),
     config: Optional[Path] = typer.Option(None, help="YAML config for the distillation."),

@@ -3,7 +3,9 @@ onnxruntime's own converters. Also the writer behind the OpenVINO and TensorRT t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 from pathlib import Path
 
 import torch
@@ -53,11 +55,12 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
             return next(self.items, None)
 
     activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
-    quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.Percentile,
-                    extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                                   "CalibPercentile": CALIBRATION_PERCENTILE})
+    with contextlib.redirect_stdout(io.StringIO()):  # its calibration prints would end up in the table
+        quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Percentile,
+                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                       "CalibPercentile": CALIBRATION_PERCENTILE})
     return {"method": f"onnxruntime static QDQ: per-channel symmetric int8 weights, "
                       f"{'symmetric int8' if symmetric else 'uint8'} activations, "
                       f"{len(calibration)} calibration images, percentile {CALIBRATION_PERCENTILE} ranges"}

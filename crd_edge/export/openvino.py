@@ -4,7 +4,9 @@ calibrated on real photos. OpenVINO was the fastest CPU runtime measured here (O
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 from pathlib import Path
 
 from crd_edge.export import onnx as onnx_target
@@ -24,7 +26,8 @@ def _quantize(model, calibration):
     dataset = nncf.Dataset([img[None].numpy() for img in calibration])
     # Generators have no softmax/attention; the default (performance) preset quantises
     # convolutions symmetrically, which the CPU plugin runs on its int8 kernels.
-    return nncf.quantize(model, dataset, subset_size=len(calibration))
+    with contextlib.redirect_stdout(io.StringIO()):  # progress bars would end up in the table
+        return nncf.quantize(model, dataset, subset_size=len(calibration))
 
 
 def export(job: ExportJob, path: Path) -> dict:

@@ -1,0 +1,176 @@
+"""The latency harness: one artifact, one process, one JSON measurement.
+
+It runs in a fresh process for every artifact (``python -m crd_edge.bench.harness ...``), so
+that peak RSS, load time and thread settings belong to that model alone; the local runner
+starts it with subprocess, the ssh runner starts the same command on the remote machine.
+
+What it measures (all wall-clock, ``time.perf_counter``):
+
+* ``load_ms``: opening the session (file read, graph compilation, delegate set-up);
+* ``first_inference_ms``: the first call (lazy allocation, kernel selection, JIT);
+* ``latency_ms``: after ``warmup`` calls, ``runs`` timed calls or until ``max_seconds`` has
+  passed, whichever comes first (at least 5): p50/p90/p99/mean/std/min/max;
+* ``prepost_ms``: the camera-frame work around the model, timed apart from it: a 640x480
+  uint8 BGR frame centre-cropped, resized and scaled to the model's NCHW float input, and the
+  NCHW output turned back into a uint8 BGR image (OpenCV when installed, else numpy);
+* ``peak_rss_mb``: the process's peak resident memory (model + runtime + interpreter);
+* ``matmul``: the roofline: the best dense fp32 matmul throughput torch reaches with the same
+  thread count in this process, so that each model's efficiency (true MACs per second as a
+  fraction of it) is measured against the same machine in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame, the demo's default capture size
+
+
+def percentiles(samples_ms: list[float]) -> dict:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"n": int(a.size), "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
+            "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min": float(a.min()), "max": float(a.max())}
+
+
+def time_calls(fn, warmup: int, runs: int, max_seconds: float, min_runs: int = 5) -> list[float]:
+    """Milliseconds of ``runs`` calls after ``warmup`` untimed ones, stopping early once
+    ``max_seconds`` of timed calls have passed (but never before ``min_runs``)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < runs:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        if len(samples) >= min_runs and time.perf_counter() - started > max_seconds:
+            break
+    return samples
+
+
+def matmul_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> dict:
+    """Best dense fp32 matmul throughput (GFLOP/s, 2 n^3 per product) with ``threads`` threads."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        samples = time_calls(lambda: torch.mm(a, b), warmup=2, runs=1000, max_seconds=seconds)
+    finally:
+        torch.set_num_threads(previous)
+    best = min(samples) / 1e3
+    return {"gflops": 2 * n ** 3 / best / 1e9, "gmacs_per_s": n ** 3 / best / 1e9, "n": n, "threads": threads}
+
+
+def _frame_ops(height: int, width: int):
+    """pre(frame) -> NCHW float32 [-1, 1]; post(NCHW) -> uint8 BGR image, as the demo does them."""
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+
+    def pre(frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        scale = max(height / h, width / w)  # cover, then centre-crop: keeps the aspect ratio
+        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+        if cv2 is not None:
+            resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+        else:
+            rows = (np.arange(nh) * h // nh)[:, None]
+            resized = frame[rows, np.arange(nw) * w // nw]
+        top, left = (nh - height) // 2, (nw - width) // 2
+        crop = resized[top:top + height, left:left + width, ::-1]  # BGR -> RGB
+        return np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32) / 127.5 - 1.0
+
+    def post(out: np.ndarray) -> np.ndarray:
+        img = ((out[0].transpose(1, 2, 0) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+        return np.ascontiguousarray(img[:, :, ::-1])
+
+    return pre, post
+
+
+def peak_rss_mb() -> float:
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def machine() -> dict:
+    return {"hostname": platform.node(), "system": platform.system(), "machine": platform.machine(),
+            "processor": _cpu_name(), "logical_cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
+            roofline: bool = True) -> dict:
+    """Open ``path`` through the runtime layer and measure it (see the module docstring)."""
+    from crd_edge.runtime import open_session
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    session = open_session(path, threads=threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    shape = tuple(int(d) for d in session.input_shape)
+    height, width = (shape[1], shape[2]) if shape[-1] == 3 and shape[1] != 3 else (shape[2], shape[3])
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
+    pre, post = _frame_ops(height, width)
+    x = pre(frame)
+    t0 = time.perf_counter()
+    y = session.run(x)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    latency = percentiles(time_calls(lambda: session.run(x), warmup, runs, max_seconds))
+    prepost = {"pre": percentiles(time_calls(lambda: pre(frame), 3, 50, 2.0)),
+               "post": percentiles(time_calls(lambda: post(y), 3, 50, 2.0))}
+    result = {"path": str(path), "runtime": session.backend, "threads": threads, "input_size": [height, width],
+              "load_ms": load_ms, "first_inference_ms": first_ms, "latency_ms": latency,
+              "throughput_fps": 1e3 / latency["p50"], "prepost_ms": prepost,
+              "end_to_end_fps": 1e3 / (latency["p50"] + prepost["pre"]["p50"] + prepost["post"]["p50"]),
+              "peak_rss_mb": peak_rss_mb(), "machine": machine(),
+              "settings": {"warmup": warmup, "runs": runs, "max_seconds": max_seconds}}
+    if roofline:
+        result["matmul"] = matmul_gflops(threads)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crd_edge.bench.harness",
+                                     description="Measure one model artifact; prints one JSON line.")
+    parser.add_argument("path")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument("--no-roofline", action="store_true")
+    args = parser.parse_args(argv)
+    from crd_edge.errors import UserError
+    try:
+        result = measure(args.path, args.threads, args.warmup, args.runs, args.max_seconds, not args.no_roofline)
+    except UserError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""results.jsonl (every measurement, appended) and the reports rendered from it: report.json,
+report.md and PNG plots. A report can merge several runs, devices and results files."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from crd_edge.errors import UserError
+from crd_edge.training.run_dir import atomic_write_text, write_json
+
+
+def append_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:  # one line per measurement: a crash mid-run loses nothing before it
+        fh.write(json.dumps(result) + "\n")
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    results = []
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path}: no results file; `crd-edge bench` writes results.jsonl")
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    results.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}:{number}: not a JSON line (a truncated write?); delete that line") from None
+    return results
+
+
+def latest(results: list[dict]) -> list[dict]:
+    """The newest measurement per (device, artifact, runtime, threads): re-runs replace older rows."""
+    rows: dict[tuple, dict] = {}
+    for r in results:
+        if r.get("status") != "measured":
+            continue
+        key = (device_name(r), r["artifact"]["name"], r.get("runtime"), r.get("threads"))
+        rows[key] = r
+    return list(rows.values())
+
+
+def device_name(r: dict) -> str:
+    d = r.get("device", {})
+    if d.get("kind") == "adb":
+        return f"{d.get('model') or d.get('serial')} (adb)"
+    if d.get("kind") == "ssh":
+        return f"{d.get('host')} (ssh)"
+    return f"{d.get('hostname', 'local')}: {d.get('processor', '?')}, {r.get('threads')} threads"
+
+
+def efficiency(r: dict) -> float | None:
+    """True MACs per second as a fraction of the device's dense matmul ceiling in the same run."""
+    macs, ceiling = r.get("model", {}).get("macs_true"), r.get("roofline_gmacs_per_s")
+    if not macs or not ceiling:
+        return None
+    return macs / (r["latency_ms"]["p50"] / 1e3) / (ceiling * 1e9)
+
+
+def _attach_roofline(rows: list[dict], results: list[dict]) -> None:
+    """Each row gets the matmul ceiling of its own run and device (else the device's latest)."""
+    by_run, by_device = {}, {}
+    for r in results:
+        if "matmul" in r:
+            by_run[(r.get("run_id"), device_name(r))] = by_device[device_name(r)] = r["matmul"]["gmacs_per_s"]
+    for r in rows:
+        r["roofline_gmacs_per_s"] = by_run.get((r.get("run_id"), device_name(r)), by_device.get(device_name(r)))
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    """Teacher p50 / student p50 per device, runtime and precision (same device, same run)."""
+    groups: dict[tuple, dict] = defaultdict(dict)
+    for r in rows:
+        a = r["artifact"]
+        groups[(device_name(r), r.get("runtime"), a["precision"])][a["role"]] = r
+    out = []
+    for (device, runtime, precision), roles in sorted(groups.items()):
+        if "teacher" in roles and "student" in roles:
+            t, s = roles["teacher"], roles["student"]
+            tm, sm = t.get("model", {}).get("macs_true"), s.get("model", {}).get("macs_true")
+            out.append({"device": device, "runtime": runtime, "precision": precision,
+                        "teacher_p50_ms": t["latency_ms"]["p50"], "student_p50_ms": s["latency_ms"]["p50"],
+                        "speedup": t["latency_ms"]["p50"] / s["latency_ms"]["p50"],
+                        "mac_ratio": tm / sm if tm and sm else None})
+    return out
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
+    lines = ["# crd-edge benchmark report", ""]
+    by_device: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_device[device_name(r)].append(r)
+    for device, group in by_device.items():
+        ceiling = group[0].get("roofline_gmacs_per_s")
+        lines += [f"## {device}", ""]
+        if ceiling:
+            lines += [f"Roofline: dense fp32 matmul {ceiling:.1f} GMAC/s with the same threads, in the same run.", ""]
+        lines += ["| model | artifact | runtime | precision | size | params | true GMACs | p50 ms | p90 ms | FPS | "
+                  "end-to-end FPS | peak MB | PSNR dB | % of roofline |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in sorted(group, key=lambda r: (r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])):
+            a, m, lat = r["artifact"], r.get("model", {}), r["latency_ms"]
+            eff = efficiency(r)
+            size = "x".join(map(str, r.get("input_size") or [])) or "-"
+            psnr = a.get("verification_psnr_db")
+            status = a.get("verification_status")
+            psnr_text = "-" if psnr is None else f"{psnr:.1f}" + ("" if status == "passed" else f" ({status})")
+            lines.append(f"| {a['role']} | {a['name']} | {r.get('runtime')} | {a['precision']} | {size} | "
+                         f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
+                         f"{lat['p50']:.1f} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
+                         f"{_fmt(r.get('end_to_end_fps'), '.1f')} | {_fmt(r.get('peak_rss_mb') or r.get('peak_memory_mb'), '.0f')} | "
+                         f"{psnr_text} | {_fmt(eff and eff * 100, '.0f')} |")
+        lines.append("")
+    table = speedups(rows)
+    if table:
+        lines += ["## Student speed-up over the teacher (same device, runtime and precision)", "",
+                  "| device | runtime | precision | teacher p50 ms | student p50 ms | speed-up | true-MAC ratio |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {s['device']} | {s['runtime']} | {s['precision']} | {s['teacher_p50_ms']:.1f} | "
+                  f"{s['student_p50_ms']:.1f} | {s['speedup']:.1f}x | {_fmt(s['mac_ratio'], '.1f')}x |" for s in table]
+        lines.append("")
+    if skipped:
+        lines += ["## Not measured", ""]
+        lines += [f"- {s['artifact']['name']} on {s['device_spec']}: {s['status']}: {s['reason']}" for s in skipped]
+        lines.append("")
+    lines += ["Latency: wall-clock per call after warm-up (median p50, p90), model only; end-to-end FPS adds the "
+              "camera-frame pre- and post-processing measured in the same process. PSNR: the export's "
+              "verification against torch fp32 on held-out photos.", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+    """latency_vs_macs.png (log-log, per device and runtime) and latency.png (p50 bars)."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    written = []
+    points = [r for r in rows if r.get("model", {}).get("macs_true")]
+    if points:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        markers = {"student": "o", "teacher": "s"}
+        for (device, runtime), group in _group(points, lambda r: (device_name(r), r.get("runtime"))).items():
+            for role in sorted({r["artifact"]["role"] for r in group}):
+                sel = [r for r in group if r["artifact"]["role"] == role]
+                if sel:
+                    ax.scatter([r["model"]["macs_true"] / 1e9 for r in sel], [r["latency_ms"]["p50"] for r in sel],
+                               marker=markers.get(role, "^"), label=f"{role}, {runtime} ({device.split(':')[0]})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("true MACs per image (G)")
+        ax.set_ylabel("latency p50 (ms)")
+        ax.set_title("Latency vs compute")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(_save(fig, out_dir / "latency_vs_macs.png"))
+    if rows:
+        ordered = sorted(rows, key=lambda r: (device_name(r), r["artifact"]["role"], r.get("runtime") or "",
+                                              r["artifact"]["precision"]))
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
+        labels = [f"{r['artifact']['role']} {r.get('runtime')} {r['artifact']['precision']}" for r in ordered]
+        p50 = [r["latency_ms"]["p50"] for r in ordered]
+        p90 = [r["latency_ms"].get("p90") or r["latency_ms"]["p50"] for r in ordered]
+        ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per image, ms (bar: p50, whisker: p90; log scale)")
+        ax.set_title("Model latency per artifact")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        written.append(_save(fig, out_dir / "latency.png"))
+    return written
+
+
+def _group(rows, key):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[key(r)].append(r)
+    return groups
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    tmp = path.with_name(f".partial-{path.name}")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_report(results_files: list[Path], out_dir: Path) -> dict:
+    """report.json, report.md and the plots in ``out_dir`` from every result in ``results_files``."""
+    results = load_results(results_files)
+    rows = latest(results)
+    _attach_roofline(rows, results)
+    # Artifacts that were skipped or failed and never measured later on that device.
+    measured = {(r.get("device_spec"), r["artifact"]["name"]) for r in rows}
+    skipped = list({(r["device_spec"], r["artifact"]["name"]): r for r in results
+                    if r.get("status") in ("skipped", "error")
+                    and (r.get("device_spec"), r["artifact"]["name"]) not in measured}.values())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(rows, skipped)
+    atomic_write_text(out_dir / "report.md", markdown)
+    plots = plot(rows, out_dir)
+    report = {"rows": rows, "speedups": speedups(rows), "not_measured": skipped,
+              "plots": [p.name for p in plots], "sources": [str(p) for p in results_files]}
+    write_json(out_dir / "report.json", report)
+    return {"markdown": markdown, "report": out_dir / "report.md", "plots": plots}

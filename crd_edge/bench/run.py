@@ -1,0 +1,173 @@
+"""``crd-edge bench``: measure artifacts on devices, append to results.jsonl, render the report.
+
+Sources are what export writes (a manifest.json or the folder holding it), a single artifact,
+or a crd-edge checkpoint (torch eager). ``--compare`` adds a second source (usually the
+teacher's exports) whose rows are labelled by their role, so the report can show the
+student's speed-up over the teacher per runtime and precision.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from crd_edge.errors import UserError
+
+# Where each artifact kind can be measured. Core ML predicts only on macOS; the TensorRT-ready
+# graph is the ONNX file again on a CPU (its onnx row already measures that), so locally it is
+# skipped and measured on a device with trtexec (ssh runner).
+LOCAL_SKIPS = {"coreml": "Core ML runs only on macOS", "tensorrt": "TensorRT-ready graph: bench it on the "
+               "device (--device ssh:HOST runs trtexec there); locally it equals the onnx row"}
+
+
+@dataclass
+class Item:
+    path: Path
+    role: str                       # "student" | "teacher" | file stem
+    target: str                     # onnx, openvino, tflite, coreml, tensorrt, torch
+    precision: str
+    record: dict = field(default_factory=dict)   # the manifest record, when there is one
+
+
+def _target_of(path: Path) -> str:
+    name = path.name
+    if name.endswith(".trt.onnx"):
+        return "tensorrt"
+    return {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml", ".openvino": "openvino",
+            ".xml": "openvino", ".pt": "torch", ".pth": "torch"}.get(path.suffix.lower(), "unknown")
+
+
+def collect(source: str | Path, role: str | None = None) -> list[Item]:
+    """The artifacts behind ``source`` (manifest, export folder, artifact or checkpoint)."""
+    path = Path(source)
+    manifest = path / "manifest.json" if path.is_dir() and not path.suffix else path
+    if manifest.name == "manifest.json":
+        if not manifest.is_file():
+            raise UserError(f"{source}: no manifest.json there; run `crd-edge export` first or pass an artifact")
+        records = json.loads(manifest.read_text()).get("artifacts", [])
+        items = []
+        for r in records:
+            artifact = manifest.parent / r["path"]
+            if artifact.exists():
+                items.append(Item(artifact, role or r["path"].split("_")[0], r["target"], r["precision"], r))
+        if not items:
+            raise UserError(f"{manifest}: lists no artifact that exists next to it")
+        return items
+    if not path.exists():
+        raise UserError(f"{source}: no such artifact, export folder or checkpoint")
+    target = _target_of(path)
+    if target == "unknown":
+        raise UserError(f"{source}: not a model artifact (.onnx, .tflite, .openvino, .mlpackage) or checkpoint (.pt)")
+    sibling = _manifest_record(path)
+    precision = sibling.get("precision", "fp32")
+    default_role = "student" if target == "torch" else path.name.split("_")[0]  # checkpoints hold students
+    return [Item(path, role or default_role, sibling.get("target", target), precision, sibling)]
+
+
+def _manifest_record(path: Path) -> dict:
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        for r in json.loads(manifest.read_text()).get("artifacts", []):
+            if r.get("path") == path.name:
+                return r
+    return {}
+
+
+def model_counts(item: Item, size: tuple[int, int]) -> dict:
+    """Params and MACs (both conventions) of the architecture behind the artifact, counted with
+    torch's FLOP counter on the source model at the artifact's input size."""
+    from crd_edge.bench.macs import count_macs
+    from crd_edge.models import create_model
+    source = item.record.get("source", {})
+    try:
+        if item.target == "torch":
+            from crd_edge.training.checkpoint import load_student
+            model, _ = load_student(item.path)
+        elif source.get("arch"):
+            model = create_model(source["arch"], **(source.get("kwargs") or {}))
+        else:
+            return {}
+        report = count_macs(model, (1, 3, *size))
+    except Exception:  # an unknown architecture: the row simply has no MAC figures
+        return {}
+    return {"params": report.params, "macs_true": report.true_macs, "macs_paper": report.paper_macs}
+
+
+def runner_for(device: str) -> tuple[str, Callable[..., dict]]:
+    if device == "local":
+        from crd_edge.bench.runners.local import run_local
+        return "local", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_local(
+            path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, roofline=roofline)
+    if device.startswith("adb:"):
+        from crd_edge.bench.runners.adb import run_adb
+        serial = device.split(":", 1)[1]
+        return "adb", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_adb(
+            serial, path, threads=threads, warmup=warmup, runs=runs)
+    if device.startswith("ssh:"):
+        from crd_edge.bench.runners.ssh import parse_ssh_target, run_ssh
+        target = parse_ssh_target(device)
+        return "ssh", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_ssh(
+            target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
+            precision=item.precision, roofline=roofline)
+    raise UserError(f"--device {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
+
+
+def skip_reason(kind: str, item: Item) -> str | None:
+    if kind == "local":
+        return LOCAL_SKIPS.get(item.target)
+    if kind == "adb" and item.target != "tflite":
+        return "the adb runner benchmarks .tflite files with LiteRT's benchmark_model"
+    if kind == "ssh" and item.target == "coreml":
+        return LOCAL_SKIPS["coreml"]
+    return None
+
+
+def bench(sources: list[str], devices: list[str] | None = None, compare: list[str] | None = None,
+          threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
+          out_dir: str | Path | None = None, roofline: bool = True) -> Iterator[dict]:
+    """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each
+    result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
+    ``out_dir/results.jsonl``."""
+    from crd_edge.bench.results import append_result
+    items = [i for s in sources for i in collect(s)] + [i for s in compare or [] for i in collect(s, "teacher")]
+    out = Path(out_dir) if out_dir else default_out_dir(sources[0])
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    for device in devices or ["local"]:
+        kind, run = runner_for(device)
+        first = True
+        for item in items:
+            base = {"schema": 1, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "device_spec": device, "artifact": _artifact_info(item)}
+            reason = skip_reason(kind, item)
+            if reason:
+                result = {**base, "status": "skipped", "reason": reason}
+            else:
+                try:
+                    # The roofline is measured once per device and run (first artifact), same threads.
+                    measured = run(item.path, threads, warmup, runs, max_seconds, roofline and first, item)
+                    first = first and "matmul" not in measured
+                    size = tuple(measured.get("input_size") or item.record.get("input", {}).get("shape", [0, 0, 0, 0])[2:])
+                    result = {**base, "status": "measured", **measured, "model": model_counts(item, size)}
+                except UserError as exc:
+                    result = {**base, "status": "error", "reason": str(exc)}
+            append_result(out / "results.jsonl", result)
+            yield result
+
+
+def default_out_dir(source: str | Path) -> Path:
+    """bench/ beside the export folder (runs/<name>/bench for a run's exports)."""
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    return folder.parent / "bench" if folder.name.startswith("export") else folder / "bench"
+
+
+def _artifact_info(item: Item) -> dict:
+    from crd_edge.export.manifest import artifact_bytes
+    v = item.record.get("verification", {})
+    return {"path": str(item.path), "name": item.path.name, "role": item.role, "target": item.target,
+            "precision": item.precision, "bytes": artifact_bytes(item.path),
+            "verification_psnr_db": v.get("psnr_db_min"), "verification_status": v.get("status")}

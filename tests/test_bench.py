@@ -1,0 +1,98 @@
+"""`crd-edge bench` locally: harness statistics, the child-process runner, results.jsonl, the
+Markdown report with the teacher-vs-student speed-up, and the plots."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from crd_edge.bench.harness import matmul_gflops, percentiles, time_calls
+from crd_edge.bench.results import load_results
+from crd_edge.errors import UserError
+from crd_edge.models import create_model
+from crd_edge.training.checkpoint import atomic_torch_save, student_record
+
+
+def test_percentiles_closed_form():
+    stats = percentiles([float(v) for v in range(1, 101)])
+    assert stats["n"] == 100 and stats["p50"] == 50.5 and stats["min"] == 1 and stats["max"] == 100
+    assert stats["p90"] == pytest.approx(90.1) and stats["mean"] == 50.5
+    assert stats["std"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+
+
+def test_time_calls_respects_runs_and_the_time_budget():
+    calls = []
+    assert len(time_calls(lambda: calls.append(1), warmup=3, runs=7, max_seconds=60)) == 7 and len(calls) == 10
+    import time
+    samples = time_calls(lambda: time.sleep(0.02), warmup=0, runs=1000, max_seconds=0.1)
+    assert 5 <= len(samples) < 20 and min(samples) >= 19  # never fewer than 5 runs
+
+
+def test_matmul_roofline_is_a_positive_throughput():
+    r = matmul_gflops(threads=1, n=256, seconds=0.2)
+    assert r["gflops"] > 0.1 and r["gmacs_per_s"] == pytest.approx(r["gflops"] / 2)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """A tiny student and a wider 'teacher', each exported to ONNX fp32 with a manifest."""
+    from crd_edge.export import export
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    student = create_model("mobile_resnet_9blocks", ngf=8, n_blocks=2, upsample="convt4")
+    atomic_torch_save({"format_version": 1, "student": student_record(student, 64)}, root / "s.pt")
+    teacher = create_model("resnet_9blocks", ngf=16, n_blocks=2)
+    torch.save(teacher.state_dict(), root / "t.pth")
+    list(export(root / "s.pt", "onnx", "fp32", out_dir=root / "export"))
+    list(export(root / "t.pth", "onnx", "fp32", size=64, out_dir=root / "teacher"))
+    return root
+
+
+def test_bench_measures_reports_and_compares(run_cli, exports, tmp_path):
+    out = tmp_path / "bench"
+    code, stdout, err = run_cli("bench", exports / "export", "--compare", exports / "teacher", "--runs", 3,
+                                "--max-seconds", 0.2, "--no-roofline", "--out", out)
+    assert code == 0, err
+    results = load_results([out / "results.jsonl"])
+    assert [(r["artifact"]["role"], r["status"]) for r in results] == [("student", "measured"), ("teacher", "measured")]
+    s, t = results
+    assert s["runtime"] == "onnxruntime" and s["latency_ms"]["n"] >= 3 and s["input_size"] == [64, 64]
+    assert s["model"]["params"] == sum(p.numel() for p in create_model(
+        "mobile_resnet_9blocks", ngf=8, n_blocks=2, upsample="convt4").parameters())
+    assert t["model"]["macs_true"] > s["model"]["macs_true"] > 0
+    assert s["artifact"]["verification_status"] == "passed" and s["peak_rss_mb"] > 10
+    assert 0 < s["prepost_ms"]["pre"]["p50"] and s["end_to_end_fps"] < s["throughput_fps"]
+    report = (out / "report.md").read_text()
+    assert "| student | student_64_fp32.onnx | onnxruntime | fp32 | 64x64 |" in report
+    assert "Student speed-up over the teacher" in report
+    speedup = json.loads((out / "report.json").read_text())["speedups"][0]
+    assert speedup["speedup"] == pytest.approx(t["latency_ms"]["p50"] / s["latency_ms"]["p50"])
+    for name in ("latency_vs_macs.png", "latency.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report in stdout
+
+
+def test_bench_a_checkpoint_in_torch_and_merge_reports(run_cli, exports, tmp_path):
+    code, _, err = run_cli("bench", exports / "s.pt", "--runs", 3, "--max-seconds", 0.2, "--out", tmp_path / "a")
+    assert code == 0, err
+    (r,) = load_results([tmp_path / "a" / "results.jsonl"])
+    assert r["runtime"] == "torch" and r["matmul"]["gmacs_per_s"] > 0  # roofline on by default
+    code, _, err = run_cli("bench", exports / "export" / "student_64_fp32.onnx", "--runs", 3, "--max-seconds", 0.2,
+                           "--no-roofline", "--out", tmp_path / "b", "--merge", tmp_path / "a" / "results.jsonl")
+    assert code == 0, err
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "| torch |" in report and "| onnxruntime |" in report and "% of roofline" in report
+
+
+def test_bench_bad_inputs(run_cli, tmp_path, exports):
+    code, _, err = run_cli("bench", tmp_path / "nothing")
+    assert code == 2 and "no such artifact, export folder or checkpoint" in err
+    (tmp_path / "notes.txt").write_text("x")
+    code, _, err = run_cli("bench", tmp_path / "notes.txt")
+    assert code == 2 and "not a model artifact" in err
+    code, _, err = run_cli("bench", exports / "export", "--device", "usb:1")
+    assert code == 2 and "expected local, adb:SERIAL or ssh:" in err
+    (tmp_path / "bad.jsonl").write_text('{"status": "measured"}\n{"trunc')
+    with pytest.raises(UserError, match="bad.jsonl:2: not a JSON line"):
+        load_results([tmp_path / "bad.jsonl"])
