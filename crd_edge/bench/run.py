@@ -150,12 +150,21 @@ def bench(sources: list[str], devices: list[str] | None = None, compare: list[st
                     # The roofline is measured once per device and run (first artifact), same threads.
                     measured = run(item.path, threads, warmup, runs, max_seconds, roofline and first, item)
                     first = first and "matmul" not in measured
-                    size = tuple(measured.get("input_size") or item.record.get("input", {}).get("shape", [0, 0, 0, 0])[2:])
-                    result = {**base, "status": "measured", **measured, "model": model_counts(item, size)}
+                    size = measured.get("input_size") or _record_size(item.record)
+                    result = {**base, "status": "measured", **measured, "input_size": size,
+                              "model": model_counts(item, tuple(size)) if size else {}}
                 except UserError as exc:
                     result = {**base, "status": "error", "reason": str(exc)}
             append_result(out / "results.jsonl", result)
             yield result
+
+
+def _record_size(record: dict) -> list[int] | None:
+    """[H, W] from a manifest record (remote tools such as benchmark_model do not report it)."""
+    shape = record.get("input", {}).get("shape")
+    if not shape:
+        return None
+    return list(shape[1:3]) if record.get("layout") == "NHWC" else list(shape[2:4])
 
 
 def default_out_dir(source: str | Path) -> Path:
