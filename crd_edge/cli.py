@@ -188,27 +188,29 @@ def pipeline(
     set_: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set data.size=192."),
     name: Optional[str] = typer.Option(None, help="Run name: runs/<name>."),
     target: List[str] = typer.Option(["all"], help="Export targets (default: every target installed here)."),
+    bench: bool = typer.Option(True, "--bench/--no-bench", help="Benchmark the exports on this machine."),
+    compare_teacher: bool = typer.Option(True, "--compare-teacher/--no-compare-teacher",
+                                         help="Export and benchmark the teacher too (speed-up table)."),
+    runs: int = typer.Option(50, min=1, help="Timed calls per artifact (at most)."),
+    max_seconds: float = typer.Option(10.0, min=0.1, help="Time budget per artifact."),
 ) -> None:
-    """The main job in one command: distil on the built-in default, then export to every target
-    and verify; the export table is appended to the run's report.md."""
+    """The main job in one command: distil on the built-in default, export the student to every
+    target and verify, export the teacher, benchmark both here, and write one report."""
     from crd_edge.config import load_config
-    from crd_edge.export import export as run_export, render_results, status_of
-    from crd_edge.training.loop import distill as run_distill
+    from crd_edge.export import render_results
+    from crd_edge.pipeline import run_pipeline
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
-    result = run_distill(load_config(config, set_, base=base))
-    if result.interrupted or result.checkpoint is None:
+    targets = [t for item in target for t in item.split(",") if t]
+    result = run_pipeline(load_config(config, set_, base=base), targets, bench, compare_teacher, runs, max_seconds,
+                          log=lambda line: typer.echo(line, err=True))
+    if result.distill.interrupted:
         raise typer.Exit(130)
-    _print_summary(result, quiet=False)
-    results = []
-    for item in run_export(result.checkpoint, target, None, None, None, None, False, None):
-        results.append(item)
-        typer.echo(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}", err=True)
-    table = render_results(results)
-    report = result.run_dir / "report.md"
-    report.write_text(report.read_text() + "\n## Export (crd-edge export --target all)\n\n" + table + "\n")
-    typer.echo(table)
-    typer.echo(f"artifacts and manifest.json: {result.checkpoint.parent / 'export'}; report: {report}")
+    _print_summary(result.distill, quiet=False)
+    typer.echo(render_results(result.exports))
+    if result.bench_report:
+        typer.echo(result.bench_report.read_text())
+    typer.echo(f"report: {result.run_dir / 'report.md'}")
 
 
 def main() -> None:

@@ -149,8 +149,8 @@ def test_jittered_views_are_cached_exactly(run_cli, tiny_teacher, unaligned, tmp
 def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_path):
     sets = [f"teacher.source={tiny_teacher}", "student.arch=mobile_resnet_9blocks", "student.kwargs.ngf=8",
             "data.size=64", "data.load_size=72", "data.test_size=64", f"runs_dir={tmp_path}"]
-    code, out, err = run_cli("pipeline", "--steps", 2, "--name", "job", "--target", "onnx",
-                             *[a for s in sets for a in ("--set", s)])
+    code, out, err = run_cli("pipeline", "--steps", 2, "--name", "job", "--target", "onnx", "--runs", 3,
+                             "--max-seconds", 0.2, *[a for s in sets for a in ("--set", s)])
     assert code == 0, err
     run = tmp_path / "job"
     manifest = json.loads((run / "export" / "manifest.json").read_text())
@@ -158,3 +158,10 @@ def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_pa
     assert manifest["artifacts"][0]["verification"]["status"] == "passed"
     report = (run / "report.md").read_text()
     assert "## Export" in report and "| student_64_fp32.onnx | onnx | fp32 |" in report
+    # The teacher went through the same export (fp32 and fp16 where it runs) and both were
+    # benchmarked in one table with the speed-up.
+    teacher = json.loads((run / "export_teacher" / "manifest.json").read_text())["artifacts"]
+    assert [r["path"] for r in teacher] == ["teacher_64_fp32.onnx", "teacher_64_fp16.onnx"]
+    bench = (run / "bench" / "report.md").read_text()
+    assert "| teacher | teacher_64_fp32.onnx | onnxruntime |" in bench and "Student speed-up" in bench
+    assert (run / "bench" / "latency_vs_macs.png").is_file() and bench in out

@@ -43,7 +43,10 @@ def export(job: ExportJob, path: Path) -> dict:
         model = _quantize(model, job.calibration)
         conversion["method"] += f"; NNCF post-training int8, {len(job.calibration)} calibration images"
     elif job.precision == "fp16":
-        conversion["method"] += "; fp16 weights (CPUs without native fp16 compute in fp32, GPUs/NPUs in fp16)"
+        conversion["method"] += ("; fp16 weights; computed in the device's native 16-bit type (bf16 on CPUs "
+                                 "with AMX/AVX512-BF16, f16 on ARM and GPUs, else f32)")
+    # Read back by the session: an fp16 artifact may compute in the device's native 16-bit type.
+    model.set_rt_info(job.precision, ["crd_edge", "precision"])
     path.mkdir()
     ov.save_model(model, str(path / "model.xml"), compress_to_fp16=job.precision == "fp16")
     versions = {**onnx_target.versions(), "openvino": tool_version("openvino")}

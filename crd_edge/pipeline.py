@@ -1,0 +1,83 @@
+"""The main job (``crd-edge pipeline``): distil -> export the student -> export the teacher ->
+bench both on this machine -> one report. Each step is the library call its own command makes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from crd_edge.errors import UserError
+
+# The teacher is exported (among the student's targets) only where it can run here, at the
+# precisions that verify (its int8 files fail verification in every runtime and cost minutes
+# to calibrate: see the README).
+TEACHER_TARGETS = ["onnx", "openvino", "tflite"]
+TEACHER_PRECISIONS = ["fp32", "fp16"]
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    distill: object
+    exports: list[dict] = field(default_factory=list)
+    teacher_exports: list[dict] = field(default_factory=list)
+    teacher_note: str | None = None
+    bench_report: Path | None = None
+
+
+def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher: bool = True,
+                 runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print) -> PipelineResult:
+    from crd_edge.bench.results import write_report
+    from crd_edge.bench.run import bench as run_bench
+    from crd_edge.export import export, render_results, status_of
+    from crd_edge.training.loop import distill
+
+    result = distill(config)
+    if result.interrupted or result.checkpoint is None:
+        return PipelineResult(result.run_dir, result)
+    out = PipelineResult(result.run_dir, result)
+    for item in export(result.checkpoint, targets):
+        out.exports.append(item)
+        log(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}")
+    sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(out.exports)]
+
+    compare = []
+    if compare_teacher:
+        teacher = _exportable_teacher(config)
+        if isinstance(teacher, str) and teacher.endswith(".onnx"):
+            compare = [teacher]  # an ONNX teacher is benchmarked as it is
+        elif teacher is None:
+            out.teacher_note = "teacher not exported: it is trained online or has no file"
+        else:
+            size = config.data.test_size
+            folder = result.run_dir / "export_teacher"
+            wanted = [t for t in TEACHER_TARGETS if t in targets or "all" in targets]
+            for item in export(teacher, wanted, TEACHER_PRECISIONS, size, out_dir=folder,
+                               arch=config.teacher.arch):
+                out.teacher_exports.append(item)
+                log(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}")
+            sections += ["", "## Teacher export", "", render_results(out.teacher_exports)]
+            compare = [str(folder)]
+    if bench:
+        bench_dir = result.run_dir / "bench"
+        for r in run_bench([str(result.checkpoint.parent / "export")], compare=compare, runs=runs,
+                           max_seconds=max_seconds, out_dir=bench_dir):
+            log(f"bench {r['artifact']['name']}: {r['status']}")
+        out.bench_report = write_report([bench_dir / "results.jsonl"], bench_dir)["report"]
+        sections += ["", f"## Benchmark\n\nSee [{out.bench_report.relative_to(result.run_dir)}]"
+                         f"({out.bench_report.relative_to(result.run_dir)}) and the PNG plots beside it."]
+    if out.teacher_note:
+        sections += ["", out.teacher_note]
+    report = result.run_dir / "report.md"
+    report.write_text(report.read_text() + "\n" + "\n".join(sections) + "\n")
+    return out
+
+
+def _exportable_teacher(config) -> str | None:
+    if config.teacher.mode == "online" or not config.teacher.source:
+        return None
+    source = str(config.teacher.source)
+    if source != "vintagify" and not Path(source).is_file():
+        raise UserError(f"teacher.source {source}: no such file")
+    return source
