@@ -212,3 +212,20 @@ def test_target_all_writes_every_installed_target_with_one_table(run_cli, tmp_pa
         assert v["status"] == "spec-verified" and "macOS" in v["numerics"] and "psnr_db_min" not in v
     if "tflite" in by_target:
         assert by_target["tflite"]["input"]["shape"] == [1, 64, 64, 3] and by_target["tflite"]["layout"] == "NHWC"
+
+
+def test_paper_exact_student_exports_to_every_target_through_rewrites(run_cli, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8).eval()  # ConvTranspose k3 + reflect pads
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 64)}, tmp_path / "paper.pt")
+    code, out, err = run_cli("export", tmp_path / "paper.pt", "--target", "all", "--precision", "fp32",
+                             "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    records = {r["target"]: r for r in json.loads(out[out.index("["):]) if "verification" in r}
+    assert {"onnx", "tensorrt"} <= set(records)
+    for r in records.values():
+        assert r["verification"]["status"] in ("passed", "spec-verified"), r
+    assert records["tensorrt"]["rewrites"] == [{"name": "reflect_pad_to_slices", "layers": 20}]
+    if "tflite" in records:
+        assert records["tflite"]["rewrites"] == [{"name": "convtranspose_k3_to_k4", "layers": 2},
+                                                 {"name": "reflect_pad_to_slices", "layers": 20}]

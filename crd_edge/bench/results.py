@@ -150,21 +150,32 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
     written = []
     points = [r for r in rows if r.get("model", {}).get("macs_true")]
     if points:
-        fig, ax = plt.subplots(figsize=(7, 5))
-        markers = {"student": "o", "teacher": "s"}
-        for (device, runtime), group in _group(points, lambda r: (device_name(r), r.get("runtime"))).items():
-            for role in sorted({r["artifact"]["role"] for r in group}):
-                sel = [r for r in group if r["artifact"]["role"] == role]
-                if sel:
-                    ax.scatter([r["model"]["macs_true"] / 1e9 for r in sel], [typical_ms(r) for r in sel],
-                               marker=markers.get(role, "^"), label=f"{role}, {runtime} ({device.split(':')[0]})")
+        # Colour: runtime; marker: precision; dashed line: the fastest any model could run at
+        # the device's dense fp32 matmul ceiling (the roofline).
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        runtimes = sorted({r.get("runtime") or "?" for r in points})
+        colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
+        markers = {"fp32": "o", "fp16": "s", "int8": "^", "int8-dynamic": "v", "int8-weight": "D"}
+        for r in points:
+            ax.scatter(r["model"]["macs_true"] / 1e9, typical_ms(r), color=colours[r.get("runtime") or "?"],
+                       marker=markers.get(r["artifact"]["precision"], "x"), s=40, alpha=0.85)
+        macs = [r["model"]["macs_true"] for r in points]
+        for device, ceiling in {device_name(r): r.get("roofline_gmacs_per_s") for r in points}.items():
+            if ceiling:
+                xs = [min(macs) / 1.5, max(macs) * 1.5]
+                ax.plot([x / 1e9 for x in xs], [x / (ceiling * 1e9) * 1e3 for x in xs], "k--", lw=1)
+                ax.annotate(f"roofline {ceiling:.0f} GMAC/s", (xs[0] / 1e9, xs[0] / (ceiling * 1e9) * 1e3),
+                            fontsize=7, va="bottom")
+        handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=rt) for rt, c in colours.items()]
+        handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=p) for p, m in markers.items()
+                    if any(r["artifact"]["precision"] == p for r in points)]
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("true MACs per image (G)")
-        ax.set_ylabel("latency p50 (ms)")
-        ax.set_title("Latency vs compute")
+        ax.set_xlabel("true MACs per image (G), log scale")
+        ax.set_ylabel("latency per image, p50 (ms), log scale")
+        ax.set_title("Latency vs compute (left: student, right: teacher)" if len(set(macs)) > 1 else "Latency vs compute")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
         fig.tight_layout()
         written.append(_save(fig, out_dir / "latency_vs_macs.png"))
     if rows:
