@@ -36,7 +36,7 @@ def test_onnx_export_is_verified_on_real_photos(run_cli, tmp_path):
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
 
     # The artifact runs through the runtime layer like the torch model (independent check).
-    assert record["source"]["kind"] == "crd-edge checkpoint" and record["rewrites"] == []
+    assert record["source"]["kind"] == "crd-edge checkpoint" and record["rewrites"] == [{"name": "narrow_conv_to_space_to_depth", "layers": 1}]
     assert record["input"] == {"name": "image", "shape": [1, 3, 64, 64]} and record["layout"] == "NCHW"
     session = open_session(tmp_path / "exp" / "student_64_fp32.onnx")
     x = torch.rand(1, 3, 64, 64) * 2 - 1
@@ -228,4 +228,5 @@ def test_paper_exact_student_exports_to_every_target_through_rewrites(run_cli, t
     assert records["tensorrt"]["rewrites"] == [{"name": "reflect_pad_to_slices", "layers": 20}]
     if "tflite" in records:
         assert records["tflite"]["rewrites"] == [{"name": "convtranspose_k3_to_k4", "layers": 2},
-                                                 {"name": "reflect_pad_to_slices", "layers": 20}]
+                                                 {"name": "reflect_pad_to_slices", "layers": 20},
+                                                 {"name": "narrow_conv_to_space_to_depth", "layers": 1}]

@@ -15,7 +15,9 @@ from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_v
 SUFFIX = ".openvino"
 EXTRA = "openvino"
 PRECISIONS = ("fp32", "fp16", "int8")
-REWRITES: tuple[str, ...] = ()  # OpenVINO reads reflect Pad, InstanceNorm and k3 transposed convs
+# OpenVINO reads reflect Pad, InstanceNorm and k3 transposed convs; the space-to-depth form of
+# the last conv made the student 21% faster (13.9 -> 10.9 ms, 256 px, 2 threads).
+REWRITES = ("narrow_conv_to_space_to_depth",)
 
 
 def _quantize(model, calibration):

@@ -13,6 +13,11 @@ reports what changed, which goes into manifest.json.
 * ``reflect_pad_to_slices``: ``ReflectionPad2d(p)`` becomes concatenations of one-pixel slices
   (Slice + Concat only), for runtimes without a reflect Pad or with a slow one, and to avoid the
   seven shape-computing nodes the ONNX exporter emits around each reflect Pad.
+* ``narrow_conv_to_space_to_depth``: the generators' last layer, a 7x7 conv to 3 channels at full
+  resolution, fills 3 of a SIMD register's 16 lanes (measured: 22% of the student's OpenVINO
+  time at 33 GMAC/s). It becomes a stride-4 conv with 48 = 3 x 4 x 4 output channels and a
+  10x10 kernel (each output channel holds the 7x7 kernel shifted to one of the 16 positions of
+  a 4x4 output block) followed by ``PixelShuffle(4)``: 2x the MACs, but wide enough to vectorise.
 * ``channels_last_io`` (:class:`ChannelsLastIO`): NHWC in and out around an NCHW model, so a
   TFLite file takes camera frames without a transpose on the caller's side.
 """
@@ -63,6 +68,40 @@ def convtranspose_k3_to_k4(layer: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
     return new.to(layer.weight.dtype)
 
 
+class SpaceToDepthConv(nn.Module):
+    """A stride-1 unpadded conv with few output channels, computed as a stride-``r`` conv
+    with ``r*r`` times the output channels followed by ``PixelShuffle(r)``. Exact: output
+    pixel (r*i + a, r*j + b) of channel c is channel c*r*r + a*r + b of the strided conv, whose
+    kernel is the original one placed at offset (a, b) in a (k + r - 1)-wide window."""
+
+    def __init__(self, conv: nn.Conv2d, r: int = 4) -> None:
+        super().__init__()
+        out_ch, in_ch, kh, kw = conv.weight.shape
+        self.original, self.r = conv, r
+        weight = conv.weight.new_zeros(out_ch * r * r, in_ch, kh + r - 1, kw + r - 1)
+        with torch.no_grad():
+            for a in range(r):
+                for b in range(r):
+                    weight[a * r + b::r * r, :, a:a + kh, b:b + kw] = conv.weight
+        self.strided = nn.Conv2d(in_ch, out_ch * r * r, (kh + r - 1, kw + r - 1), stride=r, bias=False)
+        self.strided.weight = nn.Parameter(weight, requires_grad=False)
+        bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(out_ch)
+        self.register_buffer("bias", bias.detach().repeat_interleave(r * r).view(1, -1, 1, 1))
+        self.shuffle = nn.PixelShuffle(r)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.original.kernel_size
+        if (x.shape[-2] - kh + 1) % self.r or (x.shape[-1] - kw + 1) % self.r:
+            return self.original(x)  # output not a whole number of r x r blocks (static at export)
+        return self.shuffle(self.strided(x) + self.bias)
+
+
+def _is_narrow_output_conv(layer: nn.Module) -> bool:
+    return (type(layer) is nn.Conv2d and layer.out_channels <= 4 and layer.stride == (1, 1)
+            and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1
+            and layer.kernel_size[0] >= 3)
+
+
 def _is_k3_output_padding(layer: nn.Module) -> bool:
     return (isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (3, 3)
             and layer.stride == (2, 2) and layer.padding == (1, 1) and layer.output_padding == (1, 1)
@@ -84,6 +123,7 @@ REWRITES = {
     "convtranspose_k3_to_k4": (_is_k3_output_padding, convtranspose_k3_to_k4),
     "reflect_pad_to_slices": (lambda m: isinstance(m, nn.ReflectionPad2d),
                               lambda m: ReflectPadSlices(m.padding)),
+    "narrow_conv_to_space_to_depth": (_is_narrow_output_conv, SpaceToDepthConv),
 }
 
 

@@ -40,7 +40,7 @@ from crd_edge.export.rewrites import REWRITES as REWRITE_TABLE
 
 SUFFIX = ".tflite"
 EXTRA = "tflite"
-REWRITES = ("convtranspose_k3_to_k4", "reflect_pad_to_slices")
+REWRITES = ("convtranspose_k3_to_k4", "reflect_pad_to_slices", "narrow_conv_to_space_to_depth")  # last: 37.2 -> 31.9 ms
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight")
 
 SIGNATURE = "serving_default"  # litert-torch's default signature key
