@@ -96,3 +96,14 @@ def test_bench_bad_inputs(run_cli, tmp_path, exports):
     (tmp_path / "bad.jsonl").write_text('{"status": "measured"}\n{"trunc')
     with pytest.raises(UserError, match="bad.jsonl:2: not a JSON line"):
         load_results([tmp_path / "bad.jsonl"])
+
+
+def test_peak_rss_is_the_measured_process_own(tmp_path):
+    """A harness started by a process that once held a lot of memory reports its own peak."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, subprocess, sys; a = np.ones(300 * 2**20 // 8); a.sum(); del a; "
+            "print(subprocess.run([sys.executable, '-c', 'from crd_edge.bench.harness import peak_rss_mb; "
+            "print(peak_rss_mb())'], capture_output=True, text=True).stdout)")
+    child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    assert 5 < child_peak < 250  # the parent peaked above 300 MB

@@ -99,6 +99,15 @@ def _frame_ops(height: int, width: int):
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux from VmHWM, which starts afresh at exec:
+    ``ru_maxrss`` is inherited from the parent across fork and exec, so a harness started by a
+    big process (the pipeline, 4 GB after its exports) would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

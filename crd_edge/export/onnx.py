@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,8 +28,10 @@ def write_fp32(job: ExportJob, path: Path) -> None:
     """The float32 graph. The TorchScript-based exporter gives static shapes in a single file
     (the dynamo one splits weights into a .data file and needs onnxscript)."""
     import onnx
-    torch.onnx.export(job.model.eval(), (job.example(),), str(path), input_names=["image"],
-                      output_names=["output"], opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():  # the exporter's deprecation notice and constant-folding chatter
+        warnings.simplefilter("ignore")
+        torch.onnx.export(job.model.eval(), (job.example(),), str(path), input_names=["image"],
+                          output_names=["output"], opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(path))
 
 
@@ -57,12 +61,18 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
             return next(self.items, None)
 
     activation = QuantType.QInt8 if symmetric else QuantType.QUInt8
-    with contextlib.redirect_stdout(io.StringIO()):  # its calibration prints would end up in the table
-        quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile,
-                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                                       "CalibPercentile": CALIBRATION_PERCENTILE})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs a pre-processing hint on the root logger every time
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its calibration prints would end up in the table
+            quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile,
+                            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                                           "CalibPercentile": CALIBRATION_PERCENTILE})
+    finally:
+        root.setLevel(level)
     return {"method": f"onnxruntime static QDQ: per-channel symmetric int8 weights, "
                       f"{'symmetric int8' if symmetric else 'uint8'} activations, "
                       f"{len(calibration)} calibration images, percentile {CALIBRATION_PERCENTILE} ranges"}
