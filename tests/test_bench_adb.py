@@ -246,3 +246,20 @@ def test_model_must_be_an_existing_tflite(phone, tmp_path):
     onnx.write_bytes(b"onnx")
     with pytest.raises(UserError, match=r"benchmarks \.tflite files"):
         run_adb(SERIAL, onnx)
+
+
+def test_crd_edge_bench_on_a_phone_through_the_cli(phone, model, run_cli, tmp_path):
+    """`crd-edge bench EXPORTS --device adb:SERIAL`: the .tflite runs on the phone, the rest is
+    listed as not measured, and the report names the phone and marks the mean latency."""
+    folder = model.parent
+    (folder / "student_fp32.onnx").write_bytes(b"onnx stand-in")
+    records = [{"path": model.name, "target": "tflite", "precision": "fp32", "layout": "NHWC",
+                "input": {"name": "x", "shape": [1, 256, 256, 3]}, "verification": {"psnr_db_min": 144.7, "status": "passed"}},
+               {"path": "student_fp32.onnx", "target": "onnx", "precision": "fp32", "layout": "NCHW",
+                "input": {"name": "image", "shape": [1, 3, 256, 256]}}]
+    (folder / "manifest.json").write_text(json.dumps({"format_version": 1, "artifacts": records}))
+    code, out, err = run_cli("bench", folder, "--device", f"adb:{SERIAL}", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert f"## {PROPS['ro.product.model']} (adb)" in out
+    assert "| my student.tflite | litert benchmark_model (xnnpack) | fp32 | 256x256 |" in out and "(mean)" in out
+    assert "student_fp32.onnx on adb:" in out and "benchmarks .tflite files" in out
