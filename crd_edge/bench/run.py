@@ -8,6 +8,7 @@ student's speed-up over the teacher per runtime and precision.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -80,21 +81,29 @@ def _manifest_record(path: Path) -> dict:
 def model_counts(item: Item, size: tuple[int, int]) -> dict:
     """Params and MACs (both conventions) of the architecture behind the artifact, counted with
     torch's FLOP counter on the source model at the artifact's input size."""
+    if item.target == "torch":
+        from crd_edge.training.checkpoint import read_checkpoint
+        record = read_checkpoint(item.path)["student"]
+        arch, kwargs = record["arch"], record["kwargs"]
+    else:
+        source = item.record.get("source", {})
+        arch, kwargs = source.get("arch"), source.get("kwargs") or {}
+    if not arch:
+        return {}
+    return dict(_counts(arch, json.dumps(kwargs, sort_keys=True), tuple(size)))
+
+
+@functools.lru_cache(maxsize=None)
+def _counts(arch: str, kwargs_json: str, size: tuple[int, int]) -> tuple:
+    """Cached per architecture and size: an export folder holds the same model 10-15 times, and
+    counting the teacher runs a 50-GMAC forward pass."""
     from crd_edge.bench.macs import count_macs
     from crd_edge.models import create_model
-    source = item.record.get("source", {})
     try:
-        if item.target == "torch":
-            from crd_edge.training.checkpoint import load_student
-            model, _ = load_student(item.path)
-        elif source.get("arch"):
-            model = create_model(source["arch"], **(source.get("kwargs") or {}))
-        else:
-            return {}
-        report = count_macs(model, (1, 3, *size))
+        report = count_macs(create_model(arch, **json.loads(kwargs_json)), (1, 3, *size))
     except Exception:  # an unknown architecture: the row simply has no MAC figures
-        return {}
-    return {"params": report.params, "macs_true": report.true_macs, "macs_paper": report.paper_macs}
+        return ()
+    return (("params", report.params), ("macs_true", report.true_macs), ("macs_paper", report.paper_macs))
 
 
 def runner_for(device: str) -> tuple[str, Callable[..., dict]]:

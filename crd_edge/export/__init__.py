@@ -85,9 +85,8 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     "reason"}`` for a target whose backend is missing (with ``all``) or whose conversion failed."""
     import torch
 
-    from crd_edge.export.base import ExportJob, MissingExtra
+    from crd_edge.export.base import MissingExtra
     from crd_edge.export.manifest import ArtifactWriter
-    from crd_edge.export.rewrites import apply_rewrites
     from crd_edge.export.source import load_source
     from crd_edge.export.verify import calibration_images, verification_images
 
@@ -109,7 +108,7 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
         module = target_module(target)
         try:
             yield _export_one(module, target, precision, src, (height, width), calibration, images,
-                              reference, writer, apply_rewrites, ExportJob)
+                              reference, writer)
         except MissingExtra as exc:
             if not keep_going:
                 raise
@@ -121,9 +120,10 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
             yield {"target": target, "precision": precision, "status": "error", "reason": reason}
 
 
-def _export_one(module, target, precision, src, size, calibration, images, reference, writer,
-                apply_rewrites, ExportJob) -> dict:
+def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
+    from crd_edge.export.base import ExportJob
     from crd_edge.export.manifest import remove
+    from crd_edge.export.rewrites import apply_rewrites
     from crd_edge.export.verify import verify_artifact
 
     height, width = size

@@ -32,8 +32,12 @@ SUPPORTED_OPS = frozenset({"Conv", "ConvTranspose", "InstanceNormalization", "Ba
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack puts it; on a desktop it is on PATH
 
 
+def engine_name(onnx_name: str) -> str:
+    return onnx_name.removesuffix(SUFFIX) + ".engine"
+
+
 def trtexec_command(onnx_name: str, precision: str) -> list[str]:
-    engine = onnx_name.removesuffix(SUFFIX) + ".engine"
+    engine = engine_name(onnx_name)
     flags = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}[precision]
     return [TRTEXEC, f"--onnx={onnx_name}", f"--saveEngine={engine}", *flags]
 
@@ -93,7 +97,6 @@ def export(job: ExportJob, path: Path) -> dict:
         conversion = {"method": "torch.onnx.export, float32 graph; precision is set when the engine is built"}
     final_name = path.name.removeprefix(".partial-")
     conversion.update(check_graph(path), trtexec=trtexec_command(final_name, job.precision),
-                      engine=build_engine(path, path.parent / trtexec_command(final_name, "fp32")[2].split("=", 1)[1],
-                                          job.precision))
+                      engine=build_engine(path, path.parent / engine_name(final_name), job.precision))
     versions = {**onnx_target.versions(), "tensorrt": tool_version("tensorrt")}
     return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, conversion))
