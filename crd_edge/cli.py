@@ -17,6 +17,8 @@ from crd_edge.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil image-to-image GAN generators (CRD) and get them onto edge devices.")
+from crd_edge.data.cli import data_app  # noqa: E402  (light: no torch)
+app.add_typer(data_app, name="data")
 _state = {"debug": False}
 
 
@@ -211,6 +213,69 @@ def pipeline(
     if result.bench_report:
         typer.echo(result.bench_report.read_text())
     typer.echo(f"report: {result.run_dir / 'report.md'}")
+
+
+@app.command()
+def demo(
+    model: str = typer.Argument(..., help="An exported artifact (.onnx, .openvino, .tflite), an export folder, "
+                                          "a checkpoint, or 'vintagify'."),
+    source: str = typer.Option("0", help="Camera index (0), /dev/videoN, a video file, or an rtsp:// / http:// stream."),
+    runtime: str = typer.Option("auto", help="auto | onnxruntime | openvino | litert | torch"),
+    compare: Optional[str] = typer.Option(None, help="A teacher (artifact, checkpoint or 'vintagify'): a third panel."),
+    size: Optional[str] = typer.Option(None, help="Model input size, 256 or HxW (default: the model's own)."),
+    fit: str = typer.Option("crop", help="crop (keep aspect, cut the centre) | pad (letterbox) | stretch"),
+    output: Optional[Path] = typer.Option(None, help="Write the composed frames to a video (.mp4, .avi, .mkv, .gif) or a .png strip of 4 frames."),
+    serve: Optional[str] = typer.Option(None, help="Stream to a browser as MJPEG on HOST:PORT, e.g. 127.0.0.1:8080."),
+    window: Optional[bool] = typer.Option(None, "--window/--no-window",
+                                          help="Show a desktop window (default: when a display and a GUI OpenCV exist)."),
+    max_frames: Optional[int] = typer.Option(None, min=1, help="Stop after this many frames."),
+    loop: bool = typer.Option(False, "--loop", help="Replay a video file until stopped (for --serve)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: the runtime's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Live translation side by side (input | student | teacher) with FPS and latency: a window,
+    a video file, or an MJPEG page for headless boards. Keys: q quits, s snapshots, space pauses."""
+    from crd_edge.demo import DemoOptions, run_demo
+    from crd_edge.export import parse_size
+
+    options = DemoOptions(model=model, source=source, runtime=runtime, compare=compare,
+                          size=parse_size(size, None) if size else None, fit=fit, output=output, serve=serve,
+                          window=window, max_frames=max_frames, threads=threads, loop=loop)
+    summary = run_demo(options, log=lambda line: typer.echo(line, err=True))
+    typer.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.render())
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument(..., help="A crd-edge checkpoint, an exported artifact (.onnx, .tflite, "
+                                          ".openvino) or a teacher (TorchScript, state dict, 'vintagify')."),
+    data: str = typer.Option("builtin", help="Input images: a folder, a CycleGAN folder (its testA), or "
+                                             "'builtin' (the held-out built-in photos)."),
+    reference: str = typer.Option("teacher", help="'teacher' (its outputs on the same inputs) or a folder of "
+                                                  "real target-domain images (a CycleGAN folder: trainB + testB; "
+                                                  "FID/KID only)."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher for --reference teacher (default: the one the "
+                                                     "checkpoint records, else vintagify)."),
+    metrics: List[str] = typer.Option([], help="fid,kid,psnr,ssim,vgg (repeatable or comma-separated; "
+                                               "default: all the reference allows)."),
+    size: Optional[int] = typer.Option(None, help="Evaluation size (default: an artifact's static input, "
+                                                  "a checkpoint's recorded size, else 256)."),
+    inception: Optional[Path] = typer.Option(None, help="Inception-v3 FID network (TorchScript "
+                                                        "inception-2015-12-05.pt); default: found in caches."),
+    vgg_weights: Optional[Path] = typer.Option(None, help="VGG-16 weights for vgg_dist (see distill --help)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score at most N images (and N reference images)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Reference-statistics cache (default "
+                                                        "$CRD_EDGE_FID_CACHE or ~/.cache/crd-edge/fid)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
+) -> None:
+    """Score a model: FID/KID (Inception-v3), PSNR/SSIM/vgg_dist against the teacher, on uint8 images."""
+    from crd_edge.eval.score import evaluate, json_safe, render_table
+
+    result = evaluate(model, data=data, reference=reference, metrics=metrics or None, size=size,
+                      teacher=teacher, inception=inception, vgg_weights=vgg_weights, cache_dir=cache_dir,
+                      limit=limit, log=None if quiet else (lambda line: typer.echo(line, err=True)))
+    typer.echo(json.dumps(json_safe(result), indent=2) if as_json else render_table(result))
 
 
 def main() -> None:

