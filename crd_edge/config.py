@@ -207,10 +207,9 @@ def set_key(values: dict, dotted: str, value: Any) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
                 base: dict | None = None) -> RunConfig:
-    """Defaults <- ``base`` (e.g. CLI options) <- YAML file <- ``--set key=value`` overrides."""
+    """Defaults <- YAML file <- ``base`` (the CLI's explicit options, e.g. ``--data``) <- ``--set
+    key=value`` overrides: what is typed on the command line wins over the file."""
     values = RunConfig().to_dict()
-    for dotted, value in (base or {}).items():
-        set_key(values, dotted, value)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -222,6 +221,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
         if not isinstance(loaded, dict):
             raise UserError(f"--config {path}: expected a mapping of config sections")
         _merge(values, loaded)
+    for dotted, value in (base or {}).items():
+        set_key(values, dotted, value)
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set loss.crd_rows=10")

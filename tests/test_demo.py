@@ -314,3 +314,22 @@ def test_port_in_use_is_one_line(run_cli, video, student):
 def test_missing_model_is_one_line(run_cli, video, tmp_path):
     code, out, err = run_cli("demo", tmp_path / "nothing.onnx", "--source", video)
     assert code == 2 and "no such model" in err
+
+
+def test_sigterm_finishes_the_video_and_prints_the_summary(video, student, tmp_path):
+    import signal
+    import sys
+    out = tmp_path / "looped.avi"
+    proc = subprocess.Popen([sys.executable, "-m", "crd_edge.cli", "demo", str(student / "checkpoint.pt"),
+                             "--source", str(video), "--loop", "--output", str(out), "--no-window", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".looped.partial.avi")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # some frames into the loop
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["ended"] == "interrupted" and summary["frames"] > 0
+    assert len(_decoded_frames(out)) == summary["frames"] and not list(tmp_path.glob(".*partial*"))

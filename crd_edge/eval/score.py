@@ -1,0 +1,464 @@
+"""Scoring a model: :func:`evaluate`, the library call behind ``crd-edge eval``.
+
+MODEL is a crd-edge checkpoint (the student, run in torch), an exported artifact (run through
+:func:`crd_edge.runtime.open_session`, so an int8 ``.tflite`` and its checkpoint are scored
+the same way on the same pixels), or a teacher (``vintagify``, TorchScript, state dict).
+
+The reference is either
+
+* ``"teacher"``: the teacher's outputs on the same inputs. They are the target of PSNR, SSIM
+  and ``vgg_dist`` and the reference set of FID/KID ("how far is the student from what it
+  imitates"). The teacher is ``--teacher``, else the one the checkpoint records (for an
+  artifact: the checkpoint named in its manifest), else vintagify (said in the notes); or
+* a folder of real target-domain images: FID/KID only ("how real do the outputs look", the
+  papers' protocol); pixel metrics need a teacher.
+
+Each input image is fitted to the model's input (bicubic resize + centre crop, see
+:func:`crd_edge.eval.images.fit_image`), run once through the model and at most once through
+the teacher (outputs are consumed as they come: nothing is recomputed, and a big folder is never
+held in memory), rounded to uint8, then scored. Reference Inception features are cached on
+disk (:mod:`crd_edge.eval.cache`), so a second student is scored without re-running the teacher
+when only FID/KID are asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crd_edge.errors import UserError
+
+METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
+PIXEL_METRICS = frozenset({"psnr", "ssim", "vgg"})
+FEATURE_METRICS = frozenset({"fid", "kid"})
+ALIASES = {"vgg_dist": "vgg", "lpips": "vgg"}
+ARTIFACT_SUFFIXES = frozenset({".onnx", ".tflite", ".openvino", ".xml", ".mlpackage"})
+UINT8_NOTE = "every image is rounded to uint8 (round((y + 1) * 127.5), not truncated) before scoring"
+
+__all__ = ["evaluate", "load_model", "parse_metrics", "render_table", "LoadedModel", "METRICS"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+def parse_metrics(metrics: str | list[str] | None, reference_is_teacher: bool) -> tuple[list[str], list[str]]:
+    """Validated metric names (in :data:`METRICS` order) and notes about how they were read.
+
+    ``None`` means every metric the reference allows. ``lpips`` is read as ``vgg`` (there are
+    no learned LPIPS weights offline; a note says so)."""
+    notes: list[str] = []
+    if metrics is None:
+        names = list(METRICS) if reference_is_teacher else ["fid", "kid"]
+    else:
+        items = [metrics] if isinstance(metrics, str) else list(metrics)
+        names = [m.strip().lower() for item in items for m in item.split(",") if m.strip()]
+        if not names:
+            raise UserError(f"--metrics: empty; choose from {','.join(METRICS)}")
+    chosen: list[str] = []
+    for name in names:
+        if name == "lpips":
+            notes.append("lpips: no learned LPIPS weights are available, reported as vgg_dist "
+                         "(VGG-16 features, unit-normalised, without LPIPS' learned layer weights)")
+        name = ALIASES.get(name, name)
+        if name not in METRICS:
+            close = difflib.get_close_matches(name, list(METRICS) + list(ALIASES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"--metrics {name}: unknown metric{hint}; choose from {','.join(METRICS)}")
+        if name not in chosen:
+            chosen.append(name)
+    pixel = [m for m in chosen if m in PIXEL_METRICS]
+    if pixel and not reference_is_teacher:
+        raise UserError(f"--metrics {','.join(pixel)}: pixel metrics compare with the teacher's output; "
+                        "with --reference DIR only fid,kid can be computed (or use --reference teacher)")
+    return [m for m in METRICS if m in chosen], notes
+
+
+def _check_size(size: int) -> int:
+    if size < 8 or size % 4:
+        raise UserError(f"--size {size}: must be a multiple of 4, at least 8 (the generators downsample twice)")
+    return size
+
+
+# ---------------------------------------------------------------------------------------------
+# The model being scored
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run one NCHW float32 [-1, 1] batch, and what it is."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    identity: dict[str, Any]
+    static_size: tuple[int, int] | None = None   # artifacts have a fixed input
+    native_size: tuple[int, int] | None = None   # a checkpoint's recorded size
+    checkpoint: dict | None = field(default=None, repr=False)  # for its recorded teacher
+
+
+def _static_hw(shape: tuple) -> tuple[int, int] | None:
+    """(H, W) of a static NCHW or NHWC input shape; ``None`` when dynamic."""
+    dims = tuple(shape)
+    if len(dims) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
+        return None
+    return (int(dims[1]), int(dims[2])) if dims[-1] == 3 and dims[1] != 3 else (int(dims[2]), int(dims[3]))
+
+
+def _manifest_checkpoint(path: Path) -> dict | None:
+    """The checkpoint an artifact was exported from, via its manifest.json (if still there)."""
+    import json
+
+    from crd_edge.training.checkpoint import read_checkpoint
+
+    manifest = path.parent / "manifest.json"
+    try:
+        records = json.loads(manifest.read_text()).get("artifacts", [])
+    except (OSError, ValueError):
+        return None
+    for record in records:
+        source = record.get("source") or {}
+        if record.get("path") == path.name and source.get("kind") == "crd-edge checkpoint":
+            checkpoint = Path(source.get("path", ""))
+            if checkpoint.is_file():
+                try:
+                    return read_checkpoint(checkpoint)
+                except UserError:
+                    return None
+    return None
+
+
+def check_model_exists(model: str | Path) -> Path:
+    """The model's path; a one-line error before any slow work when it does not exist."""
+    path = Path(str(model)).expanduser()
+    if str(model) != "vintagify" and not path.exists():
+        raise UserError(f"{model}: no such model file; pass a crd-edge checkpoint "
+                        "(runs/<name>/checkpoint.pt), an exported artifact (.onnx, .tflite, .openvino) "
+                        "or 'vintagify'")
+    return path
+
+
+def load_model(model: str | Path) -> LoadedModel:
+    """Open MODEL: an exported artifact (by suffix) through the runtime layer, else a crd-edge
+    checkpoint or a teacher through :func:`crd_edge.export.source.load_source`."""
+    text = str(model)
+    path = check_model_exists(model)
+    if path.suffix.lower() in ARTIFACT_SUFFIXES:
+        from crd_edge.export.manifest import artifact_sha256
+        from crd_edge.runtime import open_session
+
+        session = open_session(path)
+        identity = {"path": str(path), "kind": "artifact", "backend": session.backend,
+                    "sha256": artifact_sha256(path)[:12], "input_shape": [str(d) for d in session.input_shape]}
+        return LoadedModel(session.run, identity, static_size=_static_hw(session.input_shape),
+                           checkpoint=_manifest_checkpoint(path))
+
+    import torch
+
+    from crd_edge.export.source import load_source
+    from crd_edge.training.checkpoint import read_checkpoint
+
+    src = load_source(text)
+    net = src.model
+
+    @torch.no_grad()
+    def run(x: np.ndarray) -> np.ndarray:
+        return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+
+    identity = {"path": src.identity["path"], "kind": src.identity["kind"], "backend": "torch",
+                "sha256": str(src.identity["sha256"])[:12], "arch": src.identity.get("arch")}
+    checkpoint = read_checkpoint(path) if src.role == "student" else None
+    return LoadedModel(run, identity, native_size=src.native_size, checkpoint=checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# The teacher
+
+
+def resolve_teacher(teacher: str | None, loaded: LoadedModel) -> tuple[Any, dict[str, Any], list[str]]:
+    """The teacher to compare with: ``teacher`` if given, else the checkpoint's recorded one,
+    else vintagify. Returns ``(Teacher, identity for the report, notes)``."""
+    from crd_edge.models.teachers import load_teacher
+
+    notes: list[str] = []
+    recorded = (loaded.checkpoint or {}).get("teacher")
+    if teacher is not None:
+        found, origin = load_teacher(teacher), "--teacher"
+    elif recorded:
+        if recorded.get("kind") == "online":
+            raise UserError("the model's teacher was trained online and is not a file: pass --teacher FILE "
+                            "(or --reference DIR for FID/KID against real images)")
+        if recorded.get("source") == "vintagify":
+            found = load_teacher("vintagify")
+        else:
+            file = Path(recorded.get("path") or recorded.get("source") or "")
+            if not file.is_file():
+                raise UserError(f"the model's recorded teacher {file} no longer exists: pass --teacher FILE")
+            spec = recorded.get("arch")
+            config = ((loaded.checkpoint or {}).get("config") or {}).get("teacher") or {}
+            arch, kwargs = ((spec["name"], spec.get("kwargs") or {}) if isinstance(spec, dict)
+                            else (config.get("arch"), config.get("kwargs") or {}))
+            found = load_teacher(str(file), arch, kwargs)
+        origin = "recorded in the checkpoint"
+        if recorded.get("sha256") and recorded["sha256"] != found.identity["sha256"]:
+            notes.append("the teacher file differs from the one the model was distilled from "
+                         f"(sha256 {found.identity['sha256'][:12]}, recorded {recorded['sha256'][:12]})")
+    else:
+        found, origin = load_teacher("vintagify"), "default"
+        notes.append("the model records no teacher: compared with vintagify (pass --teacher to choose)")
+    identity = {"source": found.identity.get("source"), "path": found.identity.get("path"),
+                "sha256": str(found.identity.get("sha256"))[:12], "kind": found.identity.get("kind"),
+                "origin": origin}
+    return found, identity, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: str | Path = "teacher",
+             metrics: str | list[str] | None = None, size: int | None = None, teacher: str | None = None,
+             inception: str | os.PathLike[str] | None = None, vgg_weights: str | os.PathLike[str] | None = None,
+             cache_dir: str | os.PathLike[str] | None = None, limit: int | None = None,
+             fid_method: str = "auto", kid_subsets: int = 100, kid_subset_size: int = 1000,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``data`` against ``reference``; every figure with the networks behind it.
+
+    Args:
+        model: checkpoint, exported artifact, or teacher source (see the module docstring).
+        data: ``"builtin"`` (the held-out built-in photos), an image folder, or a CycleGAN
+            folder (its ``testA``).
+        reference: ``"teacher"`` or a folder of real target-domain images (a CycleGAN folder:
+            ``trainB`` + ``testB``).
+        metrics: subset of ``fid,kid,psnr,ssim,vgg`` (comma-separated or a list); default all
+            the reference allows.
+        size: evaluation size (square). Default: an artifact's static input, a checkpoint's
+            recorded size, else 256. An artifact's static size cannot be overridden.
+        teacher: teacher source overriding the recorded one.
+        inception, vgg_weights: explicit network files (else resolved, see their modules).
+        cache_dir: reference-statistics cache folder (default ``~/.cache/crd-edge/fid``).
+        limit: score at most this many images (and reference images).
+        fid_method: ``"auto"`` (exact low-rank route for fewer images than feature dimensions,
+            else scipy ``sqrtm``), or force ``"sqrtm"``, ``"eigh"``, ``"lowrank"``
+            (:func:`crd_edge.eval.fid.fid_against_stats`; all equal up to round-off).
+        kid_subsets, kid_subset_size: KID subsets and their size (capped at the set sizes).
+        log: called with one line per stage (progress for the CLI).
+    """
+    say = log or (lambda line: None)
+    is_teacher_ref = str(reference) == "teacher"
+    wanted, notes = parse_metrics(metrics, is_teacher_ref)
+    if size is not None:
+        _check_size(size)
+    check_model_exists(model)
+
+    # Everything that can fail on user input is resolved before the slow part starts.
+    from crd_edge.eval.images import data_source, reference_source
+
+    source = data_source(data, limit)
+    ref_source = None if is_teacher_ref else reference_source(reference, limit)
+    net = None
+    if FEATURE_METRICS & set(wanted):
+        from crd_edge.eval.inception import load_inception
+        net = load_inception(inception)
+    vgg = None
+    if "vgg" in wanted:
+        from crd_edge.eval.fidelity import VGGDistance
+        vgg = VGGDistance(vgg_weights)
+    loaded = load_model(model)
+    if loaded.static_size is not None:
+        if size is not None and (size, size) != loaded.static_size:
+            h, w = loaded.static_size
+            raise UserError(f"--size {size}: {model} has a static {h}x{w} input; omit --size or pass {h}")
+        height, width = loaded.static_size
+    elif size is not None:
+        height = width = size
+    else:
+        height, width = loaded.native_size or (256, 256)
+
+    t_model, t_identity = None, None
+    if is_teacher_ref:
+        t_model, t_identity, t_notes = resolve_teacher(teacher, loaded)
+        notes += t_notes
+
+    # Reference features: a teacher reference is looked up now and computed in the loop below
+    # on a miss; a folder reference is computed here on a miss.
+    from crd_edge.eval import cache
+    from crd_edge.eval.fidelity import psnr_uint8, ssim_uint8
+    from crd_edge.eval.images import fit_image, from_uint8, to_uint8
+
+    ref_stats, ref_info, ref_parts = None, None, None
+    if net is not None:
+        from crd_edge.eval.inception import PREPROCESSING_VERSION
+        common = {"network_sha256": net.sha256, "preprocessing": PREPROCESSING_VERSION, "size": [height, width]}
+        if is_teacher_ref:
+            ref_parts = {"kind": "teacher-outputs", "data": source.key,
+                         "teacher_sha256": t_model.identity["sha256"], **common}
+            ref_stats = cache.lookup(ref_parts, cache_dir)
+            ref_hit = ref_stats is not None
+        else:
+            ref_parts = {"kind": "images", "data": ref_source.key, **common}
+            ref_stats = cache.lookup(ref_parts, cache_dir)
+            ref_hit = ref_stats is not None
+            if ref_stats is None:
+                say(f"reference features: {ref_source.count} images of {ref_source.description}")
+                feats = [net(fit_image(img, height, width)) for _, img in ref_source.iter_images()]
+                if len(feats) < 2:
+                    raise UserError(f"--reference {reference}: fewer than 2 readable images")
+                ref_stats = cache.store(ref_parts, np.concatenate(feats), cache_dir)
+        ref_info = {"hit": ref_hit, "file": str(cache.cache_file(ref_parts, cache_dir)[0])}
+
+    run_teacher = t_model is not None and (bool(PIXEL_METRICS & set(wanted)) or (net is not None and ref_stats is None))
+    say(f"scoring {source.count} images of {source.description} at {height}x{width}"
+        + (" (model + teacher)" if run_teacher else ""))
+
+    import torch
+
+    rows: list[dict[str, Any]] = []
+    model_feats: list[np.ndarray] = []
+    teacher_feats: list[np.ndarray] = []
+    for name, image in source.iter_images():
+        x_u8 = fit_image(image, height, width)
+        x = from_uint8(x_u8)[None]
+        y = np.asarray(loaded.run(x))
+        if y.shape != x.shape:
+            raise UserError(f"{model}: output shape {tuple(y.shape)} differs from the input {tuple(x.shape)}; "
+                            "not an image-to-image generator")
+        if not np.isfinite(y).all():
+            raise UserError(f"{model}: non-finite output (NaN/inf) on {name}; the model or artifact is broken")
+        y_u8 = to_uint8(y)[0]
+        row: dict[str, Any] = {"image": name}
+        if run_teacher:
+            t_u8 = to_uint8(t_model(torch.from_numpy(x)).cpu().numpy())[0]
+            if "psnr" in wanted:
+                row["psnr"] = psnr_uint8(y_u8, t_u8)
+                row["psnr_input"] = psnr_uint8(x_u8, t_u8)  # the copy-the-input baseline
+            if "ssim" in wanted:
+                row["ssim"] = ssim_uint8(y_u8, t_u8)
+            if vgg is not None:
+                row["vgg_dist"] = vgg(y_u8, t_u8)
+            if net is not None and ref_stats is None:
+                teacher_feats.append(net(t_u8))
+        if net is not None:
+            model_feats.append(net(y_u8))
+        rows.append(row)
+    if not rows:
+        raise UserError(f"no readable images in {source.description} ({source.skipped})")
+    n = len(rows)
+
+    figures: dict[str, Any] = {}
+    for key, unit in (("psnr", "dB"), ("ssim", ""), ("vgg_dist", "")):
+        if rows and key in rows[0]:
+            values = [r[key] for r in rows]
+            figure = {"value": _mean(values), "unit": unit, "against": "teacher", "min": float(np.min(values)),
+                      "max": float(np.max(values))}
+            if key == "psnr":
+                figure["input_baseline"] = _mean([r["psnr_input"] for r in rows])
+            if key == "vgg_dist":
+                figure.update(definition=vgg.NAME, network=vgg.identity)
+            figures[key] = figure
+
+    if net is not None:
+        from crd_edge.eval.fid import fid_against_stats, kid
+        from crd_edge.eval.inception import FEATURE_DIM, public_identity
+
+        if n < 2:
+            raise UserError(f"FID/KID need at least 2 images, {source.description} gave {n}")
+        if ref_stats is None:  # teacher reference, computed in the loop
+            ref_stats = cache.store(ref_parts, np.concatenate(teacher_feats), cache_dir)
+        feats = np.concatenate(model_feats)
+        n_ref = len(ref_stats["features"])
+        identity = public_identity(net.identity)
+        against = "teacher outputs" if is_teacher_ref else ref_source.description
+        if "fid" in wanted:
+            value = fid_against_stats(feats, ref_stats["mu"], ref_stats["sigma"], method=fid_method)
+            figures["fid"] = {"value": value, "against": against, "images": [n, n_ref], "network": identity,
+                              "method": fid_method, "reference_cache": ref_info}
+            if min(n, n_ref) < FEATURE_DIM:
+                notes.append(f"FID on {min(n, n_ref)} images (< {FEATURE_DIM}, the feature dimension) is strongly "
+                             "biased upwards: compare only FIDs computed on the same number of images; KID is unbiased")
+        if "kid" in wanted:
+            result = kid(feats, ref_stats["features"], num_subsets=kid_subsets, subset_size=kid_subset_size)
+            figures["kid"] = {"value": result["mean"], "std": result["std"], "subsets": result["subsets"],
+                              "subset_size": result["subset_size"], "against": against, "images": [n, n_ref],
+                              "network": identity, "reference_cache": ref_info}
+            if result["std"] == 0 and kid_subsets > 1:
+                notes.append("KID std is 0: the subsets are as large as the sets, so every subset is the same")
+
+    skipped = dict(source.skipped)
+    return {
+        "model": loaded.identity,
+        "data": {"source": source.description, "images": n, "skipped": skipped},
+        "reference": ({"kind": "teacher", "teacher": t_identity} if is_teacher_ref else
+                      {"kind": "images", "source": ref_source.description, "skipped": dict(ref_source.skipped)}),
+        "size": [height, width],
+        "metrics": figures,
+        "per_image": rows,
+        "notes": [UINT8_NOTE, *notes],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """A small Markdown table: figure | value | network / weights, then the notes."""
+    m = result["metrics"]
+    ref = result["reference"]
+    against = (f"teacher {ref['teacher']['source']} (sha256 {ref['teacher']['sha256']})"
+               if ref["kind"] == "teacher" else ref["source"])
+    rows = ["| figure | value | network / weights |", "|---|---:|---|"]
+
+    def net(identity: dict[str, Any]) -> str:
+        return f"{identity['network']}: {Path(identity['file']).name} ({identity['source']}, sha256 {identity['sha256']})"
+
+    if "fid" in m:
+        f = m["fid"]
+        rows.append(f"| FID vs {f['against']} ({f['images'][0]} vs {f['images'][1]} images) | {_fmt(f['value'], 2)} | "
+                    f"{net(f['network'])} |")
+    if "kid" in m:
+        k = m["kid"]
+        rows.append(f"| KID vs {k['against']} ({k['subsets']} subsets of {k['subset_size']}) | "
+                    f"{k['value']:.4f} ± {k['std']:.4f} | {net(k['network'])} |")
+    if "psnr" in m:
+        p = m["psnr"]
+        rows.append(f"| PSNR vs teacher | {_fmt(p['value'], 2)} dB | none (copy-the-input baseline "
+                    f"{_fmt(p['input_baseline'], 2)} dB) |")
+    if "ssim" in m:
+        rows.append(f"| SSIM vs teacher | {m['ssim']['value']:.4f} | none (scikit-image, data_range 255) |")
+    if "vgg_dist" in m:
+        v = m["vgg_dist"]["network"]
+        rows.append(f"| vgg_dist vs teacher | {m['vgg_dist']['value']:.4f} | VGG-16 {v['variant']} weights: "
+                    f"{Path(v['file']).name} ({v['source']}, sha256 {v['sha256']}) |")
+    model = result["model"]
+    head = (f"model: {model['path']} [{model['backend']}, sha256 {model['sha256']}]  data: {result['data']['source']} "
+            f"({result['data']['images']} images, {result['size'][0]}x{result['size'][1]})  reference: {against}")
+    lines = [head, "", *rows, ""]
+    if result["data"]["skipped"]:
+        lines.append(f"note: skipped unreadable images: {result['data']['skipped']}")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace non-finite floats (PSNR of identical images is inf) by strings: strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
