@@ -216,6 +216,26 @@ def pipeline(
 
 
 @app.command()
+def ablate(
+    out: Path = typer.Option(Path("runs/ablation"), help="Folder for the runs, results.jsonl, ablation.md and the plot."),
+    variant: List[str] = typer.Option([], help="l1 | l1+perceptual | crd | crd-rows-cols | crd-patches | paper "
+                                               "(repeatable; default: the first five)."),
+    seed: List[int] = typer.Option([0], help="Seeds (repeatable): every variant trains once per seed."),
+    steps: int = typer.Option(1000, min=1, help="Student steps per run (the same for every variant)."),
+    config: Optional[Path] = typer.Option(None, help="Base YAML config (default: the built-in job)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a base config key for every run."),
+    eval_crop: int = typer.Option(256, min=64, help="Size of the held-out evaluation crops."),
+) -> None:
+    """Does CRD help? Train the same student with each objective (same data, seed and steps),
+    score each on held-out photos against the teacher, and write a table and a plot."""
+    from crd_edge.bench.ablate import run_ablation
+    result = run_ablation(out, variant or None, seed, steps, config, set_, eval_crop,
+                          log=lambda line: typer.echo(line, err=True))
+    typer.echo(result["markdown"])
+    typer.echo(f"table: {result['report']}  plot: {result['plot']}")
+
+
+@app.command()
 def demo(
     model: str = typer.Argument(..., help="An exported artifact (.onnx, .openvino, .tflite), an export folder, "
                                           "a checkpoint, or 'vintagify'."),

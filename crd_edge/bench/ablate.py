@@ -1,0 +1,211 @@
+"""``crd-edge ablate``: does CRD help? The same student, data, seed and step budget trained with
+different objectives, each scored on held-out photos against the teacher.
+
+Variants (all from the built-in job's config; only loss weights change):
+
+* ``l1``            pixel L1 to the teacher output only
+* ``l1+perceptual`` + VGG style and feature terms
+* ``crd``           + CRD rows, columns and patches (the full objective; the teacher-D GAN term
+                    joins only when real target-domain images exist, which the built-in photos lack)
+* ``crd-rows-cols`` the full objective without the row and column relations
+* ``crd-patches``   the full objective without the patch relations
+* ``paper``         the paper's student objective: CRD + perceptual, no pixel L1
+
+Every run is a normal ``crd-edge distill`` run under ``OUT/runs/<variant>-s<seed>``; a finished
+run is reused, so an interrupted ablation continues where it stopped. The evaluation set is
+cut from the held-out photos at their own scale (5 crops x 2 flips of each, ``eval_crop``
+pixels), so FID has more than 3 images to work with; FID on a few dozen images is still
+strongly biased (compare it only within this table).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from crd_edge.errors import UserError
+
+VARIANTS: dict[str, dict[str, float]] = {
+    "l1": {"loss.crd_rows": 0, "loss.crd_columns": 0, "loss.crd_patches": 0, "loss.style": 0, "loss.feature": 0},
+    "l1+perceptual": {"loss.crd_rows": 0, "loss.crd_columns": 0, "loss.crd_patches": 0},
+    "crd": {},
+    "crd-rows-cols": {"loss.crd_rows": 0, "loss.crd_columns": 0},
+    "crd-patches": {"loss.crd_patches": 0},
+    "paper": {"loss.pixel_l1": 0},
+}
+DEFAULT_VARIANTS = ("l1", "l1+perceptual", "crd", "crd-rows-cols", "crd-patches")
+METRICS = ("psnr", "ssim", "vgg_dist", "fid")
+
+
+def make_eval_set(folder: Path, crop: int = 256) -> Path:
+    """Held-out crops at native scale: 4 corners + centre, each also mirrored (10 per photo)."""
+    from PIL import Image
+
+    from crd_edge.data.builtin import builtin_split
+    folder.mkdir(parents=True, exist_ok=True)
+    for photo in builtin_split("test"):
+        image = photo.image
+        h, w = image.shape[:2]
+        if min(h, w) < crop:
+            raise UserError(f"--eval-crop {crop}: larger than held-out photo {photo.name} ({w}x{h})")
+        corners = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), ((h - crop) // 2, (w - crop) // 2)]
+        for i, (top, left) in enumerate(corners):
+            view = image[top:top + crop, left:left + crop]
+            for flip in (False, True):
+                path = folder / f"{photo.name}_{i}{'_flip' if flip else ''}.png"
+                if not path.exists():
+                    Image.fromarray(np.ascontiguousarray(view[:, ::-1] if flip else view)).save(path)
+    return folder
+
+
+def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None, overrides: list[str],
+           log: Callable[[str], None]) -> Path:
+    from crd_edge.config import load_config
+    from crd_edge.training.loop import distill
+    name = f"{variant}-s{seed}"
+    run_dir = runs / name
+    summary = run_dir / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("step") == steps:
+        log(f"{name}: finished earlier, reused")
+        return run_dir
+    if (run_dir / "checkpoint.pt").is_file():
+        log(f"{name}: resuming")
+        result = distill(load_config(), resume=run_dir, quiet=True)
+    else:
+        sets = [*overrides, *(f"{k}={v}" for k, v in VARIANTS[variant].items())]
+        cfg = load_config(config, sets, base={"train.steps": steps, "train.seed": seed, "name": name,
+                                              "runs_dir": str(runs)})
+        log(f"{name}: training {steps} steps ({', '.join(sets) or 'the full objective'})")
+        result = distill(cfg, quiet=True)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return result.run_dir
+
+
+def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, steps: int = 1000,
+                 config: Path | None = None, overrides: list[str] | None = None, eval_crop: int = 256,
+                 log: Callable[[str], None] = print) -> dict:
+    """Train and score every (variant, seed); write ``results.jsonl``, ``ablation.md`` and a plot."""
+    from crd_edge.eval import evaluate
+    variants = list(variants or DEFAULT_VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"--variant {unknown[0]}: unknown; choose from {', '.join(VARIANTS)}")
+    seeds = list(seeds or [0])
+    out.mkdir(parents=True, exist_ok=True)
+    eval_dir = make_eval_set(out / "eval_images", eval_crop)
+    rows = []
+    for seed in seeds:
+        for variant in variants:
+            run_dir = _train(variant, seed, steps, out / "runs", config, list(overrides or []), log)
+            summary = json.loads((run_dir / "summary.json").read_text())
+            scores = evaluate(run_dir / "checkpoint.pt", data=eval_dir, reference="teacher", size=eval_crop,
+                              metrics=["fid", "psnr", "ssim", "vgg"], cache_dir=out / "fid_cache")
+            row = {"variant": variant, "seed": seed, "steps": steps, "run_dir": str(run_dir),
+                   "train_seconds": summary.get("train_seconds"),
+                   "heldout_psnr_whole": summary["heldout"]["psnr_student_teacher"],
+                   "heldout_copy_psnr_whole": summary["heldout"]["psnr_input_teacher"],
+                   "images": scores["data"]["images"],
+                   **{m: _value(scores, m) for m in METRICS}, "networks": _networks(scores)}
+            rows.append(row)
+            log(f"{variant}-s{seed}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS if row[m] is not None))
+            _write_jsonl(out / "results.jsonl", rows)
+    table = render_table(rows)
+    _atomic_write(out / "ablation.md", table)
+    plot = plot_ablation(rows, out / "ablation.png")
+    return {"rows": rows, "markdown": table, "report": out / "ablation.md", "plot": plot}
+
+
+def _value(scores: dict, metric: str) -> float | None:
+    entry = scores.get("metrics", {}).get(metric)
+    if isinstance(entry, dict):
+        return entry.get("value")
+    return entry
+
+
+def _networks(scores: dict) -> dict:
+    """metric -> "network (file, sha256)" as the evaluation reported it."""
+    named = {}
+    for metric, entry in scores.get("metrics", {}).items():
+        net = entry.get("network") if isinstance(entry, dict) else None
+        if isinstance(net, dict):
+            named[metric] = f"{net.get('network')} ({Path(str(net.get('file'))).name}, sha256 {net.get('sha256')})"
+    return named
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def render_table(rows: list[dict]) -> str:
+    """Mean ± standard deviation over seeds, one row per variant, in the order trained."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    steps = sorted({r["steps"] for r in rows})
+    first = rows[0]
+    lines = [f"Student and data as the built-in job; {', '.join(map(str, steps))} steps per run; seeds "
+             f"{', '.join(map(str, seeds))}; scored on {first['images']} held-out crops against the teacher's outputs "
+             "(PSNR/SSIM higher is better; VGG distance and FID lower is better). The whole-image column is the "
+             "distill report's figure on the 3 held-out photos at 256x256; copying the input scores "
+             f"{first['heldout_copy_psnr_whole']:.2f} dB there.", "",
+             "| variant | PSNR (dB) | SSIM | VGG distance | FID vs teacher | PSNR whole photos (dB) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant]
+        cells = [_mean_std([r[m] for r in mine]) if m != "ssim" else _mean_std3([r[m] for r in mine])
+                 for m in ("psnr", "ssim", "vgg_dist", "fid")]
+        whole = _mean_std([r["heldout_psnr_whole"] for r in mine])
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {whole} |")
+    nets = first.get("networks", {})
+    if nets:
+        lines += ["", "Networks: " + "; ".join(f"{m}: {n}" for m, n in nets.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std3(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def plot_ablation(rows: list[dict], path: Path) -> Path:
+    """PSNR and FID per variant: one dot per seed, a bar at the mean."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric, label in ((axes[0], "psnr", "PSNR vs teacher (dB, higher is better)"),
+                              (axes[1], "fid", "FID vs teacher outputs (lower is better)")):
+        for i, variant in enumerate(variants):
+            values = [r[metric] for r in rows if r["variant"] == variant and r[metric] is not None]
+            if values:
+                ax.bar(i, statistics.mean(values), color="#9ecae1")
+                ax.scatter([i] * len(values), values, color="#08519c", zorder=3, s=14)
+        ax.set_xticks(range(len(variants)), variants, rotation=20)
+        ax.set_title(label, fontsize=10)
+        if metric == "psnr":
+            lows = [r[metric] for r in rows if r[metric] is not None]
+            ax.set_ylim(min(lows) - 1.0, max(lows) + 0.5)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
