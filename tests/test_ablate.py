@@ -24,11 +24,13 @@ def test_ablation_trains_scores_and_reports_each_variant(run_cli, tmp_path, tiny
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["variant"] for r in rows] == ["l1", "crd-patches"]
     assert all(r["images"] == 30 and r["psnr"] > 0 and r["fid"] is not None for r in rows)  # 3 photos x 10 crops
+    assert rows[0]["copy_psnr"] == rows[1]["copy_psnr"] > 0  # the same crops and teacher for every variant
     terms = {r["variant"]: json.loads((tmp_path / "abl" / "runs" / f"{r['variant']}-s0" / "summary.json").read_text())
              ["loss_terms"] for r in rows}
     assert terms["l1"] == ["pixel_l1"]
     assert {"crd_rows", "crd_columns", "style", "feature", "pixel_l1"} <= set(terms["crd-patches"])
     assert "crd_patches" not in terms["crd-patches"]
+    assert all(VARIANTS[v]["loss.style"] > 0 for v in ("l1+perceptual", "crd", "crd-rows-cols", "crd-patches"))
     assert "| l1 |" in stdout and (out / "ablation.md").is_file() and (out / "ablation.png").stat().st_size > 1000
     code, _, err = run_cli(*args)  # finished runs are reused, not retrained
     assert code == 0 and err.count("reused") == 2
@@ -36,9 +38,9 @@ def test_ablation_trains_scores_and_reports_each_variant(run_cli, tmp_path, tiny
 
 def test_table_shows_mean_and_spread_over_seeds():
     rows = [{"variant": "crd", "seed": s, "steps": 10, "images": 30, "psnr": p, "ssim": 0.5, "vgg_dist": 0.1,
-             "fid": 50.0, "heldout_psnr_whole": p, "heldout_copy_psnr_whole": 20.0} for s, p in ((0, 24.0), (1, 26.0))]
+             "fid": 50.0, "heldout_psnr_whole": p, "heldout_copy_psnr_whole": 20.0, "copy_psnr": 19.5} for s, p in ((0, 24.0), (1, 26.0))]
     table = render_table(rows)
-    assert "| crd | 25.00 ± 1.41 |" in table and "seeds 0, 1" in table
+    assert "| crd | 25.00 ± 1.41 |" in table and "seeds 0, 1" in table and "19.50 dB on the crops" in table
 
 
 def test_unknown_variant_is_one_line(run_cli, tmp_path):

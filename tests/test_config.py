@@ -46,3 +46,14 @@ def test_shipped_recipes_load():
     for path in recipes:
         cfg = load_config(path)
         assert cfg.loss.crd_rows > 0, path
+
+
+def test_builtin_job_trains_at_the_test_scale():
+    # Held-out photos are scored whole at test_size: the default student trains on crops of
+    # photos resized to that size, against the teacher's whole-image output (teacher.cache=full).
+    cfg = load_config()
+    assert cfg.data.load_size == cfg.data.test_size > cfg.data.size
+    assert cfg.teacher.cache == "full"
+    with pytest.raises(UserError, match="teacher.cache=exact"):
+        load_config(overrides=["data.color_jitter=0.3"])
+    assert load_config(overrides=["data.color_jitter=0.3", "teacher.cache=exact"]).data.color_jitter == 0.3

@@ -16,7 +16,9 @@ def tiny_args(runs, name, teacher, steps=6):
     return ["distill", "--teacher", teacher, "--student", "mobile_resnet_9blocks", "--steps", steps,
             "--size", 64, "--runs-dir", runs, "--name", name, "--quiet",
             "--set", "student.kwargs.ngf=8", "--set", "data.load_size=72", "--set", "data.test_size=64",
-            "--set", "data.augment_views=2", "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3"]
+            "--set", "data.augment_views=2", "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3",
+            # the VGG terms are off by default (built-in job); these tests cover them too
+            "--set", "loss.style=0.01", "--set", "loss.feature=0.02"]
 
 
 def test_distill_writes_a_complete_run(run_cli, tiny_teacher, tmp_path):
@@ -138,7 +140,7 @@ def test_usage_errors_exit_2_without_traceback(run_cli, args, message):
 def test_jittered_views_are_cached_exactly(run_cli, tiny_teacher, unaligned, tmp_path):
     # 2 training images x 2 cycled views = 4 distinct jittered crops, over 4 epochs (8 steps).
     code, _, err = run_cli(*tiny_args(tmp_path / "runs", "jitter", tiny_teacher, steps=8), "--data", unaligned,
-                           "--set", "data.color_jitter=0.3", "--set", "loss.gan=0")
+                           "--set", "data.color_jitter=0.3", "--set", "loss.gan=0", "--set", "teacher.cache=exact")
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "jitter" / "summary.json").read_text())
     assert "4 teacher passes" in summary["cache_note"]

@@ -39,8 +39,9 @@ from crd_edge.training.teacher_cache import TeacherOutputCache
 
 CACHE_NOTES = {
     "exact": "cached per view (image, crop, flip), computed on exactly what the student sees",
-    "full": ("APPROXIMATE: computed once per full {load}x{load} image and mirror, then cropped (the teacher "
-             "saw the whole image, not the crop; see crd_edge/training/teacher_cache.py)"),
+    "full": ("computed once per whole {load}x{load} image and mirror, then cropped: the teacher's whole-image "
+             "output (what held-out scoring compares against), not its output on the crop alone "
+             "(see crd_edge/training/teacher_cache.py)"),
 }
 
 
