@@ -330,14 +330,6 @@ def _fetch(url: str, part: Path, label: str, approx_total: int | None, quiet: bo
     return transfer
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_download(part: Path, url: str, transfer: _Transfer, dataset: RemoteDataset) -> int:
     """Size against Content-Length (a short file can be resumed), then the sha256 if known."""
     size = part.stat().st_size
@@ -348,7 +340,8 @@ def _check_download(part: Path, url: str, transfer: _Transfer, dataset: RemoteDa
         part.unlink()
         raise UserError(f"{url} sent {size} bytes but announced {transfer.total}: removed "
                         f"{part.name}; run the command again to download it afresh")
-    if dataset.sha256 and _sha256(part) != dataset.sha256.lower():
+    from crd_edge.models.vgg import file_sha256  # the project's file hasher (only when a sha256 is known)
+    if dataset.sha256 and file_sha256(part) != dataset.sha256.lower():
         part.unlink()
         raise UserError(f"{url} does not match the known sha256 (corrupt or changed on the "
                         f"server): removed {part.name}; run again, or try another --mirror")

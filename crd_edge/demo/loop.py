@@ -150,7 +150,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print, stop: thr
                 x = to_model_input(fitted)
                 y, ms = _timed(model, x)
                 summary.latencies_ms.append(ms)
-                panels = [(fitted, f"input {spec.kind}", ""), (from_model_output(y), model.label, f"{ms:.1f} ms")]
+                panels = [(from_model_output(y), model.label, f"{ms:.1f} ms")]
                 if teacher is not None:
                     y_teacher, teacher_ms = _timed(teacher, x)
                     summary.teacher_latencies_ms.append(teacher_ms)
@@ -158,8 +158,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print, stop: thr
                 now = time.perf_counter()
                 fps = rate.update(now - last)
                 last = now
-                panels[0] = (fitted, f"input  {fps:.1f} FPS", "")
-                composed = compose(panels)
+                composed = compose([(fitted, f"input  {fps:.1f} FPS", ""), *panels])
                 summary.frames += 1
                 if sink:
                     sink.write(composed)

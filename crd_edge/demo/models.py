@@ -3,7 +3,6 @@ a crd-edge checkpoint or a teacher, all behind one ``run(NCHW [-1, 1]) -> NCHW [
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +11,11 @@ import numpy as np
 from crd_edge.errors import UserError
 
 RUNTIMES = ("auto", "onnxruntime", "openvino", "litert", "torch")
-# Runtime -> the artifact suffixes it opens.
-_SUFFIXES = {"onnxruntime": (".onnx",), "openvino": (".openvino", ".xml"), "litert": (".tflite",),
-             "torch": (".pt", ".pth")}
+# bench.run.collect's target names -> the runtime that opens them here (coreml and tensorrt cannot run on this CPU).
+_RUNTIME_OF_TARGET = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert", "torch": "torch"}
 # For an export folder with runtime auto: the fastest fp32 runtime on a CPU in our benchmarks
 # (OpenVINO 12.5 ms, onnxruntime 28 ms, LiteRT 35 ms for the student at 256x256 on 2 cores).
 _AUTO_ORDER = ("openvino", "onnxruntime", "litert")
-_TARGET_RUNTIME = {"openvino": "openvino", "onnx": "onnxruntime", "tflite": "litert"}
 
 
 @dataclass
@@ -52,29 +49,14 @@ class _TorchModuleSession:
             return self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-def _runtime_of(path: Path) -> str | None:
-    if path.name.endswith(".trt.onnx"):
-        return None  # the TensorRT-ready graph: run it where TensorRT is
-    for runtime, suffixes in _SUFFIXES.items():
-        if path.suffix.lower() in suffixes:
-            return runtime
-    return None
-
-
-def _pick_from_folder(folder: Path, runtime: str, size: tuple[int, int] | None) -> Path:
+def _pick_from_folder(items: list, source: Path, runtime: str, size: tuple[int, int] | None):
     """The fp32 artifact of an export folder for ``runtime`` (auto: the fastest on a CPU)."""
-    manifest = folder / "manifest.json" if folder.is_dir() else folder
-    if not manifest.is_file():
-        raise UserError(f"{folder}: no manifest.json there; pass an artifact or checkpoint, or run `crd-edge export`")
-    records = json.loads(manifest.read_text()).get("artifacts", [])
-    order = _AUTO_ORDER if runtime == "auto" else (runtime,)
-    for wanted in order:
-        for r in records:
-            path = manifest.parent / r["path"]
-            if (_TARGET_RUNTIME.get(r.get("target")) == wanted and r.get("precision") == "fp32"
-                    and path.exists() and (size is None or list(size) == r.get("input_size", list(size)))):
-                return path
-    raise UserError(f"{manifest}: no fp32 artifact for --runtime {runtime}"
+    for wanted in (_AUTO_ORDER if runtime == "auto" else (runtime,)):
+        for item in items:
+            if (_RUNTIME_OF_TARGET.get(item.target) == wanted and item.precision == "fp32"
+                    and (size is None or list(size) == item.record.get("input_size", list(size)))):
+                return item
+    raise UserError(f"{source}: no fp32 artifact for --runtime {runtime}"
                     + (f" at --size {size[0]}x{size[1]}" if size else "")
                     + "; export one with `crd-edge export --target onnx` or pick another --runtime")
 
@@ -102,9 +84,11 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
             raise UserError(f"{spec}: a torch model runs with --runtime torch; for --runtime {runtime} "
                             f"export it first: crd-edge export {spec} --target {_export_target(runtime)}")
         return _torch_model(spec, size, threads)
-    if path.is_dir() and not path.suffix or path.name == "manifest.json":
-        path = _pick_from_folder(path, runtime, size)
-    artifact_runtime = _runtime_of(path)
+    from crd_edge.bench.run import collect  # reads manifests and names each artifact's target and precision
+    items = collect(path)
+    export_folder = path.name == "manifest.json" or (path.is_dir() and not path.suffix)  # (.openvino is a folder artifact)
+    item = _pick_from_folder(items, path, runtime, size) if export_folder else items[0]
+    path, artifact_runtime = item.path, _RUNTIME_OF_TARGET.get(item.target)
     if artifact_runtime is None:
         raise UserError(f"{path}: the demo runs .onnx, .openvino, .xml, .tflite and torch checkpoints on this "
                         "machine (Core ML needs macOS, a .trt.onnx graph needs TensorRT)")
@@ -118,18 +102,9 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
     if size is not None and tuple(size) != tuple(native):
         raise UserError(f"{path}: takes {native[0]}x{native[1]} input, not {size[0]}x{size[1]} ({size_option}); "
                         f"export it again with --size {size[0]}x{size[1]}" + (" or drop --size" if size_option == "--size" else ""))
-    role = path.name.split("_")[0] if path.name.split("_")[0] in ("student", "teacher") else path.stem
-    precision = _precision_of(path)
+    role = item.role if item.role in ("student", "teacher") else path.stem
+    precision = item.precision if item.record else ""
     return DemoModel(session, f"{role} {session.backend} {precision}".strip(), tuple(native))
-
-
-def _precision_of(path: Path) -> str:
-    manifest = path.parent / "manifest.json"
-    if manifest.is_file():
-        for r in json.loads(manifest.read_text()).get("artifacts", []):
-            if r.get("path") == path.name:
-                return r.get("precision", "")
-    return ""
 
 
 def _export_target(runtime: str) -> str:
