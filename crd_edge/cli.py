@@ -92,7 +92,8 @@ def _print_summary(result, quiet: bool) -> None:
 
 @app.command()
 def profile(
-    model: Optional[str] = typer.Argument(None, help="Registered architecture name or checkpoint file."),
+    model: Optional[str] = typer.Argument(None, help="Registered architecture name, checkpoint file, or .onnx "
+                                                     "file (counted from its graph)."),
     size: int = typer.Option(256, min=8, help="Input height and width."),
     list_: bool = typer.Option(False, "--list", help="List registered architectures."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -100,13 +101,14 @@ def profile(
     batch: List[int] = typer.Option([1, 4], help="Batch sizes for --train-step."),
     repeats: int = typer.Option(5, min=1, help="Timed repetitions for --train-step."),
 ) -> None:
-    """Parameters and MACs (true and paper conventions) of an architecture or checkpoint."""
+    """Parameters, MACs (true and paper conventions) and activation memory of an architecture,
+    checkpoint or ONNX file."""
     from crd_edge.bench.profile import list_table, profile_model, render_profile
     if list_:
         typer.echo(list_table())
         return
     if model is None:
-        raise UserError("profile needs MODEL (an architecture name or a checkpoint), or --list")
+        raise UserError("profile needs MODEL (an architecture name, a checkpoint or an .onnx file), or --list")
     if train_step:
         from crd_edge.bench.train_step import benchmark_train_step, render_train_step
         rows = [benchmark_train_step(model, size=size, batch_size=b, repeats=repeats) for b in batch]

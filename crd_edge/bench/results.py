@@ -107,9 +107,9 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
         lines += [f"## {device}", ""]
         if ceiling:
             lines += [f"Roofline: dense fp32 matmul {ceiling:.1f} GMAC/s with the same threads, in the same run.", ""]
-        lines += ["| model | artifact | runtime | precision | size | params | true GMACs | p50 ms | p90 ms | FPS | "
+        lines += ["| model | artifact | runtime | precision | size | params | true GMACs | act. MB | p50 ms | p90 ms | FPS | "
                   "end-to-end FPS | peak MB | PSNR dB | % of roofline |",
-                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted(group, key=lambda r: (r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])):
             a, m, lat = r["artifact"], r.get("model", {}), r["latency_ms"]
             eff = efficiency(r)
@@ -119,6 +119,7 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
             psnr_text = "-" if psnr is None else f"{psnr:.1f}" + ("" if status == "passed" else f" ({status})")
             lines.append(f"| {a['role']} | {a['name']} | {r.get('runtime')} | {a['precision']} | {size} | "
                          f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
+                         f"{_fmt(m.get('act_peak_bytes') and m['act_peak_bytes'] / 1e6, '.1f')} | "
                          f"{typical_ms(r):.1f}{'' if lat.get('p50') is not None else ' (mean)'} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
                          f"{_fmt(r.get('end_to_end_fps'), '.1f')} | {_fmt(r.get('peak_rss_mb') or r.get('peak_memory_mb'), '.0f')} | "
                          f"{psnr_text} | {_fmt(eff and eff * 100, '.0f')} |")
@@ -137,7 +138,10 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
         lines.append("")
     lines += ["Latency: wall-clock per call after warm-up (median p50, p90), model only; end-to-end FPS adds the "
               "camera-frame pre- and post-processing measured in the same process. PSNR: the export's "
-              "verification against torch fp32 on held-out photos.", ""]
+              "verification against torch fp32 on held-out photos. act. MB: peak activation memory of one "
+              "image (tensors between layers alive at once; weights, input and runtime workspace excluded), "
+              "counted on the fp32 torch model, or from the ONNX graph for a file without a source model; "
+              "peak MB: the process's measured peak resident memory.", ""]
     return "\n".join(lines)
 
 

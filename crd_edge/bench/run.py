@@ -79,8 +79,11 @@ def _manifest_record(path: Path) -> dict:
 
 
 def model_counts(item: Item, size: tuple[int, int]) -> dict:
-    """Params and MACs (both conventions) of the architecture behind the artifact, counted with
-    torch's FLOP counter on the source model at the artifact's input size."""
+    """Params, MACs (both conventions) and activation memory (peak and total bytes, one image)
+    of the model behind the artifact at its input size: counted with torch on the source
+    architecture the manifest records (fp32), else, for an ONNX file without one (a bare .onnx,
+    or an architecture this version does not know), read from the file's graph in its own
+    dtypes (:mod:`crd_edge.bench.onnx_counts`). ``counted_from`` says which."""
     if item.target == "torch":
         from crd_edge.training.checkpoint import read_checkpoint
         record = read_checkpoint(item.path)["student"]
@@ -88,9 +91,10 @@ def model_counts(item: Item, size: tuple[int, int]) -> dict:
     else:
         source = item.record.get("source", {})
         arch, kwargs = source.get("arch"), source.get("kwargs") or {}
-    if not arch:
-        return {}
-    return dict(_counts(arch, json.dumps(kwargs, sort_keys=True), tuple(size)))
+    counts = _counts(arch, json.dumps(kwargs, sort_keys=True), tuple(size)) if arch else ()
+    if not counts and item.path.suffix.lower() == ".onnx" and item.path.is_file():
+        counts = _onnx_counts(str(item.path.resolve()), item.path.stat().st_mtime_ns, tuple(size))
+    return dict(counts)
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,12 +102,29 @@ def _counts(arch: str, kwargs_json: str, size: tuple[int, int]) -> tuple:
     """Cached per architecture and size: an export folder holds the same model 10-15 times, and
     counting the teacher runs a 50-GMAC forward pass."""
     from crd_edge.bench.macs import count_macs
+    from crd_edge.bench.memory import count_activations
     from crd_edge.models import create_model
     try:
-        report = count_macs(create_model(arch, **json.loads(kwargs_json)), (1, 3, *size))
+        model = create_model(arch, **json.loads(kwargs_json))
+        report = count_macs(model, (1, 3, *size))
+        memory = count_activations(model, (1, 3, *size))
     except Exception:  # an unknown architecture: the row simply has no MAC figures
         return ()
-    return (("params", report.params), ("macs_true", report.true_macs), ("macs_paper", report.paper_macs))
+    return (("params", report.params), ("macs_true", report.true_macs), ("macs_paper", report.paper_macs),
+            ("act_peak_bytes", memory.peak_bytes), ("act_total_bytes", memory.total_bytes), ("counted_from", "torch"))
+
+
+@functools.lru_cache(maxsize=None)
+def _onnx_counts(path: str, mtime_ns: int, size: tuple[int, int]) -> tuple:
+    """Counts read from an ONNX graph (cached per file version and size)."""
+    from crd_edge.bench.onnx_counts import count_onnx
+    try:
+        counts = count_onnx(path, size)
+    except Exception:  # a graph the counter cannot read: no MAC figures, the timing stands
+        return ()
+    return (("params", counts.macs.params), ("macs_true", counts.macs.true_macs),
+            ("macs_paper", counts.macs.paper_macs), ("act_peak_bytes", counts.memory.peak_bytes),
+            ("act_total_bytes", counts.memory.total_bytes), ("counted_from", "onnx"))
 
 
 def runner_for(device: str) -> tuple[str, Callable[..., dict]]:
