@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "mobile_resnet_9blocks_ngf16_edge"
+    arch: str = "mobile_resnet_9blocks_ngf16_lite"
     kwargs: dict = field(default_factory=dict)
 
 

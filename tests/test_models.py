@@ -85,11 +85,19 @@ def test_student_export_options(upsample, padding, norm):
     assert (nn.Upsample in kinds) == (upsample == "nearest")
 
 
-def test_default_student_differs_from_paper_only_in_upsampling():
-    edge, paper = create_model(DEFAULT_STUDENT), create_model(PAPER_STUDENT)
-    convt = [m for m in edge.modules() if isinstance(m, nn.ConvTranspose2d)]
+def test_default_student_is_the_paper_student_made_fusable():
+    # Same width and blocks as the paper's student; k4 transposed convs, no normalisation
+    # layers, no reflection pads (every layer a conv + bias + ReLU), and the input skip.
+    lite, paper = create_model(DEFAULT_STUDENT), create_model(PAPER_STUDENT)
+    convt = [m for m in lite.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [m.kernel_size for m in convt] == [(4, 4), (4, 4)]
-    assert edge.crd_spec["kwargs"]["ngf"] == paper.crd_spec["kwargs"]["ngf"] == 16
+    assert lite.crd_spec["kwargs"]["ngf"] == paper.crd_spec["kwargs"]["ngf"] == 16
+    kinds = {type(m) for m in lite.modules()}
+    assert not kinds & {nn.InstanceNorm2d, nn.BatchNorm2d, nn.ReflectionPad2d}
+    assert lite.input_skip and all(m.bias is not None for m in lite.modules() if isinstance(m, nn.Conv2d))
+    # the conv layers themselves are the paper student's: same MACs, params + the biases
+    conv_macs = count_macs(lite).conv_macs
+    assert conv_macs == count_macs(create_model("mobile_resnet_9blocks_ngf16_edge")).conv_macs
 
 
 def test_registry_rejects_duplicates_and_suggests_names():
@@ -115,3 +123,15 @@ def test_input_skip_starts_from_the_identity():
     x = torch.rand(1, 3, 32, 32) * 1.9 - 0.95
     with torch.no_grad():
         torch.testing.assert_close(model(x), x, atol=1e-5, rtol=0)  # tanh(0 + atanh(x)) = x
+
+
+def test_input_skip_equals_tanh_of_body_plus_atanh_of_input():
+    # forward uses tanh's addition formula; it must be the same function as its definition,
+    # including inputs at and beyond the +-0.999 clamp.
+    model = create_model("mobile_resnet_9blocks", ngf=8, input_skip=True).eval().double()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2.2 - 1.1
+    x[0, :, 0, :4] = torch.tensor([-1.0, 1.0, 0.999, -0.9995], dtype=torch.float64)
+    with torch.no_grad():
+        xc = x.clamp(-0.999, 0.999)
+        expected = torch.tanh(model.model[:-1](xc) + torch.atanh(xc))
+        torch.testing.assert_close(model(x), expected, atol=1e-12, rtol=0)

@@ -73,14 +73,14 @@ def test_channels_last_io_wraps_without_changing_values():
         torch.testing.assert_close(out.permute(0, 3, 1, 2), model(x))
 
 
-@pytest.mark.parametrize("out_ch,kernel,r", [(3, 7, 4), (1, 3, 2), (4, 5, 4)])
-def test_narrow_conv_equals_its_space_to_depth_form(out_ch, kernel, r):
+@pytest.mark.parametrize("out_ch,kernel,r,pad", [(3, 7, 4, 0), (1, 3, 2, 0), (4, 5, 4, 0), (3, 7, 4, 3), (3, 5, 2, 1)])
+def test_narrow_conv_equals_its_space_to_depth_form(out_ch, kernel, r, pad):
     from crd_edge.export.rewrites import SpaceToDepthConv
     torch.manual_seed(0)
-    conv = nn.Conv2d(6, out_ch, kernel).double()
+    conv = nn.Conv2d(6, out_ch, kernel, padding=pad).double()  # pad > 0: zero padding
     new = SpaceToDepthConv(conv, r)
     assert new.strided.out_channels == out_ch * r * r and new.strided.stride == (r, r)
-    for size in (kernel - 1 + 4 * r, kernel - 1 + 8 * r, kernel + 2):  # the last one falls back
+    for size in (kernel - 1 - 2 * pad + 4 * r, kernel - 1 - 2 * pad + 8 * r, kernel + 2):  # the last one falls back
         x = torch.randn(2, 6, size, size + r, dtype=torch.float64)
         torch.testing.assert_close(new(x), conv(x), rtol=0, atol=1e-12)
 
@@ -97,3 +97,14 @@ def test_space_to_depth_rewrite_on_a_generator_and_in_onnx(tmp_path):
     torch.onnx.export(rewritten, (photos[:1],), str(tmp_path / "m.onnx"), opset_version=17, dynamo=False)
     graph = onnx.load(str(tmp_path / "m.onnx")).graph
     assert "DepthToSpace" in {n.op_type for n in graph.node}
+
+
+def test_space_to_depth_rewrite_on_a_zero_padded_generator():
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8, upsample="convt4", input_skip=True,
+                         padding="zero", norm="none").eval()
+    rewritten, applied = apply_rewrites(model, ["narrow_conv_to_space_to_depth"])
+    assert applied == [{"name": "narrow_conv_to_space_to_depth", "layers": 1}]
+    photos = verification_images(64)
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(photos), model(photos), rtol=0, atol=1e-5)

@@ -266,7 +266,7 @@ class _Graph:
         w = self.value(conv.input[1])
         strides = attrs.get("strides", [1, 1])
         if (w is None or w.ndim != 4 or len(set(strides)) != 1 or strides[0] < 2 or attrs.get("group", 1) != 1
-                or any(attrs.get("pads", [0])) or any(d != 1 for d in attrs.get("dilations", [1]))
+                or any(d != 1 for d in attrs.get("dilations", [1]))
                 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
             return None
         r = strides[0]

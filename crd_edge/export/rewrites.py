@@ -18,6 +18,7 @@ reports what changed, which goes into manifest.json.
   time at 33 GMAC/s). It becomes a stride-4 conv with 48 = 3 x 4 x 4 output channels and a
   10x10 kernel (each output channel holds the 7x7 kernel shifted to one of the 16 positions of
   a 4x4 output block) followed by ``PixelShuffle(4)``: 2x the MACs, but wide enough to vectorise.
+  ``narrow_conv_to_space_to_depth_r2`` is the same with 2x2 blocks (12 channels, 8x8 kernel).
 * ``channels_last_io`` (:class:`ChannelsLastIO`): NHWC in and out around an NCHW model, so a
   TFLite file takes camera frames without a transpose on the caller's side.
 """
@@ -69,10 +70,12 @@ def convtranspose_k3_to_k4(layer: nn.ConvTranspose2d) -> nn.ConvTranspose2d:
 
 
 class SpaceToDepthConv(nn.Module):
-    """A stride-1 unpadded conv with few output channels, computed as a stride-``r`` conv
-    with ``r*r`` times the output channels followed by ``PixelShuffle(r)``. Exact: output
-    pixel (r*i + a, r*j + b) of channel c is channel c*r*r + a*r + b of the strided conv, whose
-    kernel is the original one placed at offset (a, b) in a (k + r - 1)-wide window."""
+    """A stride-1 conv with few output channels (unpadded or zero-padded), computed as a
+    stride-``r`` conv with ``r*r`` times the output channels followed by ``PixelShuffle(r)``.
+    Exact: output pixel (r*i + a, r*j + b) of channel c is channel c*r*r + a*r + b of the
+    strided conv, whose kernel is the original one placed at offset (a, b) in a
+    (k + r - 1)-wide window; the strided conv takes the original's zero padding, since both
+    read input pixel r*i + a + k - p for tap k."""
 
     def __init__(self, conv: nn.Conv2d, r: int = 4) -> None:
         super().__init__()
@@ -83,7 +86,8 @@ class SpaceToDepthConv(nn.Module):
             for a in range(r):
                 for b in range(r):
                     weight[a * r + b::r * r, :, a:a + kh, b:b + kw] = conv.weight
-        self.strided = nn.Conv2d(in_ch, out_ch * r * r, (kh + r - 1, kw + r - 1), stride=r, bias=False)
+        self.strided = nn.Conv2d(in_ch, out_ch * r * r, (kh + r - 1, kw + r - 1), stride=r,
+                                 padding=conv.padding, bias=False)
         self.strided.weight = nn.Parameter(weight, requires_grad=False)
         bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(out_ch)
         self.register_buffer("bias", bias.detach().repeat_interleave(r * r).view(1, -1, 1, 1))
@@ -91,14 +95,16 @@ class SpaceToDepthConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.original.kernel_size
-        if (x.shape[-2] - kh + 1) % self.r or (x.shape[-1] - kw + 1) % self.r:
+        ph, pw = self.original.padding
+        if (x.shape[-2] + 2 * ph - kh + 1) % self.r or (x.shape[-1] + 2 * pw - kw + 1) % self.r:
             return self.original(x)  # output not a whole number of r x r blocks (static at export)
         return self.shuffle(self.strided(x) + self.bias)
 
 
 def _is_narrow_output_conv(layer: nn.Module) -> bool:
     return (type(layer) is nn.Conv2d and layer.out_channels <= 4 and layer.stride == (1, 1)
-            and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1
+            and (layer.padding == (0, 0) or layer.padding_mode == "zeros")
+            and isinstance(layer.padding, tuple) and layer.dilation == (1, 1) and layer.groups == 1
             and layer.kernel_size[0] >= 3)
 
 
@@ -124,6 +130,9 @@ REWRITES = {
     "reflect_pad_to_slices": (lambda m: isinstance(m, nn.ReflectionPad2d),
                               lambda m: ReflectPadSlices(m.padding)),
     "narrow_conv_to_space_to_depth": (_is_narrow_output_conv, SpaceToDepthConv),
+    # r = 2: a 8x8 kernel, 12 channels, 1.3x the MACs instead of 2x. OpenVINO runs the default
+    # student 4% faster with it (7.95 vs 8.28 ms), onnxruntime 9% slower (13.95 vs 12.84 ms).
+    "narrow_conv_to_space_to_depth_r2": (_is_narrow_output_conv, lambda conv: SpaceToDepthConv(conv, r=2)),
 }
 
 
