@@ -275,30 +275,52 @@ def _cosines(gram: Tensor, a: Tensor, r: Tensor) -> Tensor:
     return (gram.unsqueeze(1) - a.unsqueeze(3) - a.unsqueeze(2)) * r.unsqueeze(3) * r.unsqueeze(2)
 
 
-def _angle_loss_and_grads(gs: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Tensor, rt: Tensor):
-    """Smooth-L1 sum over all triplets and its gradients w.r.t. ``(G, a, r)`` of the student,
-    in one pass over the cubic tensors. With ``S``/``T`` the student/teacher cosines,
-    ``R = clamp(S - T, -1, 1)`` (the Huber derivative) and ``W = R r_ji r_jk``:
-    ``dL/dG_ik = sum_j W_jik``, ``dL/da_ji = -2 sum_k W_jik``, ``dL/dr_ji = 2 sum_k R_jik S_jik / r_ji``
-    (the factors 2 come from the symmetry of ``S`` and ``T`` in ``i`` and ``k``)."""
-    cos_s = _cosines(gs, a_s, rs)
-    diff = cos_s - _cosines(gt, a_t, rt)
+def _angle_loss_and_grads(g: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Tensor, rt: Tensor):
+    """For one image and a chunk of anchors ``j`` (rows of ``a``/``r``: ``(C, M)``; Gram
+    matrices ``(M, M)``): the smooth-L1 sum over the chunk's triplets and its gradients w.r.t.
+    ``(G, a, r)`` of the student, in one pass over the ``(C, M, M)`` cubic block. With ``S``/``T``
+    the student/teacher cosines, ``R = clamp(S - T, -1, 1)`` (the Huber derivative) and
+    ``W = R r_ji r_jk``: ``dL/dG_ik = sum_j W_jik``, ``dL/da_ji = -2 sum_k W_jik``,
+    ``dL/dr_ji = 2 sum_k R_jik S_jik / r_ji`` (the factors 2 come from the symmetry of ``S`` and
+    ``T`` in ``i`` and ``k``)."""
+    cos_s = _cosines(g[None], a_s[None], rs[None])[0]
+    diff = cos_s - _cosines(gt[None], a_t[None], rt[None])[0]
     absd = diff.abs()
     quad = absd.clamp(max=1.0)
     huber = (quad * (absd - 0.5 * quad)).sum()
     slope = diff.clamp(-1.0, 1.0)
-    weighted = slope * rs.unsqueeze(3) * rs.unsqueeze(2)
-    return huber, weighted.sum(1), weighted.sum(3), (slope * cos_s).sum(3)
+    weighted = slope * rs.unsqueeze(2) * rs.unsqueeze(1)
+    return huber, weighted.sum(0), weighted.sum(2), (slope * cos_s).sum(2)
+
+
+# Anchors per block: the (C, M, M) block stays in cache. Measured for 256 rows (forward and
+# gradient, 2 CPU cores, compiled): all 256 anchors at once 53 ms, blocks of 64 / 16 / 8 / 4:
+# 39 / 18 / 16 / 17 ms.
+ANCHOR_CHUNK = 8
+
+
+def _angle_sums(kernel, gs: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Tensor, rt: Tensor):
+    """:func:`_angle_loss_and_grads` over every image and block of anchors, summed."""
+    huber = gs.new_zeros(())
+    d_gram, d_a, d_r = torch.zeros_like(gs), torch.empty_like(a_s), torch.empty_like(rs)
+    for n in range(gs.shape[0]):
+        for j in range(0, gs.shape[1], ANCHOR_CHUNK):
+            block = slice(j, j + ANCHOR_CHUNK)
+            h, dg, da, dr = kernel(gs[n], a_s[n, block], rs[n, block], gt[n], a_t[n, block], rt[n, block])
+            huber = huber + h
+            d_gram[n] += dg
+            d_a[n, block], d_r[n, block] = da, dr
+    return huber, d_gram, d_a, d_r
 
 
 _compiled_kernel = None
 
 
 def _angle_kernel(x: Tensor):
-    """The fused kernel: ``torch.compile``d when possible (one loop nest, no cubic tensor in
-    memory; 256 rows forward+backward measured 0.34 s eager vs 0.058 s compiled on 2 CPU
-    cores), eager otherwise. ``CRD_EDGE_COMPILE=0`` forces eager;
-    so does any failure to compile (no C++ compiler, an unsupported device)."""
+    """The fused per-block kernel: ``torch.compile``d when possible (one loop nest, no cubic
+    tensor in memory; with 8-anchor blocks, 256 rows forward+backward take 16 ms on 2 CPU cores),
+    eager otherwise. ``CRD_EDGE_COMPILE=0`` forces eager; so does any failure to compile (no C++
+    compiler, an unsupported device)."""
     global _compiled_kernel
     if os.environ.get("CRD_EDGE_COMPILE", "1") == "0" or x.dtype == torch.float64:
         return _angle_loss_and_grads
@@ -320,12 +342,12 @@ class _AngleLoss(torch.autograd.Function):
         global _compiled_kernel
         kernel = _angle_kernel(gs)
         try:
-            huber, d_gram, d_a, d_r = kernel(gs, a_s, rs, gt, a_t, rt)
+            huber, d_gram, d_a, d_r = _angle_sums(kernel, gs, a_s, rs, gt, a_t, rt)
         except Exception:
             if kernel is _angle_loss_and_grads:
                 raise
             _compiled_kernel = _angle_loss_and_grads  # compilation failed at first call: stay eager
-            huber, d_gram, d_a, d_r = _angle_loss_and_grads(gs, a_s, rs, gt, a_t, rt)
+            huber, d_gram, d_a, d_r = _angle_sums(_angle_loss_and_grads, gs, a_s, rs, gt, a_t, rt)
         inv_r = torch.where(rs > 0, 1.0 / rs.clamp_min(torch.finfo(rs.dtype).tiny), torch.zeros_like(rs))
         ctx.save_for_backward(d_gram, -2 * d_a, 2 * d_r * inv_r)
         return huber
