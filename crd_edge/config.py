@@ -140,6 +140,12 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-4" (no dot) as a string: accept the number a user meant.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     expected = dict if hint is dict else hint
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise UserError(f"config {key}={value!r}: expected {getattr(hint, '__name__', hint)}")

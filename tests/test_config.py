@@ -14,6 +14,14 @@ def test_defaults_yaml_and_overrides(tmp_path):
     assert cfg.loss.crd_patches == 25.0  # untouched default (paper weight)
 
 
+def test_exponent_floats_without_a_dot():
+    # YAML 1.1 reads 1e-4 as a string; a float option takes it as the number meant.
+    cfg = load_config(overrides=["optim.lr=1e-4", "optim.grad_clip=5E1"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.grad_clip == 50.0
+    with pytest.raises(UserError, match="expected float"):
+        load_config(overrides=["optim.lr=fast"])
+
+
 @pytest.mark.parametrize("override,match", [
     ("loss.crd_row=1", "did you mean 'loss.crd_rows'"),
     ("train.steps=abc", "expected int"),

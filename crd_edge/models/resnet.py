@@ -105,7 +105,7 @@ for _ngf in (8, 12, 16, 64):
 #    on held-out photos than the same student without it (see README, "Results").
 register_model("mobile_resnet_9blocks_ngf16_edge", _resnet, ngf=16, n_blocks=9, mobile=True,
                upsample="convt4", input_skip=True,
-               doc="Paper student + ConvTranspose k4 upsampling + input skip (default until 0.x; keeps InstanceNorm)")
+               doc="Paper student + ConvTranspose k4 upsampling + input skip; InstanceNorm (the default before _lite)")
 # The default student: ..._edge with no normalisation and zero padding, so every layer is a
 # conv + bias (+ ReLU), which every runtime fuses and quantises. Measured on the built-in job
 # (3000 steps, 2-core CPU): the same held-out fidelity to the vintagify teacher as ..._edge
