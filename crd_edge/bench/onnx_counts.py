@@ -159,6 +159,7 @@ class _Graph:
         for node in self.nodes:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
+        self.param_elements = self.params()  # read by space_to_depth() while counting MACs
 
     # -- helpers -------------------------------------------------------------------------
     def _evaluate_constants(self, model, names: list[str]) -> dict:
@@ -377,7 +378,6 @@ class _Graph:
         return ActivationMemory(peak, total, self.nbytes(self.input.name), self.input_shape)
 
     def count(self) -> OnnxCounts:
-        self.param_elements = self.params()
         graph_params = sum(self.param_elements.values())
         conv, norm, paper, graph_conv, params_delta, folded = self.macs()
         report = MacsReport(graph_params + params_delta, conv, norm, paper, self.input_shape)

@@ -272,7 +272,8 @@ def _angle_parts(items: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _cosines(gram: Tensor, a: Tensor, r: Tensor) -> Tensor:
-    return (gram.unsqueeze(1) - a.unsqueeze(3) - a.unsqueeze(2)) * r.unsqueeze(3) * r.unsqueeze(2)
+    """``cos[j, i, k]`` for a block of anchors ``j``: ``gram`` ``(M, M)``, ``a``/``r`` ``(C, M)``."""
+    return (gram - a.unsqueeze(2) - a.unsqueeze(1)) * r.unsqueeze(2) * r.unsqueeze(1)
 
 
 def _angle_loss_and_grads(g: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Tensor, rt: Tensor):
@@ -283,8 +284,8 @@ def _angle_loss_and_grads(g: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: T
     ``W = R r_ji r_jk``: ``dL/dG_ik = sum_j W_jik``, ``dL/da_ji = -2 sum_k W_jik``,
     ``dL/dr_ji = 2 sum_k R_jik S_jik / r_ji`` (the factors 2 come from the symmetry of ``S`` and
     ``T`` in ``i`` and ``k``)."""
-    cos_s = _cosines(g[None], a_s[None], rs[None])[0]
-    diff = cos_s - _cosines(gt[None], a_t[None], rt[None])[0]
+    cos_s = _cosines(g, a_s, rs)
+    diff = cos_s - _cosines(gt, a_t, rt)
     absd = diff.abs()
     quad = absd.clamp(max=1.0)
     huber = (quad * (absd - 0.5 * quad)).sum()
