@@ -11,7 +11,7 @@ from PIL import Image
 
 from crd_edge.data.builtin import builtin_photos
 from crd_edge.data.datasets import AlignedDataset, _detect_layout, build_dataset
-from crd_edge.data.pairs import edge_map, make_edge_pairs, split_test_files
+from crd_edge.data.pairs import _name_rank, _test_count, edge_map, make_edge_pairs
 from crd_edge.errors import UserError
 
 SIZE = 64
@@ -73,13 +73,13 @@ def test_edge_map_is_black_lines_on_white():
 
 
 def test_split_is_deterministic_and_keeps_train():
+    # make_edge_pairs sends the first _test_count readable files, in _name_rank order, to test.
     files = [Path(f"img_{i:03d}.jpg") for i in range(50)]
-    test = split_test_files(files, 0.1)
-    assert len(test) == 5 and test == split_test_files(list(reversed(files)), 0.1)
-    assert split_test_files(files[:2], 0.9) and len(split_test_files(files[:2], 0.9)) == 1
-    assert split_test_files(files, 0.0) == set()
+    assert sorted(files, key=_name_rank) == sorted(reversed(files), key=_name_rank) != sorted(files)
+    assert _test_count(50, 0.1) == 5 and _test_count(2, 0.9) == 1 and _test_count(2, 0.01) == 1
+    assert _test_count(50, 0.0) == 0 and _test_count(1, 0.5) == 0  # never all: train/ must exist
     with pytest.raises(UserError, match="--test-fraction"):
-        split_test_files(files, 1.0)
+        _test_count(50, 1.0)
 
 
 def test_train_is_never_left_empty(photo_folder, tmp_path):

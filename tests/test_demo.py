@@ -139,6 +139,22 @@ def test_gif_and_png_strip_outputs_for_readmes(video, student, tmp_path):
         assert np.array_equal(row[HEADER:], composed[index][HEADER:])  # (the bars hold the FPS of that run)
 
 
+def test_png_strip_of_a_long_run_keeps_an_even_sample(tmp_path):
+    # 1000 frames (more than a .gif may hold): the strip still shows the first, the last and two
+    # frames between them, from a bounded sample. Frame k is filled with k % 251.
+    from PIL import Image
+
+    from crd_edge.demo.sinks import STRIP_SAMPLE, VideoFileSink
+    sink = VideoFileSink(tmp_path / "long.png")
+    for k in range(1000):
+        sink.write(np.full((8, 8, 3), k % 251, np.uint8))
+    assert len(sink._gif) <= STRIP_SAMPLE + 1
+    assert sink.close() == tmp_path / "long.png"
+    values = np.asarray(Image.open(tmp_path / "long.png"))[::8, 0, 0]
+    assert values[0] == 0 and values[-1] == 999 % 251 and len(values) == 4
+    assert 0 < values[1] < values[2]  # in between, in order
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -264,11 +280,22 @@ def test_model_io_round_trip_is_exact():
     assert from_model_output(np.full((1, 3, 1, 1), 0.999, np.float32))[0, 0, 0] == 255  # rounded, not truncated
 
 
-def test_no_window_without_a_display(monkeypatch):
-    monkeypatch.delenv("DISPLAY", raising=False)
+@pytest.mark.parametrize("gui,display,expected", [
+    ("NONE", ":0", "no GUI"),                       # the headless build, display or not
+    ("GTK3", None, "no display"),                   # a GUI build without a display
+    ("GTK3", ":0", ""),                             # a GUI build with one: a window may open
+])
+def test_window_availability(monkeypatch, gui, display, expected):
+    from crd_edge.demo.capture import import_cv2
+    cv2 = import_cv2()
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: f"  Video I/O:\n  GUI:                           {gui}\n")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if display:
+        monkeypatch.setenv("DISPLAY", display)
+    else:
+        monkeypatch.delenv("DISPLAY", raising=False)
     available, why = window_available()
-    assert not available and why
+    assert available == (expected == "") and expected in why
 
 
 def _not_a_video(tmp_path):

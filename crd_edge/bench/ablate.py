@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from crd_edge.errors import UserError
+from crd_edge.training.run_dir import atomic_write_text
 
 # Every variant sets all five weights, so it means the same whatever the base config's are.
 _PERCEPTUAL = {"loss.style": 0.01, "loss.feature": 0.02}   # the weights tuned for normalised VGG input
@@ -78,7 +79,8 @@ def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None,
         return run_dir
     if (run_dir / "checkpoint.pt").is_file():
         log(f"{name}: resuming")
-        result = distill(load_config(), resume=run_dir, quiet=True)
+        # the config comes from the checkpoint; --steps still decides where the run ends
+        result = distill(load_config(), resume=run_dir, steps_override=steps, quiet=True)
     else:
         sets = [*overrides, *(f"{k}={v}" for k, v in VARIANTS[variant].items())]
         cfg = load_config(config, sets, base={"train.steps": steps, "train.seed": seed, "name": name,
@@ -101,7 +103,7 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
         raise UserError(f"--variant {unknown[0]}: unknown; choose from {', '.join(VARIANTS)}")
     seeds = list(seeds or [0])
     out.mkdir(parents=True, exist_ok=True)
-    eval_dir = make_eval_set(out / "eval_images", eval_crop)
+    eval_dir = make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)  # one folder per crop size
     rows = []
     for seed in seeds:
         for variant in variants:
@@ -120,7 +122,7 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
             log(f"{variant}-s{seed}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS if row[m] is not None))
             _write_jsonl(out / "results.jsonl", rows)
     table = render_table(rows)
-    _atomic_write(out / "ablation.md", table)
+    atomic_write_text(out / "ablation.md", table)
     plot = plot_ablation(rows, out / "ablation.png")
     return {"rows": rows, "markdown": table, "report": out / "ablation.md", "plot": plot}
 
@@ -143,13 +145,7 @@ def _networks(scores: dict) -> dict:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _mean_std(values: list[float], digits: int = 2) -> str:

@@ -132,14 +132,14 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
             roofline: bool = True) -> dict:
     """Open ``path`` through the runtime layer and measure it (see the module docstring)."""
     from crd_edge.runtime import open_session
+    from crd_edge.runtime.base import input_hw
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     session = open_session(path, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
-    shape = tuple(int(d) for d in session.input_shape)
-    height, width = (shape[1], shape[2]) if shape[-1] == 3 and shape[1] != 3 else (shape[2], shape[3])
+    height, width = input_hw(session.input_shape) or (256, 256)  # dynamic H/W: time it at 256x256
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
     pre, post = _frame_ops(height, width)

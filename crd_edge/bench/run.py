@@ -63,19 +63,20 @@ def collect(source: str | Path, role: str | None = None) -> list[Item]:
     target = _target_of(path)
     if target == "unknown":
         raise UserError(f"{source}: not a model artifact (.onnx, .tflite, .openvino, .mlpackage) or checkpoint (.pt)")
-    sibling = _manifest_record(path)
+    sibling = manifest_record(path)
     precision = sibling.get("precision", "fp32")
     default_role = "student" if target == "torch" else path.name.split("_")[0]  # checkpoints hold students
     return [Item(path, role or default_role, sibling.get("target", target), precision, sibling)]
 
 
-def _manifest_record(path: Path) -> dict:
-    manifest = path.parent / "manifest.json"
-    if manifest.is_file():
-        for r in json.loads(manifest.read_text()).get("artifacts", []):
-            if r.get("path") == path.name:
-                return r
-    return {}
+def manifest_record(path: Path) -> dict:
+    """The record of artifact ``path`` in the manifest.json beside it; {} when there is none
+    (no manifest, an unreadable one, or the file is not listed)."""
+    try:
+        records = json.loads((path.parent / "manifest.json").read_text()).get("artifacts", [])
+    except (OSError, ValueError):
+        return {}
+    return next((r for r in records if r.get("path") == path.name), {})
 
 
 def model_counts(item: Item, size: tuple[int, int]) -> dict:
@@ -180,7 +181,7 @@ def bench(sources: list[str], devices: list[str] | None = None, compare: list[st
                     # The roofline is measured once per device and run (first artifact), same threads.
                     measured = run(item.path, threads, warmup, runs, max_seconds, roofline and first, item)
                     first = first and "matmul" not in measured
-                    size = measured.get("input_size") or _record_size(item.record)
+                    size = measured.get("input_size") or record_input_size(item.record)
                     result = {**base, "status": "measured", **measured, "input_size": size,
                               "model": model_counts(item, tuple(size)) if size else {}}
                 except UserError as exc:
@@ -189,7 +190,7 @@ def bench(sources: list[str], devices: list[str] | None = None, compare: list[st
             yield result
 
 
-def _record_size(record: dict) -> list[int] | None:
+def record_input_size(record: dict) -> list[int] | None:
     """[H, W] from a manifest record (remote tools such as benchmark_model do not report it)."""
     shape = record.get("input", {}).get("shape")
     if not shape:

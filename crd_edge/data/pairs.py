@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 from crd_edge.data.images import BadImage, SkipCounter, list_images, read_image
 from crd_edge.errors import UserError
 
-__all__ = ["FORMATS", "PairsResult", "edge_map", "make_edge_pairs", "split_test_files"]
+__all__ = ["FORMATS", "PairsResult", "edge_map", "make_edge_pairs"]
 
 FORMATS = ("jpg", "png")
 JPEG_QUALITY = 95  # thin lines ring at lower qualities
@@ -52,12 +52,8 @@ class PairsResult:
 
 
 def _cv2():
-    try:
-        import cv2  # lazy: only this command needs OpenCV
-    except ImportError:
-        raise UserError("edge pairs need OpenCV: pip install 'crd-edge[demo]' "
-                        "(installs opencv-python-headless)") from None
-    return cv2
+    from crd_edge.demo.capture import import_cv2  # lazy: only this command needs OpenCV
+    return import_cv2("crd-edge data pairs")
 
 
 def edge_map(photo: np.ndarray) -> np.ndarray:
@@ -93,11 +89,6 @@ def _test_count(n_files: int, test_fraction: float) -> int:
     if test_fraction > 0 and n_files >= 2:
         n_test = max(1, n_test)
     return min(n_test, max(0, n_files - 1))
-
-
-def split_test_files(files: list[Path], test_fraction: float) -> set[Path]:
-    """The files that go to test when all are readable: the lowest name hashes."""
-    return set(sorted(files, key=_name_rank)[: _test_count(len(files), test_fraction)])
 
 
 def _write_atomic(image: np.ndarray, path: Path, fmt: str) -> None:

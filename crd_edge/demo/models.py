@@ -51,10 +51,11 @@ class _TorchModuleSession:
 
 def _pick_from_folder(items: list, source: Path, runtime: str, size: tuple[int, int] | None):
     """The fp32 artifact of an export folder for ``runtime`` (auto: the fastest on a CPU)."""
+    from crd_edge.bench.run import record_input_size
     for wanted in (_AUTO_ORDER if runtime == "auto" else (runtime,)):
         for item in items:
             if (_RUNTIME_OF_TARGET.get(item.target) == wanted and item.precision == "fp32"
-                    and (size is None or list(size) == item.record.get("input_size", list(size)))):
+                    and (size is None or record_input_size(item.record) in (None, list(size)))):
                 return item
     raise UserError(f"{source}: no fp32 artifact for --runtime {runtime}"
                     + (f" at --size {size[0]}x{size[1]}" if size else "")
@@ -96,9 +97,11 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
         raise UserError(f"{path}: a {artifact_runtime} artifact cannot run with --runtime {runtime}; "
                         f"pass the {_export_target(runtime)} export instead")
     from crd_edge.runtime import open_session
+    from crd_edge.runtime.base import input_hw
     session = open_session(path, threads=threads)
-    shape = tuple(int(d) for d in session.input_shape)
-    native = shape[1:3] if shape[-1] == 3 and shape[1] != 3 else shape[2:4]
+    native = input_hw(session.input_shape)
+    if native is None:  # dynamic height/width: the model takes whatever size the frames are fitted to
+        native = tuple(size) if size is not None else (256, 256)
     if size is not None and tuple(size) != tuple(native):
         raise UserError(f"{path}: takes {native[0]}x{native[1]} input, not {size[0]}x{size[1]} ({size_option}); "
                         f"export it again with --size {size[0]}x{size[1]}" + (" or drop --size" if size_option == "--size" else ""))

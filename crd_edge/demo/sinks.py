@@ -15,8 +15,9 @@ from crd_edge.demo.capture import import_cv2
 from crd_edge.errors import UserError
 
 _FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-GIF_MAX_FRAMES = 600  # a GIF (and a strip) holds every frame in memory until the end
+GIF_MAX_FRAMES = 600  # a GIF holds every frame in memory until the end
 STRIP_ROWS = 4
+STRIP_SAMPLE = 64     # a strip keeps at most this many evenly spaced frames, however long the run
 
 
 class VideoFileSink:
@@ -34,19 +35,29 @@ class VideoFileSink:
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{suffix}")
         self.frames = 0
         self._writer = None
-        self._gif: list = []
+        self._gif: list = []          # .gif: every frame; .png: every _stride-th frame
+        self._stride = 1
+        self._last = None             # .png: the newest frame, so the strip ends on the last one
 
     def set_fps(self, fps: float) -> None:
         """The source's frame rate (cameras and some files report 0 or nonsense: 25 then)."""
         self.fps = fps if 1 <= fps <= 120 else 25.0
 
     def write(self, frame: np.ndarray) -> None:
-        if self.path.suffix.lower() in (".gif", ".png"):
+        suffix = self.path.suffix.lower()
+        if suffix == ".gif":
             if len(self._gif) >= GIF_MAX_FRAMES:
-                raise UserError(f"--output {self.path}: a {self.path.suffix} holds at most {GIF_MAX_FRAMES} "
+                raise UserError(f"--output {self.path}: a .gif holds at most {GIF_MAX_FRAMES} "
                                 "frames; use --max-frames or write .mp4")
-            from PIL import Image
-            self._gif.append(Image.fromarray(frame[:, :, ::-1]))
+            self._gif.append(frame.copy())  # the caller may reuse its buffer
+        elif suffix == ".png":
+            # Evenly spaced sample of any length of run: when full, drop every other frame kept
+            # and keep every 2x-th frame from then on.
+            self._last = frame.copy()  # the caller may reuse its buffer
+            if self.frames % self._stride == 0:
+                self._gif.append(self._last)
+                if len(self._gif) > STRIP_SAMPLE:
+                    self._gif, self._stride = self._gif[::2], self._stride * 2
         else:
             if self._writer is None:
                 self._writer = self._open(frame.shape[1], frame.shape[0])
@@ -56,13 +67,10 @@ class VideoFileSink:
     def _strip(self):
         """Up to STRIP_ROWS frames, evenly spaced from the first to the last, stacked vertically."""
         from PIL import Image
-        count = min(STRIP_ROWS, len(self._gif))
-        picks = [round(i * (len(self._gif) - 1) / max(count - 1, 1)) for i in range(count)]
-        width, height = self._gif[0].size
-        strip = Image.new("RGB", (width, height * count))
-        for row, index in enumerate(picks):
-            strip.paste(self._gif[index], (0, row * height))
-        return strip
+        frames = self._gif if self._gif[-1] is self._last else [*self._gif, self._last]
+        count = min(STRIP_ROWS, len(frames))
+        picks = [round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(count)]
+        return Image.fromarray(np.concatenate([frames[i][:, :, ::-1] for i in picks], axis=0))
 
     def _open(self, width: int, height: int):
         cv2 = import_cv2()
@@ -77,9 +85,10 @@ class VideoFileSink:
         if self._writer is not None:
             self._writer.release()
         if self._gif and keep and self.path.suffix.lower() == ".gif":
-            duration = round(1000 / self.fps)
-            self._gif[0].save(self.tmp, format="GIF", save_all=True, append_images=self._gif[1:],
-                              duration=duration, loop=0, optimize=True)
+            from PIL import Image
+            images = [Image.fromarray(f[:, :, ::-1]) for f in self._gif]
+            images[0].save(self.tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=round(1000 / self.fps), loop=0, optimize=True)
         elif self._gif and keep:
             self._strip().save(self.tmp, format="PNG", optimize=True)
         if keep and self.frames and self.tmp.exists():

@@ -39,8 +39,8 @@ def default_cache_dir() -> Path:
     """``$CRD_EDGE_FID_CACHE``, else ``$XDG_CACHE_HOME/crd-edge/fid`` (``~/.cache/...``)."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "crd-edge" / "fid"
+    from crd_edge.eval.inception import crd_edge_cache_dir  # light: no torch at import
+    return crd_edge_cache_dir() / "fid"
 
 
 def cache_key(parts: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from crd_edge.errors import UserError
+from crd_edge.runtime.base import input_hw
 
 METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
 PIXEL_METRICS = frozenset({"psnr", "ssim", "vgg"})
@@ -102,35 +103,19 @@ class LoadedModel:
     checkpoint: dict | None = field(default=None, repr=False)  # for its recorded teacher
 
 
-def _static_hw(shape: tuple) -> tuple[int, int] | None:
-    """(H, W) of a static NCHW or NHWC input shape; ``None`` when dynamic."""
-    dims = tuple(shape)
-    if len(dims) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
-        return None
-    return (int(dims[1]), int(dims[2])) if dims[-1] == 3 and dims[1] != 3 else (int(dims[2]), int(dims[3]))
-
-
 def _manifest_checkpoint(path: Path) -> dict | None:
     """The checkpoint an artifact was exported from, via its manifest.json (if still there)."""
-    import json
-
+    from crd_edge.bench.run import manifest_record
     from crd_edge.training.checkpoint import read_checkpoint
 
-    manifest = path.parent / "manifest.json"
-    try:
-        records = json.loads(manifest.read_text()).get("artifacts", [])
-    except (OSError, ValueError):
+    source = manifest_record(path).get("source") or {}
+    checkpoint = Path(source.get("path", ""))
+    if source.get("kind") != "crd-edge checkpoint" or not checkpoint.is_file():
         return None
-    for record in records:
-        source = record.get("source") or {}
-        if record.get("path") == path.name and source.get("kind") == "crd-edge checkpoint":
-            checkpoint = Path(source.get("path", ""))
-            if checkpoint.is_file():
-                try:
-                    return read_checkpoint(checkpoint)
-                except UserError:
-                    return None
-    return None
+    try:
+        return read_checkpoint(checkpoint)
+    except UserError:
+        return None
 
 
 def check_model_exists(model: str | Path) -> Path:
@@ -155,7 +140,7 @@ def load_model(model: str | Path) -> LoadedModel:
         session = open_session(path)
         identity = {"path": str(path), "kind": "artifact", "backend": session.backend,
                     "sha256": artifact_sha256(path)[:12], "input_shape": [str(d) for d in session.input_shape]}
-        return LoadedModel(session.run, identity, static_size=_static_hw(session.input_shape),
+        return LoadedModel(session.run, identity, static_size=input_hw(session.input_shape),
                            checkpoint=_manifest_checkpoint(path))
 
     import torch
@@ -299,22 +284,22 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     if net is not None:
         from crd_edge.eval.inception import PREPROCESSING_VERSION
         common = {"network_sha256": net.sha256, "preprocessing": PREPROCESSING_VERSION, "size": [height, width]}
-        if is_teacher_ref:
+        if is_teacher_ref:  # on a miss, the teacher's features are gathered in the loop below
             ref_parts = {"kind": "teacher-outputs", "data": source.key,
                          "teacher_sha256": t_model.identity["sha256"], **common}
             ref_stats = cache.lookup(ref_parts, cache_dir)
-            ref_hit = ref_stats is not None
+            ref_info = {"hit": ref_stats is not None, "file": str(cache.cache_file(ref_parts, cache_dir)[0])}
         else:
             ref_parts = {"kind": "images", "data": ref_source.key, **common}
-            ref_stats = cache.lookup(ref_parts, cache_dir)
-            ref_hit = ref_stats is not None
-            if ref_stats is None:
+
+            def reference_features() -> np.ndarray:
                 say(f"reference features: {ref_source.count} images of {ref_source.description}")
                 feats = [net(fit_image(img, height, width)) for _, img in ref_source.iter_images()]
                 if len(feats) < 2:
                     raise UserError(f"--reference {reference}: fewer than 2 readable images")
-                ref_stats = cache.store(ref_parts, np.concatenate(feats), cache_dir)
-        ref_info = {"hit": ref_hit, "file": str(cache.cache_file(ref_parts, cache_dir)[0])}
+                return np.concatenate(feats)
+
+            ref_stats, ref_info = cache.cached_features(ref_parts, reference_features, cache_dir)
 
     run_teacher = t_model is not None and (bool(PIXEL_METRICS & set(wanted)) or (net is not None and ref_stats is None))
     say(f"scoring {source.count} images of {source.description} at {height}x{width}"

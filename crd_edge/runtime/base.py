@@ -16,3 +16,13 @@ class Session(Protocol):
     input_shape: tuple[int, ...]
 
     def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def input_hw(shape: tuple) -> tuple[int, int] | None:
+    """(H, W) of a session's 4-D NCHW or NHWC input shape (NHWC: last dim 3, second not);
+    ``None`` when H or W is dynamic (a name, ``None`` or <= 0). A dynamic batch is fine."""
+    dims = tuple(shape)
+    if len(dims) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in dims[1:]):
+        return None
+    nhwc = dims[-1] == 3 and dims[1] != 3
+    return (int(dims[1]), int(dims[2])) if nhwc else (int(dims[2]), int(dims[3]))
