@@ -83,7 +83,11 @@ def _print_summary(result, quiet: bool) -> None:
         return
     typer.echo(f"run: {result.run_dir}  checkpoint: {result.checkpoint}  report: {result.run_dir / 'report.md'}")
     h = summary.get("heldout")
-    if h:
+    if h and "student" in h:  # a view-based run: the held-out views table
+        parts = [f"{key} {h['student'][key]:.4g} vs input {h['input'][key]:.4g}"
+                 for key in ("kid", "vgg_dist", "psnr") if key in h["student"]]
+        typer.echo(f"held-out views ({h['crops']} crops, {h['photos']} photos), student vs teacher: " + ", ".join(parts))
+    elif h:
         typer.echo(f"held-out PSNR vs teacher: student {h['psnr_student_teacher']:.2f} dB, copy-the-input "
                    f"{h['psnr_input_teacher']:.2f} dB, gain {h['psnr_gain_db']:+.2f} dB on {h['images']} images")
     if result.interrupted:

@@ -42,6 +42,14 @@ class DataConfig:
     color_jitter: float = 0.0        # >0: random colour gains/offsets/saturation of that strength
     batch_size: int = 1
     workers: int = 0
+    # Teacher-labelled views (crd_edge.data.views): >0 trains on this many random views of the
+    # photos (random scale, crop, flip, photometric change), each labelled by the teacher run on
+    # the view itself, kept in an on-disk bank; data.size is the view size. 0: the dataset path
+    # above (crops of data.load_size images, targets from teacher.cache).
+    views: int = 0
+    view_max_short: int = 400        # the photo's short side is resized into [size, this] per view
+    view_jitter: float = 0.3         # probability of a photometric change before the teacher
+    video_stride: int = 30           # frames between two frames taken from a video in --data
 
 
 @dataclass
@@ -78,7 +86,13 @@ class LossConfig:
     # 0.01 / 0.02 balance them against pixel_l1 100 with the normalised VGG input.
     style: float = 0.0               # per VGG layer, Gram L1 (paper: 1e4 for un-normalised VGG input)
     feature: float = 0.0             # VGG relu2_2 L1 (paper: 10, same caveat)
-    gan: float = 1.0                 # LSGAN through the (frozen) teacher discriminator
+    gan: float = 1.0                 # adversarial term (see gan_target)
+    # With data.views: a discriminator learns teacher outputs (real) from student outputs (fake) on
+    # the same views, "conditional" on the input (input | output pairs) or "unconditional".
+    gan_d: str = "conditional"
+    gan_mode: str = "lsgan"          # lsgan | hinge (views path)
+    d_ndf: int = 32                  # PatchGAN width (64 in CycleGAN; 32 keeps a CPU step cheap)
+    d_layers: int = 3
     pixel_l1: float = 100.0          # L1 to the teacher output; 0 in the paper recipes
     vgg_weights: str | None = None   # explicit VGG16 weights file
 
@@ -93,6 +107,7 @@ class OptimConfig:
     # without clipping the norm-free default student once spiked to 700 at LR 2e-3 and saturated
     # for good (held-out 3.7 dB); clipped at 50, the same run ends at +0.56 dB. Paper recipes: 0.
     grad_clip: float = 50.0
+    d_lr: float = 2e-4               # the views path's discriminator (Adam, same betas)
 
 
 @dataclass
@@ -106,6 +121,7 @@ class TrainConfig:
     sample_every: int = 200
     save_every: int = 200
     eval_images: int = 0             # held-out images scored at the end (0 = all)
+    eval_every: int = 0              # views path: held-out PSNR and training-set L1 every N steps (0: end only)
 
 
 @dataclass
@@ -128,6 +144,8 @@ CHOICES = {
     "teacher.mode": ("offline", "online"),
     "teacher.recipe": ("cyclegan", "pix2pix"),
     "teacher.cache": ("exact", "full", "off"),
+    "loss.gan_d": ("conditional", "unconditional"),
+    "loss.gan_mode": ("lsgan", "hinge"),
 }
 
 
@@ -176,7 +194,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
 AT_LEAST_1 = ("data.size", "data.load_size", "data.test_size", "data.batch_size", "loss.patch_size",
               "train.epochs", "train.log_every", "teacher.save_epoch_freq", "teacher.n_dis")
 AT_LEAST_0 = ("data.workers", "data.augment_views", "train.sample_every", "train.save_every",
-              "train.eval_images", "teacher.pool_size")
+              "train.eval_images", "teacher.pool_size", "data.views", "train.eval_every")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -192,6 +210,14 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise UserError(f"config {key}={get(key)}: must not be negative")
     if cfg.train.steps is not None and cfg.train.steps < 1:
         raise UserError(f"config train.steps={cfg.train.steps}: must be at least 1 (or null)")
+    if cfg.data.views and cfg.teacher.mode == "online":
+        raise UserError("data.views needs a pretrained (offline) teacher; set data.views=0 for online distillation")
+    if cfg.data.views and cfg.data.view_max_short < cfg.data.size:
+        raise UserError(f"config data.view_max_short={cfg.data.view_max_short}: must be at least data.size={cfg.data.size}")
+    if not 0 <= cfg.data.view_jitter <= 1:
+        raise UserError(f"config data.view_jitter={cfg.data.view_jitter}: expected a probability in [0, 1]")
+    if cfg.data.video_stride < 1:
+        raise UserError(f"config data.video_stride={cfg.data.video_stride}: must be at least 1")
     if not 0 <= cfg.data.color_jitter < 1:
         raise UserError(f"config data.color_jitter={cfg.data.color_jitter}: expected 0 <= value < 1")
     if cfg.data.color_jitter > 0 and cfg.teacher.cache == "full" and cfg.teacher.mode == "offline":

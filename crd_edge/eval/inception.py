@@ -76,8 +76,8 @@ class InceptionFile:
 
 def crd_edge_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/crd-edge`` (default ``~/.cache/crd-edge``): our own cache folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "crd-edge"
+    from crd_edge._io import cache_root
+    return cache_root()
 
 
 def fid_helper_file() -> Path | None:

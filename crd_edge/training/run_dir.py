@@ -58,7 +58,9 @@ def render_report(summary: dict) -> str:
              f"* VGG16 weights: {summary.get('vgg') or 'not used'}",
              f"* GAN term: {summary['gan_note']}",
              f"* teacher outputs: {summary['cache_note']}", ""]
-    if h:
+    if h and "student" in h:
+        lines += _views_section(summary, h)
+    elif h:
         lines += ["## Held-out fidelity to the teacher", "",
                   f"Scored on {h['images']} held-out images at {summary['test_size']}x{summary['test_size']} "
                   "(PSNR in dB against the teacher's output; higher is better).", "",
@@ -73,3 +75,42 @@ def render_report(summary: dict) -> str:
                   f"`crd-edge distill --resume {summary['run_dir']}`.", ""]
     lines += ["Samples (input | teacher | student): `samples/`. Per-step losses: `metrics.jsonl`.", ""]
     return "\n".join(lines)
+
+
+def _views_section(summary: dict, h: dict) -> list[str]:
+    """The held-out table of a view-based run: the student beside copying the input."""
+    def cell(who: str, key: str, fmt: str) -> str:
+        value = h[who].get(key)
+        return "n/a" if value is None else format(value, fmt)
+
+    def ratio(key: str) -> str:
+        value = h.get(f"{key}_ratio")
+        return "" if value is None else f"{value:.2f}x"
+
+    lines = ["## Held-out views: how close the student is to the teacher", "",
+             f"{h['crops']} crops of {h['size']} px from {h['photos']} photos that never enter training, "
+             "each compared with the teacher's output on it. Lower is better for KID, FID and "
+             "vgg_dist; higher for PSNR and SSIM. FID on a few hundred crops is biased upwards: "
+             "compare it only within this table.", "",
+             "| | KID | FID | vgg_dist | PSNR (dB) | SSIM |", "|---|---|---|---|---|---|",
+             f"| student | {cell('student', 'kid', '.4f')} | {cell('student', 'fid', '.1f')} | "
+             f"{cell('student', 'vgg_dist', '.4f')} | {cell('student', 'psnr', '.2f')} | {cell('student', 'ssim', '.3f')} |",
+             f"| copy the input | {cell('input', 'kid', '.4f')} | {cell('input', 'fid', '.1f')} | "
+             f"{cell('input', 'vgg_dist', '.4f')} | {cell('input', 'psnr', '.2f')} | {cell('input', 'ssim', '.3f')} |",
+             f"| student / input | {ratio('kid')} | {ratio('fid')} | {ratio('vgg_dist')} | "
+             f"{h.get('psnr_gain_db', 0):+.2f} dB | |", ""]
+    if h.get("grid"):
+        lines += ["Eight held-out views, input | teacher | student:", "", f"![held-out views]({h['grid']})", ""]
+    for note in h.get("notes", []):
+        lines.append(f"* {note}")
+    networks = [f"KID/FID: {h['inception']}" if h.get("inception") else "", f"vgg_dist: {h['vgg']}" if h.get("vgg") else ""]
+    if any(networks):
+        lines += ["* networks: " + "; ".join(n for n in networks if n), ""]
+    views = summary["data"].get("views") or {}
+    if views:
+        lines += ["* training photos: listed with their package, file and licence in `photos.json`",
+                  f"* teacher labels: {views['labeller'].get('runtime')} {views['labeller'].get('precision')}"
+                  + (f" ({views['labeller']['psnr_vs_torch_db']} dB against torch)" if "psnr_vs_torch_db" in views["labeller"] else ""), ""]
+    lines += ["For a closer student, run the full recipe: "
+              "`crd-edge distill --config configs/look.yaml` (see docs/distill.md).", ""]
+    return lines

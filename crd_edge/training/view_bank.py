@@ -1,0 +1,248 @@
+"""Teacher-labelled views: the teacher run on many random views of the photos, kept on disk.
+
+The teacher is the cost of offline distillation on a CPU (the vintagify ResNet takes 160 ms per
+128 px view in torch, 2 threads), so views are labelled
+
+* with the teacher's fastest local runtime: a torch teacher on a CPU is converted in memory to
+  OpenVINO and run in the CPU's 16-bit type where it has one (29 ms per 128 px view, bf16) or
+  fp32 (56 ms), after checking it against torch on a few views (PSNR at least
+  ``MIN_LABEL_PSNR``); anything else (CUDA, an ONNX teacher, OpenVINO missing or failing the
+  check) keeps the teacher's own runtime;
+* in a background thread, while the student already trains on the views labelled so far;
+* into a bounded on-disk store (``capacity`` views, in shards of ``SHARD`` views, written
+  atomically) keyed by everything that decides the labels, so a resumed run, another seed or
+  an ablation reuses them instead of paying the teacher again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crd_edge.data.views import ViewSpec, sample_view
+
+__all__ = ["TeacherLabeller", "ViewBank", "MIN_LABEL_PSNR", "SHARD"]
+
+log = logging.getLogger(__name__)
+
+MIN_LABEL_PSNR = 40.0  # dB against the torch teacher: far below any student's error
+SHARD = 64              # views per file (and per teacher batch)
+FORMAT = 1
+
+
+def _to_tensor(views: np.ndarray) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(views)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(4.0 / mse))
+
+
+class TeacherLabeller:
+    """``labeller(views)``: uint8 N x S x S x 3 views -> the teacher's uint8 outputs, on the
+    fastest verified runtime (see the module docstring); :attr:`info` says which and why."""
+
+    def __init__(self, teacher: Callable[[torch.Tensor], torch.Tensor], size: int,
+                 device: torch.device, *, probe: np.ndarray | None = None, runtime: str = "auto") -> None:
+        self.teacher, self.size, self.device = teacher, size, device
+        self.passes, self.seconds = 0, 0.0
+        self._run: Callable[[torch.Tensor], torch.Tensor] = self._run_teacher
+        self.info: dict = {"runtime": "teacher's own (torch or onnxruntime)", "precision": "fp32"}
+        module = getattr(teacher, "module", None)
+        if runtime == "auto" and device.type == "cpu" and isinstance(module, torch.nn.Module) and probe is not None:
+            self._try_openvino(module, probe)
+
+    def _run_teacher(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.teacher(x[i:i + 8].to(self.device)).float().cpu() for i in range(0, len(x), 8)])
+
+    def _try_openvino(self, module: torch.nn.Module, probe: np.ndarray) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            self.info["note"] = "OpenVINO not installed (pip install 'crd-edge[openvino]' labels 3-6x faster)"
+            return
+        x = _to_tensor(probe[:4])
+        with torch.no_grad():
+            reference = self._run_teacher(x)
+        try:
+            model = ov.convert_model(module, example_input=x[:1], input=[(-1, 3, self.size, self.size)])
+        except Exception as exc:  # noqa: BLE001 - any conversion failure keeps the torch teacher
+            self.info["note"] = f"OpenVINO conversion failed ({str(exc).splitlines()[0][:100]})"
+            return
+        core = ov.Core()
+        for precision, hint in (("bf16/f16", "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+                                 else "f16"), ("fp32", "f32")):
+            try:
+                compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+                out = torch.from_numpy(compiled(x.numpy())[0])
+            except Exception:  # noqa: BLE001 - a hint the CPU lacks: try the next one
+                continue
+            quality = _psnr(out, reference)
+            if quality >= MIN_LABEL_PSNR:
+                self._run = lambda batch, c=compiled: torch.from_numpy(c(batch.numpy())[0])
+                self.info = {"runtime": f"OpenVINO {ov.__version__.split('-')[0]} (CPU)", "precision": precision if hint != "f32"
+                             else "fp32", "hint": hint, "psnr_vs_torch_db": round(quality, 1)}
+                return
+        self.info["note"] = "OpenVINO outputs differed from torch's; labelling with the torch teacher"
+
+    def __call__(self, views: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self._run(_to_tensor(views))
+        self.seconds += time.perf_counter() - start
+        self.passes += len(views)
+        return _to_uint8(out)
+
+
+def bank_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ViewBank:
+    """Up to ``capacity`` labelled views of ``photos`` in ``folder``; see the module docstring.
+
+    ``sample(n, rng)`` draws a batch from the views labelled so far (waiting for the first
+    shard). Shard ``k`` always holds the same views (its generator is seeded by ``seed`` and
+    ``k``), so a bank filled in several sessions equals one filled at once.
+    """
+
+    def __init__(self, folder: str | Path, photos: Sequence[np.ndarray], spec: ViewSpec,
+                 labeller: Callable[[np.ndarray], np.ndarray], capacity: int, seed: int = 0) -> None:
+        self.folder = Path(folder)
+        self.photos, self.spec, self.labeller = photos, spec, labeller
+        self.capacity, self.seed = capacity, seed
+        self.n_shards = -(-capacity // SHARD)
+        self._x: list[torch.Tensor] = []
+        self._y: list[torch.Tensor] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.loaded_from_disk = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for k in range(self.n_shards):
+            shard = self._load(k)
+            if shard is None:
+                break
+            self._add(*shard)
+            self.loaded_from_disk += len(shard[0])
+
+    def _path(self, k: int) -> Path:
+        return self.folder / f"views_{k:05d}.npz"
+
+    def _load(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._path(k)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["x"], data["y"]
+        except (OSError, ValueError, KeyError, EOFError) as exc:  # a torn or foreign file: relabel it
+            log.warning("view shard %s unreadable (%s); labelling it again", path, exc)
+            return None
+
+    def _add(self, x: np.ndarray, y: np.ndarray) -> None:
+        with self._lock:
+            self._x.append(torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2))
+            self._y.append(torch.from_numpy(np.ascontiguousarray(y)).permute(0, 3, 1, 2))
+        self._ready.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(x) for x in self._x)
+
+    @property
+    def complete(self) -> bool:
+        return len(self._x) >= self.n_shards
+
+    def _views(self, k: int) -> np.ndarray:
+        rng = random.Random(f"views/{self.seed}/{k}")
+        count = min(SHARD, self.capacity - k * SHARD)
+        return np.stack([sample_view(self.photos[rng.randrange(len(self.photos))], rng, self.spec)
+                         for _ in range(count)])
+
+    def fill_shard(self) -> bool:
+        """Label the next missing shard and store it; False when the bank is full."""
+        k = len(self._x)
+        if k >= self.n_shards:
+            return False
+        x = self._views(k)
+        y = self.labeller(x)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".views_{k:05d}.", suffix=".npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, x=x, y=y)
+        os.replace(tmp, self._path(k))
+        self._add(x, y)
+        return True
+
+    def _work(self) -> None:
+        try:
+            torch.set_num_threads(max(1, torch.get_num_threads()))
+            while not self._stop.is_set() and self.fill_shard():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by sample()
+            self.error = exc
+            self._ready.set()
+
+    def start(self) -> "ViewBank":
+        """Label the missing shards in a background thread (no-op when the bank is full)."""
+        if not self.complete and self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="view-labeller", daemon=True)
+            self._thread.start()
+        return self
+
+    def fill(self) -> "ViewBank":
+        """Label every missing shard now, in this thread."""
+        while self.fill_shard():
+            pass
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def sample(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random labelled views: inputs and teacher outputs, float N x 3 x S x S in [-1, 1]."""
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            xs, ys = list(self._x), list(self._y)
+        sizes = torch.tensor([len(x) for x in xs])
+        flat = torch.randint(0, int(sizes.sum()), (n,), generator=rng)
+        ends = sizes.cumsum(0)
+        shard = torch.searchsorted(ends, flat, right=True)
+        offset = flat - (ends - sizes)[shard]
+        x = torch.stack([xs[s][o] for s, o in zip(shard.tolist(), offset.tolist())])
+        y = torch.stack([ys[s][o] for s, o in zip(shard.tolist(), offset.tolist())])
+        return x.float() / 127.5 - 1, y.float() / 127.5 - 1
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` labelled views (a fixed set: the bank's order never changes)."""
+        with self._lock:
+            x, y = torch.cat(self._x)[:n], torch.cat(self._y)[:n]
+        return x.float() / 127.5 - 1, y.float() / 127.5 - 1
+
+    def stats(self) -> dict:
+        return {"views": len(self), "capacity": self.capacity, "loaded_from_disk": self.loaded_from_disk,
+                "folder": str(self.folder)}
