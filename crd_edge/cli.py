@@ -42,6 +42,8 @@ def distill(
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per step."),
     size: Optional[int] = typer.Option(None, min=32, help="Training crop size."),
     config: Optional[Path] = typer.Option(None, help="YAML config file (sections as in `config.json` of a run)."),
+    recipe: Optional[str] = typer.Option(None, help="A recipe shipped with crd-edge, e.g. 'look' (the full "
+                                                    "recipe for a student that looks like its teacher)."),
     set_: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set loss.crd_rows=10."),
     name: Optional[str] = typer.Option(None, help="Run name: runs/<name> (auto-suffixed if it exists)."),
     runs_dir: Optional[str] = typer.Option(None, help="Parent folder of runs (default runs/)."),
@@ -61,8 +63,10 @@ def distill(
     if epochs is not None and steps is None:
         options["train.steps"] = None  # --epochs alone: let the epochs decide the length
     if online:
-        options.update({"teacher.mode": "online", "teacher.source": teacher})
+        # An online teacher changes every step: no labelled views, the dataset path.
+        options.update({"teacher.mode": "online", "teacher.source": teacher, "data.views": 0})
     base = {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None}
+    config = _config_or_recipe(config, recipe)
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
             raise UserError("--resume continues a run with its saved config; only --steps may be changed")
@@ -73,6 +77,14 @@ def distill(
         _print_summary(result, quiet)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _config_or_recipe(config: Path | None, recipe: str | None) -> Path | None:
+    from crd_edge.config import recipe_path
+
+    if config is not None and recipe is not None:
+        raise UserError("--config and --recipe both name a config: pass one (add --set for changes)")
+    return recipe_path(recipe) if recipe is not None else config
 
 
 def _print_summary(result, quiet: bool) -> None:
@@ -193,6 +205,7 @@ def bench(
 def pipeline(
     steps: Optional[int] = typer.Option(None, min=1, help="Distillation steps (default: the config's)."),
     config: Optional[Path] = typer.Option(None, help="YAML config for the distillation."),
+    recipe: Optional[str] = typer.Option(None, help="A recipe shipped with crd-edge, e.g. 'look'."),
     set_: List[str] = typer.Option([], "--set", help="Override a config key, e.g. --set data.size=192."),
     name: Optional[str] = typer.Option(None, help="Run name: runs/<name>."),
     target: List[str] = typer.Option(["all"], help="Export targets (default: every target installed here)."),
@@ -210,7 +223,7 @@ def pipeline(
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
     targets = [t for item in target for t in item.split(",") if t]
-    result = run_pipeline(load_config(config, set_, base=base), targets, bench, compare_teacher, runs, max_seconds,
+    result = run_pipeline(load_config(_config_or_recipe(config, recipe), set_, base=base), targets, bench, compare_teacher, runs, max_seconds,
                           log=lambda line: typer.echo(line, err=True))
     if result.distill.interrupted:
         raise typer.Exit(130)

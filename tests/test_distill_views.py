@@ -1,0 +1,78 @@
+"""`crd-edge distill` on teacher-labelled views end to end: the bank, the held-out report, the
+adversarial term that learns the teacher's outputs, resume, and the recipe option."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def photo_folder(path, n=12, seed=0):
+    path.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        base = rng.integers(0, 256, (1, 1, 3))
+        img = np.clip(base + rng.normal(0, 40, (96, 120, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(path / f"img{i:02d}.png")
+    return path
+
+
+def views_args(runs, name, teacher, data, steps=4, *extra):
+    return ["distill", "--teacher", teacher, "--data", data, "--steps", steps, "--size", 64, "--batch-size", 2,
+            "--runs-dir", runs, "--name", name, "--quiet", "--set", "data.views=96", "--set", "train.log_every=1",
+            "--set", "train.sample_every=2", "--set", "train.save_every=2", "--set", "train.eval_every=2",
+            "--set", "data.view_max_short=96", *extra]
+
+
+def test_distill_on_views_reports_the_heldout_split(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos", n=20)
+    code, out, err = run_cli(*views_args(tmp_path / "runs", "v", tiny_teacher, data))
+    assert code == 0, err
+    run = tmp_path / "runs" / "v"
+    summary = json.loads((run / "summary.json").read_text())
+    held = summary["heldout"]
+    assert held["crops"] == 10 * summary["data"]["test_images"] > 0
+    assert {"psnr", "ssim"} <= set(held["student"]) and {"psnr", "ssim"} <= set(held["input"])
+    assert "gan" in summary["loss_terms"] and "D" in summary["loss_terms"]  # D learns the teacher's outputs
+    assert "teacher outputs (real)" in summary["gan_note"]
+    views = summary["data"]["views"]
+    assert views["bank"]["views"] == 96 and views["teacher_passes"] == 96 + held["crops"]
+    report = (run / "report.md").read_text()
+    assert "| copy the input |" in report and "![held-out views](heldout_grid.png)" in report
+    assert (run / "heldout_grid.png").is_file() and (run / "photos.json").is_file()
+    curve = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "train_l1" in line]
+    assert [c["step"] for c in curve] == [2, 4] and all("heldout_psnr" in c for c in curve)
+
+    # A second run with the same teacher and photos reuses the labelled views from disk.
+    code, out, err = run_cli(*views_args(tmp_path / "runs", "again", tiny_teacher, data, 2))
+    assert code == 0, err
+    again = json.loads((tmp_path / "runs" / "again" / "summary.json").read_text())["data"]["views"]
+    assert again["bank"]["loaded_from_disk"] == 96 and again["teacher_passes"] == 0
+
+
+def test_views_run_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos")
+    common = ("--set", "train.eval_every=0", "--set", "loss.gan=0")
+    assert run_cli(*views_args(tmp_path / "runs", "straight", tiny_teacher, data, 4, *common))[0] == 0
+    assert run_cli(*views_args(tmp_path / "runs", "split", tiny_teacher, data, 2, *common))[0] == 0
+    code, _, err = run_cli("distill", "--resume", tmp_path / "runs" / "split", "--steps", 4, "--quiet")
+    assert code == 0, err
+    a = torch.load(tmp_path / "runs" / "straight" / "checkpoint.pt", weights_only=True)["student"]["state_dict"]
+    b = torch.load(tmp_path / "runs" / "split" / "checkpoint.pt", weights_only=True)["student"]["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_recipe_option(run_cli, tmp_path):
+    code, _, err = run_cli("distill", "--recipe", "lok", "--runs-dir", tmp_path)
+    assert code == 2 and "did you mean 'look'" in err
+    code, _, err = run_cli("distill", "--recipe", "look", "--config", "x.yaml", "--runs-dir", tmp_path)
+    assert code == 2 and "--config and --recipe" in err
+    from crd_edge.config import load_config, recipe_path
+    cfg = load_config(recipe_path("look"))
+    assert cfg.data.views > 0 and cfg.loss.gan > 0 and cfg.student.arch.endswith("_colour")
