@@ -149,7 +149,8 @@ def test_jittered_views_are_cached_exactly(run_cli, tiny_teacher, unaligned, tmp
     assert len(cache) == 4 and {k.split(":")[-1] for k in cache} == {"0", "1"}
 
 
-def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_path):
+def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the labelled views land there
     sets = [f"teacher.source={tiny_teacher}", "student.arch=mobile_resnet_9blocks", "student.kwargs.ngf=8",
             "data.size=64", "data.load_size=72", "data.test_size=64", f"runs_dir={tmp_path}",
             "data.views=64", "data.batch_size=2"]  # the main job's path (teacher-labelled views), tiny

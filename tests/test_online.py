@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 def _online_args(data, runs, recipe, steps, extra=()):
     return ["distill", "--online", "--data", data, "--student", "mobile_resnet_9blocks", "--steps", steps,
-            "--size", 64, "--runs-dir", runs, "--name", recipe, "--quiet",
+            "--size", 64, "--batch-size", 1, "--runs-dir", runs, "--name", recipe, "--quiet",
             "--set", f"teacher.recipe={recipe}", "--set", "teacher.arch=resnet_9blocks",
             "--set", "teacher.kwargs={ngf: 8, n_blocks: 2}", "--set", "student.kwargs.ngf=8",
             "--set", "data.load_size=72", "--set", "data.test_size=64", "--set", "train.log_every=1",

@@ -114,7 +114,8 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
     seeds = list(seeds or [0])
     out.mkdir(parents=True, exist_ok=True)
     from crd_edge.config import load_config
-    views = load_config(config, list(overrides or [])).data.views > 0
+    first = [*(overrides or []), *(f"{k}={v}" for k, v in VARIANTS[variants[0]].items())]
+    views = load_config(config, first).data.views > 0
     # A view-based run scores itself on its held-out views (the same split for every variant);
     # the dataset path is scored here on crops of the held-out photos.
     eval_dir = None if views else make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)
