@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from crd_edge._io import save_figure
 from crd_edge.errors import UserError
 from crd_edge.training.run_dir import atomic_write_text
 
@@ -246,8 +247,4 @@ def plot_ablation(rows: list[dict], path: Path) -> Path:
             lows = [r[metric] for r in rows if r[metric] is not None]
             ax.set_ylim(min(lows) - 1.0, max(lows) + 0.5)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)

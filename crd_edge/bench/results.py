@@ -207,12 +207,8 @@ def _group(rows, key):
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    tmp = path.with_name(f".partial-{path.name}")
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from crd_edge._io import save_figure
+    return save_figure(fig, path, dpi=120)
 
 
 def write_report(results_files: list[Path], out_dir: Path) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from crd_edge._io import save_figure
+
 PANELS = (("heldout_kid", "held-out KID vs teacher (lower is better)", "heldout_kid_input"),
           ("heldout_vgg_dist", "held-out vgg_dist (lower is better)", "heldout_vgg_dist_input"),
           ("heldout_psnr", "held-out PSNR vs teacher, dB", "heldout_psnr_input"),
@@ -44,8 +46,4 @@ def plot_curve(metrics: Path, out: Path, title: str = "") -> Path | None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out, dpi=100)

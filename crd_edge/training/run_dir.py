@@ -115,5 +115,5 @@ def _views_section(summary: dict, h: dict) -> list[str]:
         lines += ["Learning curve (every `train.eval_every` steps):", "",
                   f"![learning curve]({summary['learning_curve']})", ""]
     lines += ["For a closer student, run the full recipe: "
-              "`crd-edge distill --recipe look` (about 2 hours on a 2-core CPU, or add `--device cuda`).", ""]
+              "`crd-edge distill --recipe look` (about an hour on a 2-core CPU, or add `--device cuda`).", ""]
     return lines
