@@ -22,7 +22,7 @@ def photo_folder(path, n=12, seed=0):
 
 def views_args(runs, name, teacher, data, steps=4, *extra):
     return ["distill", "--teacher", teacher, "--data", data, "--steps", steps, "--size", 64, "--batch-size", 2,
-            "--runs-dir", runs, "--name", name, "--quiet", "--set", "data.views=96", "--set", "train.log_every=1",
+            "--runs-dir", runs, "--name", name, "--quiet", "--set", "data.views=128", "--set", "train.log_every=1",
             "--set", "train.sample_every=2", "--set", "train.save_every=2", "--set", "train.eval_every=2",
             "--set", "data.view_max_short=96", *extra]
 
@@ -40,7 +40,7 @@ def test_distill_on_views_reports_the_heldout_split(run_cli, tiny_teacher, tmp_p
     assert "gan" in summary["loss_terms"] and "D" in summary["loss_terms"]  # D learns the teacher's outputs
     assert "teacher outputs (real)" in summary["gan_note"]
     views = summary["data"]["views"]
-    assert views["bank"]["views"] == 96 and views["teacher_passes"] == 96 + held["crops"]
+    assert views["bank"]["views"] == 128 and views["teacher_passes"] == 128 + held["crops"]
     report = (run / "report.md").read_text()
     assert "| copy the input |" in report and "![held-out views](heldout_grid.png)" in report
     assert (run / "heldout_grid.png").is_file() and (run / "photos.json").is_file()
@@ -51,7 +51,7 @@ def test_distill_on_views_reports_the_heldout_split(run_cli, tiny_teacher, tmp_p
     code, out, err = run_cli(*views_args(tmp_path / "runs", "again", tiny_teacher, data, 2))
     assert code == 0, err
     again = json.loads((tmp_path / "runs" / "again" / "summary.json").read_text())["data"]["views"]
-    assert again["bank"]["loaded_from_disk"] == 96 and again["teacher_passes"] == 0
+    assert again["bank"]["loaded_from_disk"] == 128 and again["teacher_passes"] == 0
 
 
 def test_views_run_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path, monkeypatch):

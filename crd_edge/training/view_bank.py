@@ -9,8 +9,8 @@ The teacher is the cost of offline distillation on a CPU (the vintagify ResNet t
   ``MIN_LABEL_PSNR``); anything else (CUDA, an ONNX teacher, OpenVINO missing or failing the
   check) keeps the teacher's own runtime;
 * in a background thread, while the student already trains on the views labelled so far;
-* into a bounded on-disk store (``capacity`` views, in shards of ``SHARD`` views, written
-  atomically) keyed by everything that decides the labels, so a resumed run, another seed or
+* into a bounded on-disk store (``capacity`` views rounded up to whole shards of ``SHARD``
+  views, written atomically) keyed by everything that decides the labels, so a resumed run, another seed or
   an ablation reuses them instead of paying the teacher again.
 """
 
@@ -127,8 +127,10 @@ class ViewBank:
                  labeller: Callable[[np.ndarray], np.ndarray], capacity: int, seed: int = 0) -> None:
         self.folder = Path(folder)
         self.photos, self.spec, self.labeller = photos, spec, labeller
-        self.capacity, self.seed = capacity, seed
+        # Every shard is full, so shard k is the same whatever the capacity (a larger bank reuses
+        # a smaller one's shards): the capacity is rounded up to a multiple of SHARD.
         self.n_shards = -(-capacity // SHARD)
+        self.capacity, self.seed = self.n_shards * SHARD, seed
         self._x: list[torch.Tensor] = []
         self._y: list[torch.Tensor] = []
         self._lock = threading.Lock()
@@ -154,7 +156,10 @@ class ViewBank:
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                return data["x"], data["y"]
+                x, y = data["x"], data["y"]
+            if len(x) != SHARD or x.shape != y.shape:
+                raise ValueError(f"{len(x)} views, expected {SHARD}")
+            return x, y
         except (OSError, ValueError, KeyError, EOFError) as exc:  # a torn or foreign file: relabel it
             log.warning("view shard %s unreadable (%s); labelling it again", path, exc)
             return None
@@ -175,9 +180,8 @@ class ViewBank:
 
     def _views(self, k: int) -> np.ndarray:
         rng = random.Random(f"views/{self.seed}/{k}")
-        count = min(SHARD, self.capacity - k * SHARD)
         return np.stack([sample_view(self.photos[rng.randrange(len(self.photos))], rng, self.spec)
-                         for _ in range(count)])
+                         for _ in range(SHARD)])
 
     def fill_shard(self) -> bool:
         """Label the next missing shard and store it; False when the bank is full."""
