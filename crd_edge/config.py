@@ -212,6 +212,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"config train.steps={cfg.train.steps}: must be at least 1 (or null)")
     if cfg.data.views and cfg.teacher.mode == "online":
         raise UserError("data.views needs a pretrained (offline) teacher; set data.views=0 for online distillation")
+    if cfg.data.views and cfg.data.views < cfg.data.batch_size:
+        raise UserError(f"config data.views={cfg.data.views}: must be at least data.batch_size={cfg.data.batch_size}")
     if cfg.data.views and cfg.data.view_max_short < cfg.data.size:
         raise UserError(f"config data.view_max_short={cfg.data.view_max_short}: must be at least data.size={cfg.data.size}")
     if not 0 <= cfg.data.view_jitter <= 1:

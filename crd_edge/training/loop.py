@@ -413,7 +413,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         if views is not None:
             views.bank.stop()
             if views.heldout is not None and not interrupted:
-                heldout = _score_views(student, views, device, run_dir, quiet)
+                heldout = _score_views(student, views, device, run_dir)
         _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
                        sample_t if views is not None else
                        heldout_t[:4] if heldout_t is not None else teacher_outputs(sample_x), device)
@@ -492,11 +492,14 @@ def _discriminator_step(disc: nn.Module, opt_d, x: torch.Tensor, real: torch.Ten
 def _grid_views(views: "ViewTraining", n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` held-out views spread over the split (training views when there are none)."""
     if views.heldout is not None and len(views.heldout):
-        held = views.heldout
-        index = np.linspace(0, len(held) - 1, min(n, len(held))).round().astype(int)
-        to_t = lambda a: torch.from_numpy(a[index]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return to_t(held.inputs), to_t(held.targets)
+        return _spread(views.heldout.inputs, n), _spread(views.heldout.targets, n)
     return views.fit_x[:n], views.fit_y[:n]
+
+
+def _spread(images: np.ndarray, n: int = 8) -> torch.Tensor:
+    """``n`` of the uint8 NHWC ``images``, evenly spread, as NCHW in [-1, 1] (for grids)."""
+    index = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
+    return torch.from_numpy(images[index]).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 @torch.no_grad()
@@ -520,14 +523,12 @@ def _curve_point(student: nn.Module, views: "ViewTraining", device, full: bool =
     return point
 
 
-def _score_views(student: nn.Module, views: "ViewTraining", device, run_dir: Path, quiet: bool) -> dict:
+def _score_views(student: nn.Module, views: "ViewTraining", device, run_dir: Path) -> dict:
     """Every held-out figure and the held-out grid picture (input | teacher | student)."""
     held = views.heldout
     outputs = student_outputs(student, held.inputs, device)
     scores = score_heldout(outputs, held)
-    index = np.linspace(0, len(held) - 1, min(8, len(held))).round().astype(int)
-    to_t = lambda a: torch.from_numpy(a[index]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    save_grid(run_dir / "heldout_grid.png", [to_t(held.inputs), to_t(held.targets), to_t(outputs)])
+    save_grid(run_dir / "heldout_grid.png", [_spread(held.inputs), _spread(held.targets), _spread(outputs)])
     scores["grid"] = "heldout_grid.png"
     return scores
 

@@ -199,7 +199,6 @@ class ViewBank:
 
     def _work(self) -> None:
         try:
-            torch.set_num_threads(max(1, torch.get_num_threads()))
             while not self._stop.is_set() and self.fill_shard():
                 pass
         except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by sample()

@@ -15,7 +15,6 @@ from crd_edge._io import cache_root
 from crd_edge.config import RunConfig
 from crd_edge.data.photo_source import PhotoSet, load_photo_set
 from crd_edge.data.views import ViewSpec, sample_view
-from crd_edge.errors import UserError
 from crd_edge.training.heldout import HeldoutSet, build_heldout
 from crd_edge.training.view_bank import TeacherLabeller, ViewBank, bank_key
 
@@ -68,8 +67,3 @@ class ViewTraining:
                 "labelling_seconds": round(self.labeller.seconds, 1),
                 "heldout": None if self.heldout is None else {"crops": len(self.heldout), "photos": self.heldout.photos}}
 
-
-def check_views_config(cfg: RunConfig) -> None:
-    """What a view-based run cannot do, said before any heavy work."""
-    if cfg.data.views and cfg.data.views < cfg.data.batch_size:
-        raise UserError(f"data.views={cfg.data.views}: must be at least data.batch_size={cfg.data.batch_size}")
