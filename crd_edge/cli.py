@@ -237,10 +237,11 @@ def pipeline(
 @app.command()
 def ablate(
     out: Path = typer.Option(Path("runs/ablation"), help="Folder for the runs, results.jsonl, ablation.md and the plot."),
-    variant: List[str] = typer.Option([], help="l1 | l1+perceptual | crd | crd-rows-cols | crd-patches | paper "
-                                               "(repeatable; default: the first five)."),
+    variant: List[str] = typer.Option([], help="l1 | l1+perceptual | l1+gan | crd | crd-rows-cols | crd-patches | "
+                                               "crd+perceptual | paper (repeatable; default: the first six)."),
     seed: List[int] = typer.Option([0], help="Seeds (repeatable): every variant trains once per seed."),
-    steps: int = typer.Option(1000, min=1, help="Student steps per run (the same for every variant)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Student steps per run, the same for every variant "
+                                                          "(default: the base config's train.steps)."),
     config: Optional[Path] = typer.Option(None, help="Base YAML config (default: the built-in job)."),
     set_: List[str] = typer.Option([], "--set", help="Override a base config key for every run."),
     eval_crop: int = typer.Option(256, min=64, help="Size of the held-out evaluation crops."),

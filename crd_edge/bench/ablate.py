@@ -2,17 +2,20 @@
 different objectives, each scored on held-out photos against the teacher.
 
 Variants (the built-in job's config; only the loss weights change, each variant setting all of
-them: pixel L1 stays at the base config's weight, 100 by default):
+them, so a variant means the same whatever the base config's weights are; pixel L1 and the
+adversarial term keep the base config's weights, 100 and 1 by default):
 
-* ``l1``            pixel L1 to the teacher output only
-* ``l1+perceptual`` + VGG style and feature terms
-* ``l1+gan``        + the adversarial term (the base config's weight)
-* ``crd``           + CRD rows, columns and patches, perceptual and adversarial terms (the full
-                    objective; on the dataset path the teacher-D GAN term joins only when real
-                    target-domain images exist; with teacher-labelled views it always can)
-* ``crd-rows-cols`` the full objective without the row and column relations
-* ``crd-patches``   the full objective without the patch relations
-* ``paper``         the paper's student objective: CRD + perceptual, no pixel L1
+* ``l1``             pixel L1 to the teacher output only
+* ``l1+perceptual``  + VGG style and feature terms
+* ``l1+gan``         + the adversarial term
+* ``crd``            + CRD rows, columns and patches on top of ``l1+gan``: the default objective
+* ``crd-rows-cols``  ``crd`` without the row and column relations
+* ``crd-patches``    ``crd`` without the patch relations
+* ``crd+perceptual`` ``crd`` plus the VGG terms
+* ``paper``          the paper's student objective: CRD + perceptual + adversarial, no pixel L1
+
+The VGG terms are in two variants only: their forward pass costs about three student steps, so
+an ablation that carried them everywhere would take three times as long.
 
 Every run is a normal ``crd-edge distill`` run under ``OUT/runs/<variant>-s<seed>``; a finished
 run is reused, so an interrupted ablation continues where it stopped. A run on teacher-labelled
@@ -48,9 +51,10 @@ VARIANTS: dict[str, dict[str, float]] = {
     "l1": {**_NO_CRD, **_NO_PERCEPTUAL, "loss.gan": 0},
     "l1+perceptual": {**_NO_CRD, **_PERCEPTUAL, "loss.gan": 0},
     "l1+gan": {**_NO_CRD, **_NO_PERCEPTUAL},
-    "crd": {**_CRD, **_PERCEPTUAL},
-    "crd-rows-cols": {**_CRD, "loss.crd_rows": 0, "loss.crd_columns": 0, **_PERCEPTUAL},
-    "crd-patches": {**_CRD, "loss.crd_patches": 0, **_PERCEPTUAL},
+    "crd": {**_CRD, **_NO_PERCEPTUAL},
+    "crd-rows-cols": {**_CRD, "loss.crd_rows": 0, "loss.crd_columns": 0, **_NO_PERCEPTUAL},
+    "crd-patches": {**_CRD, "loss.crd_patches": 0, **_NO_PERCEPTUAL},
+    "crd+perceptual": {**_CRD, **_PERCEPTUAL},
     "paper": {**_CRD, **_PERCEPTUAL, "loss.pixel_l1": 0},
 }
 DEFAULT_VARIANTS = ("l1", "l1+perceptual", "l1+gan", "crd", "crd-rows-cols", "crd-patches")
@@ -103,7 +107,7 @@ def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None,
     return result.run_dir
 
 
-def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, steps: int = 1000,
+def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, steps: int | None = None,
                  config: Path | None = None, overrides: list[str] | None = None, eval_crop: int = 256,
                  log: Callable[[str], None] = print) -> dict:
     """Train and score every (variant, seed); write ``results.jsonl``, ``ablation.md`` and a plot."""
@@ -116,7 +120,9 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
     out.mkdir(parents=True, exist_ok=True)
     from crd_edge.config import load_config
     first = [*(overrides or []), *(f"{k}={v}" for k, v in VARIANTS[variants[0]].items())]
-    views = load_config(config, first).data.views > 0
+    base = load_config(config, first)
+    views = base.data.views > 0
+    steps = steps or base.train.steps
     # A view-based run scores itself on its held-out views (the same split for every variant);
     # the dataset path is scored here on crops of the held-out photos.
     eval_dir = None if views else make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)
@@ -190,8 +196,8 @@ def _mean_std(values: list[float], digits: int = 2) -> str:
 
 
 def render_table(rows: list[dict]) -> str:
-    """Mean ± standard deviation over seeds, one row per variant, in the order trained."""
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    """Mean ± standard deviation over seeds, one row per variant, in the order of VARIANTS."""
+    variants = sorted({r["variant"] for r in rows}, key=list(VARIANTS).index)  # canonical order, not training order
     seeds = ", ".join(map(str, sorted({r["seed"] for r in rows})))
     steps = ", ".join(map(str, sorted({r["steps"] for r in rows})))
     first = rows[0]
@@ -231,7 +237,7 @@ def plot_ablation(rows: list[dict], path: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    variants = sorted({r["variant"] for r in rows}, key=list(VARIANTS).index)  # canonical order, not training order
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     second = ("kid", "KID vs teacher outputs (lower is better)") if rows[0].get("kid") is not None \
         else ("fid", "FID vs teacher outputs (lower is better)")
