@@ -1,3 +1,5 @@
 """crd-edge: distil image-to-image GAN generators and ship them to edge devices."""
 
-__version__ = "0.1.0"
+from crd_edge._version import __version__
+
+__all__ = ["__version__"]

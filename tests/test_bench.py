@@ -11,7 +11,8 @@ from crd_edge.bench.harness import matmul_gflops, percentiles, time_calls
 from crd_edge.bench.results import load_results
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
-from crd_edge.training.checkpoint import atomic_torch_save, student_record
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import student_record
 
 
 def test_percentiles_closed_form():

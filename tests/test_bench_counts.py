@@ -14,9 +14,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from crd_edge.bench.macs import count_macs, count_params
-from crd_edge.bench.memory import count_activations
-from crd_edge.bench.onnx_counts import count_onnx
+from crd_edge.analysis.macs import count_macs, count_params
+from crd_edge.analysis.memory import count_activations
+from crd_edge.analysis.onnx_counts import count_onnx
 from crd_edge.errors import UserError
 from crd_edge.export.rewrites import apply_rewrites
 from crd_edge.models import DEFAULT_STUDENT, create_model
@@ -234,7 +234,8 @@ def test_profile_reads_onnx_files_and_prints_activations(run_cli, student_export
 
 
 def test_bench_counts_a_bare_onnx_from_its_graph(student_export, tmp_path):
-    from crd_edge.bench.run import collect, model_counts
+    from crd_edge.artifacts import find_artifacts as collect
+    from crd_edge.bench.run import model_counts
     model, _, path = student_export
     bare = tmp_path / "bare.onnx"
     shutil.copy(path, bare)  # no manifest beside it: no architecture to count

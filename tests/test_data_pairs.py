@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from crd_edge.data.builtin import builtin_photos
-from crd_edge.data.datasets import AlignedDataset, _detect_layout, build_dataset
+from crd_edge.data.datasets import AlignedDataset, detect_layout, build_dataset
 from crd_edge.data.pairs import _name_rank, _test_count, edge_map, make_edge_pairs
 from crd_edge.errors import UserError
 
@@ -54,7 +54,7 @@ def test_pairs_are_written_split_and_counted(photo_folder, tmp_path):
 def test_output_is_an_aligned_dataset(photo_folder, tmp_path):
     out = tmp_path / "pairs"
     make_edge_pairs(photo_folder, out, size=SIZE, quiet=True)
-    assert _detect_layout(out, "train") == "aligned"
+    assert detect_layout(out, "train") == "aligned"
     data = build_dataset(out, size=32, load_size=SIZE)
     assert isinstance(data, AlignedDataset)
     sample = data[0]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from crd_edge.training.checkpoint import load_student
+from crd_edge.checkpoint import load_student
 
 pytestmark = pytest.mark.slow
 

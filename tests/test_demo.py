@@ -17,7 +17,8 @@ import torch
 
 from crd_edge.data.builtin import builtin_photos
 from crd_edge.models import create_model
-from crd_edge.training.checkpoint import atomic_torch_save, student_record
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import student_record
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
@@ -286,7 +287,7 @@ def test_model_io_round_trip_is_exact():
     ("GTK3", ":0", ""),                             # a GUI build with one: a window may open
 ])
 def test_window_availability(monkeypatch, gui, display, expected):
-    from crd_edge.demo.capture import import_cv2
+    from crd_edge._deps import import_cv2
     cv2 = import_cv2()
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: f"  Video I/O:\n  GUI:                           {gui}\n")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

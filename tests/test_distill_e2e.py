@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from crd_edge.training.checkpoint import load_student
+from crd_edge.checkpoint import load_student
 from crd_edge.training.progress import TrainProgress
 
 pytestmark = pytest.mark.slow

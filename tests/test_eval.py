@@ -20,8 +20,9 @@ from crd_edge.eval.fidelity import psnr_uint8, ssim_uint8
 from crd_edge.eval.images import data_source, fit_image, from_uint8, reference_source, to_uint8
 from crd_edge.eval.score import evaluate, load_model, parse_metrics, render_table
 from crd_edge.models import create_model
-from crd_edge.models.teachers import sha256_of
-from crd_edge.training.checkpoint import atomic_torch_save, student_record
+from crd_edge._io import file_sha256 as sha256_of
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import student_record
 
 
 def _photos(count, size=64):

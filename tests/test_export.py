@@ -11,7 +11,8 @@ import torch
 
 from crd_edge.models import create_model
 from crd_edge.runtime import open_session
-from crd_edge.training.checkpoint import atomic_torch_save, student_record
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import student_record
 
 pytest.importorskip("onnxruntime")
 

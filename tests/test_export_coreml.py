@@ -4,12 +4,14 @@ macOS), weight precision per artifact, errors."""
 import sys
 
 import pytest
+
 import torch
 
+from crd_edge.artifacts import FORMATS
 from crd_edge.errors import UserError
 from crd_edge.export import coreml
 from crd_edge.export.base import ExportJob
-from crd_edge.export.manifest import artifact_bytes, artifact_sha256
+from crd_edge.artifacts import artifact_bytes, artifact_sha256
 from crd_edge.export.rewrites import apply_rewrites
 from crd_edge.models import create_model
 from crd_edge.runtime import open_session
@@ -38,7 +40,7 @@ def exported(models, tmp_path_factory):
     for arch, source in models.items():
         model, applied = apply_rewrites(source, coreml.REWRITES)
         assert applied == []  # coremltools 9 takes reflect pads, InstanceNorm, k3 transposed convs as they are
-        for precision in coreml.PRECISIONS:
+        for precision in FORMATS["coreml"].precisions:
             job = _job(model, precision, out)
             path = out / f"{arch}_{precision}.mlpackage"
             result[arch, precision] = job, path, coreml.export(job, path)
@@ -54,7 +56,7 @@ def _pad_modes(path):
             for op in ops if op.type == "pad"]
 
 
-@pytest.mark.parametrize("precision", coreml.PRECISIONS)
+@pytest.mark.parametrize("precision", FORMATS["coreml"].precisions)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_export_is_spec_verified(exported, arch, precision):
     job, path, details = exported[arch, precision]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 import torch
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
+from crd_edge.artifacts import FORMATS  # noqa: E402
 from crd_edge.errors import UserError  # noqa: E402
 from crd_edge.export import tflite  # noqa: E402
 from crd_edge.export.base import ExportJob  # noqa: E402
@@ -36,7 +38,7 @@ def export(model, precision, tmp_path_factory, rewrites=tflite.REWRITES):
     work = tmp_path_factory.mktemp(f"tflite-{precision}")
     calibration = calibration_images(SIZE, count=4) if precision.startswith("int8") else None
     job = ExportJob(model, SIZE, SIZE, precision, calibration, work)
-    path = work / f"student_{precision}{tflite.SUFFIX}"
+    path = work / (f"student_{precision}" + FORMATS["tflite"].suffix)
     return path, tflite.export(job, path), model
 
 

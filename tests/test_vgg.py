@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from crd_edge._io import file_sha256
 from crd_edge.errors import UserError
 from crd_edge.models import vgg
 from crd_edge.models.vgg import (VGG16_LAYERS, VGG16Features, load_vgg16,
@@ -150,7 +151,7 @@ def test_explicit_path_wins_over_cache(synthetic_pth, tmp_path: Path,
     torch.save(other_sd, explicit)
     weights = resolve_vgg16_weights(str(explicit))
     assert weights.source == "path" and weights.file == str(explicit)
-    assert weights.sha256 == vgg.file_sha256(explicit)
+    assert weights.sha256 == file_sha256(explicit)
     assert torch.equal(weights.state_dict["features.21.bias"], other_sd["features.21.bias"])
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from crd_edge.errors import UserError
-from crd_edge.training.run_dir import atomic_write_text, write_json
+from crd_edge._io import atomic_write_text, write_json
 
 
 def append_result(path: Path, result: dict) -> None:

@@ -12,81 +12,21 @@ import functools
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from crd_edge.artifacts import Artifact, artifact_bytes, find_artifacts
 from crd_edge.errors import UserError
 
-# Where each artifact kind can be measured. Core ML predicts only on macOS; the TensorRT-ready
-# graph is the ONNX file again on a CPU (its onnx row already measures that), so locally it is
-# skipped and measured on a device with trtexec (ssh runner).
-LOCAL_SKIPS = {"coreml": "Core ML runs only on macOS", "tensorrt": "TensorRT-ready graph: bench it on the "
-               "device (--device ssh:HOST runs trtexec there); locally it equals the onnx row"}
 
-
-@dataclass
-class Item:
-    path: Path
-    role: str                       # "student" | "teacher" | file stem
-    target: str                     # onnx, openvino, tflite, coreml, tensorrt, torch
-    precision: str
-    record: dict = field(default_factory=dict)   # the manifest record, when there is one
-
-
-def _target_of(path: Path) -> str:
-    name = path.name
-    if name.endswith(".trt.onnx"):
-        return "tensorrt"
-    return {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml", ".openvino": "openvino",
-            ".xml": "openvino", ".pt": "torch", ".pth": "torch"}.get(path.suffix.lower(), "unknown")
-
-
-def collect(source: str | Path, role: str | None = None) -> list[Item]:
-    """The artifacts behind ``source`` (manifest, export folder, artifact or checkpoint)."""
-    path = Path(source)
-    manifest = path / "manifest.json" if path.is_dir() and not path.suffix else path
-    if manifest.name == "manifest.json":
-        if not manifest.is_file():
-            raise UserError(f"{source}: no manifest.json there; run `crd-edge export` first or pass an artifact")
-        records = json.loads(manifest.read_text()).get("artifacts", [])
-        items = []
-        for r in records:
-            artifact = manifest.parent / r["path"]
-            if artifact.exists():
-                items.append(Item(artifact, role or r["path"].split("_")[0], r["target"], r["precision"], r))
-        if not items:
-            raise UserError(f"{manifest}: lists no artifact that exists next to it")
-        return items
-    if not path.exists():
-        raise UserError(f"{source}: no such artifact, export folder or checkpoint")
-    target = _target_of(path)
-    if target == "unknown":
-        raise UserError(f"{source}: not a model artifact (.onnx, .tflite, .openvino, .mlpackage) or checkpoint (.pt)")
-    sibling = manifest_record(path)
-    precision = sibling.get("precision", "fp32")
-    default_role = "student" if target == "torch" else path.name.split("_")[0]  # checkpoints hold students
-    return [Item(path, role or default_role, sibling.get("target", target), precision, sibling)]
-
-
-def manifest_record(path: Path) -> dict:
-    """The record of artifact ``path`` in the manifest.json beside it; {} when there is none
-    (no manifest, an unreadable one, or the file is not listed)."""
-    try:
-        records = json.loads((path.parent / "manifest.json").read_text()).get("artifacts", [])
-    except (OSError, ValueError):
-        return {}
-    return next((r for r in records if r.get("path") == path.name), {})
-
-
-def model_counts(item: Item, size: tuple[int, int]) -> dict:
+def model_counts(item: Artifact, size: tuple[int, int]) -> dict:
     """Params, MACs (both conventions) and activation memory (peak and total bytes, one image)
     of the model behind the artifact at its input size: counted with torch on the source
     architecture the manifest records (fp32), else, for an ONNX file without one (a bare .onnx,
     or an architecture this version does not know), read from the file's graph in its own
-    dtypes (:mod:`crd_edge.bench.onnx_counts`). ``counted_from`` says which."""
+    dtypes (:mod:`crd_edge.analysis.onnx_counts`). ``counted_from`` says which."""
     if item.target == "torch":
-        from crd_edge.training.checkpoint import read_checkpoint
+        from crd_edge.checkpoint import read_checkpoint
         record = read_checkpoint(item.path)["student"]
         arch, kwargs = record["arch"], record["kwargs"]
     else:
@@ -102,8 +42,8 @@ def model_counts(item: Item, size: tuple[int, int]) -> dict:
 def _counts(arch: str, kwargs_json: str, size: tuple[int, int]) -> tuple:
     """Cached per architecture and size: an export folder holds the same model 10-15 times, and
     counting the teacher runs a 50-GMAC forward pass."""
-    from crd_edge.bench.macs import count_macs
-    from crd_edge.bench.memory import count_activations
+    from crd_edge.analysis.macs import count_macs
+    from crd_edge.analysis.memory import count_activations
     from crd_edge.models import create_model
     try:
         model = create_model(arch, **json.loads(kwargs_json))
@@ -118,7 +58,7 @@ def _counts(arch: str, kwargs_json: str, size: tuple[int, int]) -> tuple:
 @functools.lru_cache(maxsize=None)
 def _onnx_counts(path: str, mtime_ns: int, size: tuple[int, int]) -> tuple:
     """Counts read from an ONNX graph (cached per file version and size)."""
-    from crd_edge.bench.onnx_counts import count_onnx
+    from crd_edge.analysis.onnx_counts import count_onnx
     try:
         counts = count_onnx(path, size)
     except Exception:  # a graph the counter cannot read: no MAC figures, the timing stands
@@ -147,13 +87,13 @@ def runner_for(device: str) -> tuple[str, Callable[..., dict]]:
     raise UserError(f"--device {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
 
 
-def skip_reason(kind: str, item: Item) -> str | None:
+def skip_reason(kind: str, item: Artifact) -> str | None:
     if kind == "local":
-        return LOCAL_SKIPS.get(item.target)
+        return item.format.not_local
     if kind == "adb" and item.target != "tflite":
         return "the adb runner benchmarks .tflite files with LiteRT's benchmark_model"
     if kind == "ssh" and item.target == "coreml":
-        return LOCAL_SKIPS["coreml"]
+        return item.format.not_local
     return None
 
 
@@ -164,7 +104,7 @@ def bench(sources: list[str], devices: list[str] | None = None, compare: list[st
     result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
     ``out_dir/results.jsonl``."""
     from crd_edge.bench.results import append_result
-    items = [i for s in sources for i in collect(s)] + [i for s in compare or [] for i in collect(s, "teacher")]
+    items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     for device in devices or ["local"]:
@@ -181,21 +121,13 @@ def bench(sources: list[str], devices: list[str] | None = None, compare: list[st
                     # The roofline is measured once per device and run (first artifact), same threads.
                     measured = run(item.path, threads, warmup, runs, max_seconds, roofline and first, item)
                     first = first and "matmul" not in measured
-                    size = measured.get("input_size") or record_input_size(item.record)
-                    result = {**base, "status": "measured", **measured, "input_size": size,
+                    size = measured.get("input_size") or item.input_hw
+                    result = {**base, "status": "measured", **measured, "input_size": list(size) if size else None,
                               "model": model_counts(item, tuple(size)) if size else {}}
                 except UserError as exc:
                     result = {**base, "status": "error", "reason": str(exc)}
             append_result(out / "results.jsonl", result)
             yield result
-
-
-def record_input_size(record: dict) -> list[int] | None:
-    """[H, W] from a manifest record (remote tools such as benchmark_model do not report it)."""
-    shape = record.get("input", {}).get("shape")
-    if not shape:
-        return None
-    return list(shape[1:3]) if record.get("layout") == "NHWC" else list(shape[2:4])
 
 
 def default_out_dir(source: str | Path) -> Path:
@@ -205,8 +137,7 @@ def default_out_dir(source: str | Path) -> Path:
     return folder.parent / "bench" if folder.name.startswith("export") else folder / "bench"
 
 
-def _artifact_info(item: Item) -> dict:
-    from crd_edge.export.manifest import artifact_bytes
+def _artifact_info(item: Artifact) -> dict:
     v = item.record.get("verification", {})
     return {"path": str(item.path), "name": item.path.name, "role": item.role, "target": item.target,
             "precision": item.precision, "bytes": artifact_bytes(item.path),

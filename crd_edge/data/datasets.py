@@ -247,7 +247,7 @@ def _looks_aligned(folder: Path) -> bool:
     return bool(sizes) and all(1.8 <= w / h <= 2.2 for w, h in sizes)
 
 
-def _detect_layout(root: Path, phase: str) -> str:
+def detect_layout(root: Path, phase: str) -> str:
     """Guess the layout of an existing folder, or raise ``UserError`` naming what was found."""
     if (root / f"{phase}A").is_dir() or (root / "trainA").is_dir():
         return "unaligned"
@@ -290,7 +290,7 @@ def build_dataset(data: str | Path | None, layout: str = "auto", phase: str = "t
         raise UserError(f"data folder {root} {what}: {EXPECTED_LAYOUTS}, or omit it for the "
                         "built-in photos")
     if layout == "auto":
-        layout = _detect_layout(root, phase)
+        layout = detect_layout(root, phase)
     if layout == "unaligned":
         return UnalignedDataset(root, phase, train=train, **common)
     if layout == "aligned":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import gzip
-import hashlib
 import http.client
 import os
 import re
@@ -340,7 +339,7 @@ def _check_download(part: Path, url: str, transfer: _Transfer, dataset: RemoteDa
         part.unlink()
         raise UserError(f"{url} sent {size} bytes but announced {transfer.total}: removed "
                         f"{part.name}; run the command again to download it afresh")
-    from crd_edge.models.vgg import file_sha256  # the project's file hasher (only when a sha256 is known)
+    from crd_edge._io import file_sha256
     if dataset.sha256 and file_sha256(part) != dataset.sha256.lower():
         part.unlink()
         raise UserError(f"{url} does not match the known sha256 (corrupt or changed on the "
@@ -428,10 +427,10 @@ def _install(extracted_root: Path, final: Path) -> None:
 
 def _detect(final: Path, dataset: RemoteDataset, result: DownloadResult) -> None:
     """Fill ``result.layout`` with what ``distill --data`` will see in the folder."""
-    from crd_edge.data.datasets import _detect_layout  # lazy: imports torch
+    from crd_edge.data.datasets import detect_layout  # lazy: imports torch
 
     try:
-        result.layout = _detect_layout(final, "train")
+        result.layout = detect_layout(final, "train")
     except UserError as e:
         result.notes.append(f"layout not recognised: {e}")
         return

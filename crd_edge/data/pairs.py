@@ -52,7 +52,7 @@ class PairsResult:
 
 
 def _cv2():
-    from crd_edge.demo.capture import import_cv2  # lazy: only this command needs OpenCV
+    from crd_edge._deps import import_cv2  # lazy: only this command needs OpenCV
     return import_cv2("crd-edge data pairs")
 
 

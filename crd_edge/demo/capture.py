@@ -16,19 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from crd_edge._deps import import_cv2
 from crd_edge.errors import UserError
 
 _STREAM = re.compile(r"^(rtsp|rtmp|https?|udp|tcp)://", re.IGNORECASE)
-
-
-def import_cv2(needed_by: str = "the demo"):
-    """OpenCV, or a one-line error naming the extra that provides it."""
-    try:
-        import cv2
-    except ImportError:
-        raise UserError(f"{needed_by} needs OpenCV: pip install 'crd-edge[demo]' "
-                        "(opencv-python-headless; or opencv-python for a desktop window)") from None
-    return cv2
 
 
 @dataclass(frozen=True)

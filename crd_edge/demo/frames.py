@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crd_edge.demo.capture import import_cv2
+from crd_edge._deps import import_cv2
 
 FITS = ("crop", "pad", "stretch")
 HEADER = 22          # pixels of label bar above each panel

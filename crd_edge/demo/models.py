@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from crd_edge.artifacts import FORMATS, find_artifacts, record_input_hw
 from crd_edge.errors import UserError
 
-RUNTIMES = ("auto", "onnxruntime", "openvino", "litert", "torch")
-# bench.run.collect's target names -> the runtime that opens them here (coreml and tensorrt cannot run on this CPU).
-_RUNTIME_OF_TARGET = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert", "torch": "torch"}
+# The runtimes that run on this machine's CPU, from the format table (Core ML needs macOS, a
+# .trt.onnx graph needs TensorRT).
+RUNTIMES = ("auto", *(f.runtime for f in FORMATS.values() if f.session and not f.not_local))
 # For an export folder with runtime auto: the fastest fp32 runtime on a CPU in our benchmarks
 # (OpenVINO 12.5 ms, onnxruntime 28 ms, LiteRT 35 ms for the student at 256x256 on 2 cores).
 _AUTO_ORDER = ("openvino", "onnxruntime", "litert")
@@ -51,11 +52,10 @@ class _TorchModuleSession:
 
 def _pick_from_folder(items: list, source: Path, runtime: str, size: tuple[int, int] | None):
     """The fp32 artifact of an export folder for ``runtime`` (auto: the fastest on a CPU)."""
-    from crd_edge.bench.run import record_input_size
     for wanted in (_AUTO_ORDER if runtime == "auto" else (runtime,)):
         for item in items:
-            if (_RUNTIME_OF_TARGET.get(item.target) == wanted and item.precision == "fp32"
-                    and (size is None or record_input_size(item.record) in (None, list(size)))):
+            if (_runtime_of(item.target) == wanted and item.precision == "fp32"
+                    and (size is None or record_input_hw(item.record) in (None, tuple(size)))):
                 return item
     raise UserError(f"{source}: no fp32 artifact for --runtime {runtime}"
                     + (f" at --size {size[0]}x{size[1]}" if size else "")
@@ -63,7 +63,7 @@ def _pick_from_folder(items: list, source: Path, runtime: str, size: tuple[int, 
 
 
 def _torch_model(spec: str, size: tuple[int, int] | None, threads: int | None) -> DemoModel:
-    from crd_edge.export.source import load_source
+    from crd_edge.runtime.torch_source import load_source
     source = load_source(spec)
     hw = size or source.native_size or (256, 256)
     name = Path(spec).name if spec != "vintagify" else "vintagify"
@@ -85,11 +85,10 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
             raise UserError(f"{spec}: a torch model runs with --runtime torch; for --runtime {runtime} "
                             f"export it first: crd-edge export {spec} --target {_export_target(runtime)}")
         return _torch_model(spec, size, threads)
-    from crd_edge.bench.run import collect  # reads manifests and names each artifact's target and precision
-    items = collect(path)
+    items = find_artifacts(path)
     export_folder = path.name == "manifest.json" or (path.is_dir() and not path.suffix)  # (.openvino is a folder artifact)
     item = _pick_from_folder(items, path, runtime, size) if export_folder else items[0]
-    path, artifact_runtime = item.path, _RUNTIME_OF_TARGET.get(item.target)
+    path, artifact_runtime = item.path, _runtime_of(item.target)
     if artifact_runtime is None:
         raise UserError(f"{path}: the demo runs .onnx, .openvino, .xml, .tflite and torch checkpoints on this "
                         "machine (Core ML needs macOS, a .trt.onnx graph needs TensorRT)")
@@ -110,5 +109,12 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
     return DemoModel(session, f"{role} {session.backend} {precision}".strip(), tuple(native))
 
 
+def _runtime_of(target: str) -> str | None:
+    """The runtime that opens ``target`` here, None where it cannot run on this machine."""
+    fmt = FORMATS.get(target)
+    return fmt.runtime if fmt and fmt.session and not fmt.not_local else None
+
+
 def _export_target(runtime: str) -> str:
-    return {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}.get(runtime, "onnx")
+    """The --target whose artifacts ``runtime`` runs."""
+    return next((t for t, f in FORMATS.items() if f.runtime == runtime and f.exporter), "onnx")

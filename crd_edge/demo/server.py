@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from crd_edge.demo.capture import import_cv2
+from crd_edge._deps import import_cv2
 from crd_edge.errors import UserError
 
 _BOUNDARY = "crdedgeframe"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crd_edge.demo.capture import import_cv2
+from crd_edge._deps import import_cv2
 from crd_edge.errors import UserError
 
 _FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}

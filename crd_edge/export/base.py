@@ -1,12 +1,10 @@
 """What every target module shares: the job it is handed and the details it returns.
 
-A target module (``crd_edge/export/<target>.py``) defines
+A target module (``crd_edge/export/<target>.py``; its suffix, precisions and pip extra are in
+the format table, :data:`crd_edge.artifacts.FORMATS`) defines
 
-* ``SUFFIX``      the artifact's file suffix (".onnx", ".tflite", ".mlpackage", ...);
-* ``PRECISIONS``  the precisions it writes, fp32 first;
 * ``REWRITES``    names from ``crd_edge.export.rewrites`` applied to the model before it is
                   handed over (the orchestrator applies them and records them);
-* ``EXTRA``       the pip extra that provides its backend (``crd-edge[EXTRA]``), or None;
 * ``export(job, path) -> dict``  writes the artifact to ``path`` (a temporary name that the
   manifest writer renames into place) and returns :class:`ExportDetails` fields as a dict.
 
@@ -56,8 +54,10 @@ class MissingExtra(UserError):
     """A target's backend is not installed (``--target all`` skips such targets)."""
 
 
-def missing_extra(extra: str, package: str) -> MissingExtra:
-    return MissingExtra(f"this target needs {package}: pip install 'crd-edge[{extra}]'")
+def missing_extra(target: str, package: str) -> MissingExtra:
+    """The error for ``target`` when ``package`` is missing, naming the extra from the format table."""
+    from crd_edge.artifacts import FORMATS
+    return MissingExtra(f"this target needs {package}: pip install 'crd-edge[{FORMATS[target].extra}]'")
 
 
 def tool_version(package: str) -> str:

@@ -21,9 +21,6 @@ import torch
 from crd_edge.errors import UserError
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
 
-SUFFIX = ".mlpackage"
-EXTRA = "coreml"
-PRECISIONS = ("fp32", "fp16", "int8")
 # coremltools 9 converts ReflectionPad2d (MIL pad, mode "reflect"), InstanceNorm2d (MIL
 # instance_norm) and ConvTranspose2d(k3, s2, p1, output_padding=1) (conv_transpose + crop) as
 # they are, from a trace and from torch.export alike: no rewrite needed (checked with 9.0).

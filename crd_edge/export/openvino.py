@@ -12,9 +12,6 @@ from pathlib import Path
 from crd_edge.export import onnx as onnx_target
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
 
-SUFFIX = ".openvino"
-EXTRA = "openvino"
-PRECISIONS = ("fp32", "fp16", "int8")
 # OpenVINO reads reflect Pad, InstanceNorm and k3 transposed convs; the space-to-depth form of
 # the last conv made the InstanceNorm student 21% faster (13.9 -> 10.9 ms, 256 px, 2 threads),
 # and its 2x2-block form is 4% faster than 4x4 blocks for the default student (7.95 vs 8.28 ms).

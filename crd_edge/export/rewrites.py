@@ -1,4 +1,4 @@
-"""Exact rewrites of layers that some targets lack or run badly (REFERENCE.md section 5).
+"""Exact rewrites of layers that some targets lack or run badly (docs/method.md, "What these generators do to exporters").
 
 Each rewrite returns a module computing the same function as the original, to float rounding
 (tests/test_rewrites.py proves each one on random and real inputs). Targets name the rewrites

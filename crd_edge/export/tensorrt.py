@@ -4,7 +4,7 @@ built through the ``tensorrt`` Python API when it is importable next to a GPU.
 
 "TensorRT-ready" means: static shapes, opset 17 (read by TensorRT 8.6 to 10), reflection
 padding rewritten into Slice + Concat (constant padding only in many TensorRT versions,
-REFERENCE.md section 5), every op in :data:`SUPPORTED_OPS`, and, for int8, explicit
+docs/method.md, "What these generators do to exporters"), every op in :data:`SUPPORTED_OPS`, and, for int8, explicit
 quantisation (QDQ with symmetric activations), which TensorRT 8.6+ reads without a
 calibration cache. fp16 is a builder flag, so the fp16 artifact is the fp32 graph with
 ``--fp16`` in its command.
@@ -15,13 +15,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from crd_edge.artifacts import FORMATS
 from crd_edge.errors import UserError
 from crd_edge.export import onnx as onnx_target
 from crd_edge.export.base import ExportDetails, ExportJob, tool_version
 
-SUFFIX = ".trt.onnx"
-EXTRA = None  # the graph needs only onnx; building an engine needs crd-edge[tensorrt] and a GPU
-PRECISIONS = ("fp32", "fp16", "int8")
 REWRITES = ("reflect_pad_to_slices",)
 # ONNX ops of these generators that TensorRT 8.6-10 parses natively.
 SUPPORTED_OPS = frozenset({"Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization",
@@ -33,7 +31,7 @@ TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack puts it; on a desktop
 
 
 def engine_name(onnx_name: str) -> str:
-    return onnx_name.removesuffix(SUFFIX) + ".engine"
+    return onnx_name.removesuffix(FORMATS["tensorrt"].suffix) + ".engine"
 
 
 def trtexec_command(onnx_name: str, precision: str) -> list[str]:

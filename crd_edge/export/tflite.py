@@ -38,10 +38,7 @@ from crd_edge.errors import UserError
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
 from crd_edge.export.rewrites import REWRITES as REWRITE_TABLE
 
-SUFFIX = ".tflite"
-EXTRA = "tflite"
 REWRITES = ("convtranspose_k3_to_k4", "reflect_pad_to_slices", "narrow_conv_to_space_to_depth")  # last: 37.2 -> 31.9 ms
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight")
 
 SIGNATURE = "serving_default"  # litert-torch's default signature key
 RECIPES = {  # precision -> ai_edge_quantizer.recipe function (fp16 has none: see _recipe)
@@ -71,7 +68,7 @@ def _convert(job: ExportJob, path: Path) -> None:
     try:
         import litert_torch
     except ImportError:
-        raise missing_extra(EXTRA, "litert-torch") from None
+        raise missing_extra("tflite", "litert-torch") from None
     wrapped = litert_torch.to_channel_last_io(job.model, args=[0], outputs=[0]).eval()
     sample = job.example().permute(0, 2, 3, 1)
     with _quiet_litert_torch():
@@ -132,7 +129,7 @@ def _quantize(fp32_path: Path, path: Path, job: ExportJob) -> dict:
     try:
         from ai_edge_quantizer import quantizer
     except ImportError:
-        raise missing_extra(EXTRA, "ai-edge-quantizer") from None
+        raise missing_extra("tflite", "ai-edge-quantizer") from None
     recipe = _recipe(job.precision)
     q = quantizer.Quantizer(str(fp32_path), recipe)
     calibration = None
@@ -164,7 +161,7 @@ def _io_details(path: Path) -> tuple[dict, dict]:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise missing_extra(EXTRA, "ai-edge-litert") from None
+        raise missing_extra("tflite", "ai-edge-litert") from None
     interpreter = Interpreter(model_path=str(path))
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     return inp, out

@@ -2,7 +2,7 @@
 
 The options exist for deployment: the paper's layers (reflection padding, InstanceNorm,
 ``ConvTranspose2d(k3, output_padding=1)``) are exactly what several edge runtimes lack or run
-slowly (REFERENCE.md section 5), so students can be built from friendlier equivalents.
+slowly (docs/method.md, "What these generators do to exporters"), so students can be built from friendlier equivalents.
 """
 
 from __future__ import annotations

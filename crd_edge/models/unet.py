@@ -2,7 +2,7 @@
 
 Built iteratively from the innermost level outwards; each non-outermost level returns
 ``cat([x, up(down(x))])`` so the decoder sees the encoder features (the skip connections).
-Parameter counts equal the original implementation's (tested against REFERENCE.md).
+Parameter counts equal the original implementation's (tested against docs/method.md).
 """
 
 from __future__ import annotations

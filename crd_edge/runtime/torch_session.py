@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crd_edge.training.checkpoint import load_student
+from crd_edge.checkpoint import load_student
 
 
 class TorchSession:

@@ -21,23 +21,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
-from crd_edge import __version__
-from crd_edge.bench.macs import count_macs
+from crd_edge._version import __version__
+from crd_edge.analysis.macs import count_macs
 from crd_edge.config import RunConfig, config_from_dict
 from crd_edge.data import build_dataset
 from crd_edge.data.jitter import apply_jitter, jitter_params
 from crd_edge.errors import UserError
 from crd_edge.models import create_model, model_entry
-from crd_edge.models.teachers import load_teacher
+from crd_edge.teachers import load_teacher
 from crd_edge.training import distributed as D
-from crd_edge.training.checkpoint import atomic_torch_save, read_checkpoint, student_record
+from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
 from crd_edge.training.curves import plot_curve
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
 from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
 from crd_edge.training.objective import needs_vgg, student_losses
 from crd_edge.training.progress import TrainProgress
-from crd_edge.training.run_dir import append_jsonl, new_run_dir, render_report, write_json
+from crd_edge._io import append_jsonl, atomic_torch_save, write_json
+from crd_edge.training.run_dir import new_run_dir, render_report
 from crd_edge.training.teacher_cache import TeacherOutputCache
 from crd_edge.training.views_run import ViewTraining
 
@@ -123,14 +124,6 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
-    if ckpt is not None:
-        run_dir = path.parent
-    else:
-        run_dir = new_run_dir(cfg.runs_dir, cfg.name) if dist.is_main else None
-        if dist.enabled:
-            holder = [str(run_dir) if run_dir else None]
-            torch.distributed.broadcast_object_list(holder, src=0)
-            run_dir = Path(holder[0])
     torch.manual_seed(cfg.train.seed)  # same on every rank: identical student initialisation
     amp = cfg.train.amp and device.type == "cuda"
 
@@ -206,6 +199,17 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
                                           (cfg.teacher.cache == "exact" and views_repeat)):
         cache = TeacherOutputCache(teacher, train_set.load_full, device, full_image=cfg.teacher.cache == "full")
 
+    # The run folder only now: data, teacher and student have all been checked, so a failed
+    # attempt leaves no empty runs/<name> behind.
+    if ckpt is not None:
+        run_dir = path.parent
+    else:
+        run_dir = new_run_dir(cfg.runs_dir, cfg.name) if dist.is_main else None
+        if dist.enabled:
+            holder = [str(run_dir) if run_dir else None]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+
     # -- 3. Optimisation state, restored on resume -------------------------------------------
     opt = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.decay_from))
@@ -252,7 +256,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     def save(final: bool = False, heldout: dict | None = None) -> Path:
         """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""
         record = {
-            "format_version": 1, "crd_edge_version": __version__, "torch_version": str(torch.__version__),
+            "format_version": FORMAT_VERSION, "crd_edge_version": __version__, "torch_version": str(torch.__version__),
             "student": student_record(student, dc.test_size), "teacher": teacher.identity,
             "config": cfg.to_dict(), "step": step, "total_steps": total, "final": final,
             "metrics": last_metrics, "heldout": heldout, "vgg_weights": vgg_info,

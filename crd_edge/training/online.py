@@ -6,7 +6,7 @@
   teacher training, then ``n_dis * save_epoch_freq`` epochs in which the student trains
   against the frozen teacher, then the teacher resumes. CRD loads the teacher with the best
   test FID at each phase; selecting on the test set leaks it into model selection
-  (REFERENCE.md section 3), so the latest teacher is used instead.
+  (docs/method.md, "Where crd-edge departs"), so the latest teacher is used instead.
 * ``pix2pix``: teacher G, conditional teacher D and student all update every step; teacher
   losses hinge GAN + 100 x L1; the student's GAN term uses the hinge generator loss too.
 """
@@ -83,7 +83,7 @@ class OnlineTeacher:
             self.D = create_model("patchgan_pix2pix").to(device)
             self.opt_g, self.opt_d = _adam(self.G.parameters(), cfg), _adam(self.D.parameters(), cfg)
             self.discriminator = self.D
-        # The teacher follows the same constant-then-linear-decay schedule (REFERENCE.md section 1).
+        # The teacher follows the same constant-then-linear-decay schedule (docs/method.md, "The objective").
         factor = lr_factor or (lambda step: 1.0)
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (self.opt_g, self.opt_d)]
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from crd_edge._io import save_figure
 from crd_edge.errors import UserError
-from crd_edge.training.run_dir import atomic_write_text
+from crd_edge._io import atomic_write_text
 
 # Every variant sets all five weights, so it means the same whatever the base config's are.
 _PERCEPTUAL = {"loss.style": 0.01, "loss.feature": 0.02}   # the weights tuned for normalised VGG input

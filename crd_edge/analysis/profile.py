@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crd_edge.bench.macs import count_macs, format_count
+from crd_edge.analysis.macs import count_macs, format_count
 from crd_edge.errors import UserError
 from crd_edge.models import create_model, list_models, model_entry
 
 
 def _resolve(model: str):
     if Path(model).is_file() or model.endswith((".pt", ".pth")):
-        from crd_edge.training.checkpoint import load_student
+        from crd_edge.checkpoint import load_student
         net, ckpt = load_student(model)
         return net, ckpt["student"]["arch"], ckpt["student"]["kwargs"], str(model)
     entry = model_entry(model)
@@ -24,7 +24,7 @@ def profile_model(model: str, size: int = 256) -> dict:
     """Params, MACs in both conventions and activation memory at ``size`` x ``size`` (1 image)."""
     if str(model).lower().endswith(".onnx"):
         return profile_onnx(model, size)
-    from crd_edge.bench.memory import count_activations
+    from crd_edge.analysis.memory import count_activations
     net, arch, kwargs, source = _resolve(model)
     channels = getattr(net, "crd_spec", {}).get("kwargs", {}).get("in_channels", 3)
     try:
@@ -39,7 +39,7 @@ def profile_model(model: str, size: int = 256) -> dict:
 
 def profile_onnx(path: str | Path, size: int = 256) -> dict:
     """The same figures read from an ONNX graph; ``size`` only fills dynamic input dimensions."""
-    from crd_edge.bench.onnx_counts import count_onnx
+    from crd_edge.analysis.onnx_counts import count_onnx
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such ONNX file")

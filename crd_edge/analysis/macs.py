@@ -6,12 +6,12 @@ Two conventions, both reported because papers and devices disagree:
   element-wise work of normalisation layers counted as fvcore does: 4 ops per element for a
   norm that computes statistics (InstanceNorm, training BatchNorm), 5 with an affine
   transform, and 1 (2 with affine) for an inference BatchNorm. InstanceNorm is real work on a
-  device and the MAC-only count hides it (REFERENCE.md section 7).
+  device and the MAC-only count hides it.
 * ``paper``: the ``torchprofile`` convention of GAN Compression / OMGD / CRD: convolutions only,
   a transposed convolution counted as ``output_elements x C_in x k^2`` (4x its true cost at
   stride 2), normalisation free.
 
-Both reproduce REFERENCE.md section 2 (tested).
+Both reproduce docs/method.md, "Architectures" (tested).
 """
 
 from __future__ import annotations

@@ -1,0 +1,219 @@
+"""Artifacts: the format table, the manifest record, and the one reader and writer of
+``manifest.json``. Export writes through here; bench, demo and eval find artifacts through here.
+
+An artifact is a file (.onnx, .tflite) or a folder (.mlpackage, .openvino); a folder's sha256
+is taken over its files' relative paths and contents, so it identifies the model the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crd_edge._io import file_sha256, write_json
+from crd_edge.errors import UserError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row of the format table: everything any command needs to know about a target."""
+
+    target: str                    # the --target name and the manifest's "target"
+    suffixes: tuple[str, ...]      # the first is what export writes
+    precisions: tuple[str, ...]    # what export writes, fp32 first (empty: not an export target)
+    exporter: str | None           # crd_edge.export.<module> that converts to it
+    session: str | None            # "module:Class" of the runtime session that runs it
+    runtime: str | None            # the runtime's name (demo --runtime, bench rows)
+    extra: str | None              # pip extra providing the backend: pip install 'crd-edge[EXTRA]'
+    not_local: str | None = None   # why it cannot run on this machine's CPU (None: it can)
+    verifier: str = "session"      # "session": run and compare; "spec": inspect the package; "graph": ONNX graph
+
+    @property
+    def suffix(self) -> str:
+        return self.suffixes[0]
+
+
+_SESSIONS = "crd_edge.runtime."
+# Order of --target all: the fastest to convert first, so a slow backend never hides the rest.
+FORMATS: dict[str, Format] = {f.target: f for f in (
+    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), "onnx",
+           _SESSIONS + "onnxruntime_session:OnnxRuntimeSession", "onnxruntime", None),
+    Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), "openvino",
+           _SESSIONS + "openvino_session:OpenVINOSession", "openvino", "openvino"),
+    Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), "tflite",
+           _SESSIONS + "litert_session:LiteRTSession", "litert", "tflite"),
+    Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), "coreml",
+           _SESSIONS + "coreml_session:CoreMLSession", "coreml", "coreml",
+           not_local="Core ML runs only on macOS", verifier="spec"),
+    # The graph handed to TensorRT: building an engine needs crd-edge[tensorrt] and a GPU; on a CPU
+    # it is the ONNX file again (its onnx row already measures that).
+    Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), "tensorrt", None, "tensorrt", None,
+           not_local="TensorRT-ready graph: bench it on the device (--device ssh:HOST runs trtexec there); "
+                     "locally it equals the onnx row", verifier="graph"),
+    Format("torch", (".pt", ".pth"), (), None, _SESSIONS + "torch_session:TorchSession", "torch", None),
+)}
+EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exporter)
+STANDARD_PRECISIONS = ("fp32", "fp16", "int8")  # what --target all writes for each target
+
+
+def format_of(path: str | Path) -> Format | None:
+    """The format of ``path`` by its suffix (``.trt.onnx`` before ``.onnx``); None if unknown."""
+    name = Path(path).name.lower()
+    matches = [(len(s), f) for f in FORMATS.values() for s in f.suffixes if name.endswith(s)]
+    return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+def all_suffixes() -> list[str]:
+    return [s for f in FORMATS.values() for s in f.suffixes]
+
+
+@dataclass
+class Artifact:
+    """A model file or folder, with its manifest record when one lists it."""
+
+    path: Path
+    role: str                       # "student" | "teacher" | file stem
+    target: str                     # a FORMATS key
+    precision: str
+    record: dict = field(default_factory=dict)   # the manifest record, when there is one
+
+    @property
+    def format(self) -> Format:
+        return FORMATS[self.target]
+
+    @property
+    def input_hw(self) -> tuple[int, int] | None:
+        return record_input_hw(self.record)
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """The records of ``manifest.json`` (the file, or the folder holding it); a missing file
+    is an empty list, an unreadable one a one-line error."""
+    path = Path(path)
+    manifest = path / MANIFEST_NAME if path.is_dir() else path
+    if not manifest.is_file():
+        return []
+    try:
+        data = json.loads(manifest.read_text())
+        records = data.get("artifacts", [])
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "path" in r for r in records):
+            raise ValueError
+    except (ValueError, AttributeError, OSError):
+        raise UserError(f"{manifest}: not a readable manifest; move it away and export again") from None
+    return records
+
+
+def manifest_record(path: str | Path) -> dict:
+    """The record of artifact ``path`` in the manifest.json beside it; {} when there is none
+    (no manifest, an unreadable one, or the file is not listed)."""
+    path = Path(path)
+    try:
+        records = read_manifest(path.parent / MANIFEST_NAME)
+    except UserError:
+        return {}
+    return next((r for r in records if r.get("path") == path.name), {})
+
+
+def record_input_hw(record: dict) -> tuple[int, int] | None:
+    """(H, W) from a manifest record (remote tools such as benchmark_model do not report it)."""
+    shape = (record.get("input") or {}).get("shape")
+    if not shape:
+        return None
+    return tuple(shape[1:3]) if record.get("layout") == "NHWC" else tuple(shape[2:4])
+
+
+def find_artifacts(source: str | Path, role: str | None = None) -> list[Artifact]:
+    """The artifacts behind ``source``: a manifest.json, an export folder, one artifact (file or
+    ``.openvino``/``.mlpackage`` folder) or a crd-edge checkpoint."""
+    path = Path(source)
+    manifest = path / MANIFEST_NAME if path.is_dir() and format_of(path) is None else path
+    if manifest.name == MANIFEST_NAME:
+        if not manifest.is_file():
+            raise UserError(f"{source}: no manifest.json there; run `crd-edge export` first or pass an artifact")
+        found = [Artifact(manifest.parent / r["path"], role or r["path"].split("_")[0], r.get("target", "unknown"),
+                          r.get("precision", "fp32"), r)
+                 for r in read_manifest(manifest) if (manifest.parent / r["path"]).exists()]
+        if not found:
+            raise UserError(f"{manifest}: lists no artifact that exists next to it")
+        return found
+    if not path.exists():
+        raise UserError(f"{source}: no such artifact, export folder or checkpoint")
+    fmt = format_of(path)
+    if fmt is None:
+        raise UserError(f"{source}: not a model artifact ({', '.join(all_suffixes())})")
+    record = manifest_record(path)
+    default_role = "student" if fmt.target == "torch" else path.name.split("_")[0]  # checkpoints hold students
+    return [Artifact(path, role or default_role, record.get("target", fmt.target), record.get("precision", "fp32"),
+                     record)]
+
+
+def artifact_sha256(path: Path) -> str:
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def artifact_bytes(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class ArtifactWriter:
+    """Artifacts are written under a temporary name and moved into place only when the final
+    one is absent, identical, or ``force`` is set; the manifest is rewritten atomically."""
+
+    def __init__(self, out_dir: Path, force: bool = False) -> None:
+        self.out_dir, self.force = Path(out_dir), force
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.out_dir / "manifest.json"
+
+    def reserve(self, name: str) -> Path:
+        tmp = self.out_dir / f".partial-{name}"  # keeps the suffix: the runtime layer verifies it
+        remove(tmp)  # left over from an interrupted export
+        return tmp
+
+    def check_free(self, name: str, digest: str) -> None:
+        final = self.out_dir / name
+        if final.exists() and not self.force and artifact_sha256(final) != digest:
+            raise UserError(f"{final} exists and holds a different model: pass --force to replace it "
+                            "or --out to write elsewhere")
+
+    def commit(self, tmp: Path, record: dict) -> dict:
+        final = self.out_dir / tmp.name.removeprefix(".partial-")
+        digest = artifact_sha256(tmp)
+        try:
+            self.check_free(final.name, digest)
+        except UserError:
+            remove(tmp)
+            raise
+        if final.is_dir():  # rename() cannot replace a non-empty folder: move it aside first
+            aside = self.out_dir / f".replaced-{final.name}"
+            remove(aside)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            remove(aside)
+        else:
+            os.replace(tmp, final)
+        record = {"path": final.name, "sha256": digest, "bytes": artifact_bytes(final), **record}
+        records = [r for r in self.load() if r.get("path") != final.name] + [record]
+        write_json(self.manifest_path, {"format_version": MANIFEST_VERSION, "artifacts": records})
+        return record
+
+    def load(self) -> list[dict]:
+        return read_manifest(self.manifest_path)

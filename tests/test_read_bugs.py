@@ -1,0 +1,83 @@
+"""Defects found by reading the code (the redesign's bug list), each pinned by a test that failed
+before its fix."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = ["student.arch=mobile_resnet_9blocks", "student.kwargs.ngf=8", "data.size=64", "data.load_size=72",
+        "data.test_size=64", "data.views=64", "data.batch_size=2"]
+
+
+def _sets(items):
+    return [a for s in items for a in ("--set", s)]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "tpu"], "--target tpu"),
+    (["--target", "onnx,tpu"], "--target tpu"),
+])
+def test_pipeline_rejects_a_bad_export_option_before_training(run_cli, tiny_teacher, tmp_path, args, message):
+    code, _, err = run_cli("pipeline", "--steps", 2, *args,
+                           *_sets([f"teacher.source={tiny_teacher}", f"runs_dir={tmp_path / 'runs'}", *TINY]))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run folder
+
+
+def test_pipeline_for_a_target_the_teacher_cannot_run_here_still_reports(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = run_cli("pipeline", "--steps", 2, "--name", "job", "--target", "tensorrt", "--runs", 3,
+                             "--max-seconds", 0.2,
+                             *_sets([f"teacher.source={tiny_teacher}", f"runs_dir={tmp_path}", *TINY]))
+    assert code == 0, err
+    report = (tmp_path / "job" / "report.md").read_text()
+    assert "| student_64_fp32.trt.onnx | tensorrt | fp32 |" in report
+    assert "teacher not exported" in report and (tmp_path / "job" / "bench" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--teacher", "{tmp}/missing.pt"], "--teacher {tmp}/missing.pt"),
+    (["--student", "mobile_resnet"], "unknown model"),
+    (["--data", "{tmp}/no_such_folder"], "no_such_folder"),
+])
+def test_failed_distill_leaves_no_run_folder(run_cli, tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, _, err = run_cli("distill", *args, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and message.replace("{tmp}", str(tmp_path)) in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("command", [["export"], ["eval"], ["profile"], ["demo", "--output", "{tmp}/o.mp4"]])
+def test_a_bad_model_file_is_named_by_its_own_argument(run_cli, tmp_path, command):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a model")
+    command = [c.replace("{tmp}", str(tmp_path)) for c in command]
+    code, _, err = run_cli(command[0], bad, *command[1:])
+    assert code == 2 and str(bad) in err and "Traceback" not in err
+    assert "--teacher" not in err and "(101)" not in err
+
+
+def test_bench_on_a_corrupt_manifest_is_one_line(run_cli, tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "manifest.json").write_text("{not json")
+    code, _, err = run_cli("bench", tmp_path / "export", "--out", tmp_path / "bench")
+    assert code == 2 and "manifest.json" in err and "Traceback" not in err
+
+
+def test_online_with_a_pretrained_teacher_is_refused(run_cli, tiny_teacher, tmp_path):
+    code, _, err = run_cli("distill", "--online", "--teacher", tiny_teacher, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "--online" in err and str(tiny_teacher) in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_manifest_record_and_reader_agree(tmp_path):
+    from crd_edge.artifacts import find_artifacts, manifest_record, read_manifest
+    (tmp_path / "student_fp32.onnx").write_bytes(b"x")
+    records = [{"path": "student_fp32.onnx", "target": "onnx", "precision": "fp32", "layout": "NCHW",
+                "input": {"shape": [1, 3, 64, 96]}}]
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "artifacts": records}))
+    assert read_manifest(tmp_path) == records == [manifest_record(tmp_path / "student_fp32.onnx")]
+    (artifact,) = find_artifacts(tmp_path)
+    assert (artifact.target, artifact.precision, artifact.input_hw, artifact.role) == ("onnx", "fp32", (64, 96), "student")
