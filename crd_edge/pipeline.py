@@ -85,7 +85,7 @@ def _exportable_teacher(config) -> str | None:
     if config.teacher.mode == "online" or not config.teacher.source:
         return None
     source = str(config.teacher.source)
-    from crd_edge.teachers import STYLETRANSFER
+    from crd_edge.runtime.teachers import STYLETRANSFER
     if source.partition(":")[0] == STYLETRANSFER:
         return None  # an ONNX network with a second (style) input: the bench harness feeds one image
     if source != "vintagify" and not Path(source).is_file():

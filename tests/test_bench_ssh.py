@@ -306,6 +306,6 @@ def test_bad_ssh_target_shows_the_expected_form(text):
 def test_remote_harness_error_is_reported_and_cleaned_up(sshd, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("not a model")
-    with pytest.raises(UserError, match=r"^127\.0\.0\.1: /.*/crd-edge\.\w+/bad\.onnx: onnxruntime cannot load it"):
+    with pytest.raises(UserError, match=r"^127\.0\.0\.1: /.*/crd-edge\.\w+/bad\.onnx: not a loadable ONNX model, onnxruntime cannot load it"):
         _run(sshd, bad)
     _assert_clean(sshd)

@@ -18,7 +18,8 @@ from crd_edge.eval.fid import (feature_stats, fid_against_stats, fid_from_featur
                                polynomial_mmd2)
 from crd_edge.eval.fidelity import psnr_uint8, ssim_uint8
 from crd_edge.eval.images import data_source, fit_image, from_uint8, reference_source, to_uint8
-from crd_edge.eval.score import evaluate, load_model, parse_metrics, render_table
+from crd_edge.eval.score import evaluate, parse_metrics, render_table
+from crd_edge.runtime.model import open_model
 from crd_edge.models import create_model
 from crd_edge._io import file_sha256 as sha256_of
 from crd_edge._io import atomic_torch_save
@@ -310,7 +311,7 @@ def test_checkpoint_and_its_onnx_export_score_the_same(tmp_path, tiny_teacher):
     max_err = record["verification"]["max_abs_err"]
     assert max_err < 1e-3
 
-    torch_model, onnx_model = load_model(ckpt), load_model(onnx_path)
+    torch_model, onnx_model = open_model(ckpt), open_model(onnx_path)
     assert onnx_model.static_size == (64, 64) and torch_model.native_size == (64, 64)
     x = from_uint8(_photos(3))
     a = torch_model.run(x)

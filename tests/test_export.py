@@ -79,7 +79,7 @@ def test_bad_export_inputs(run_cli, tmp_path):
     assert code == 2 and "no such checkpoint or model file" in err
     (tmp_path / "notes.txt").write_text("hello")
     code, _, err = run_cli("export", tmp_path / "notes.txt")
-    assert code == 2 and "not a TorchScript file, state dict or ONNX model" in err
+    assert code == 2 and "not a crd-edge checkpoint, TorchScript file, state dict or ONNX model" in err
     with pytest.raises(Exception, match="no runtime"):
         open_session(tmp_path / "notes.txt")
 

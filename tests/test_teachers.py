@@ -7,7 +7,7 @@ import torch
 
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
-from crd_edge.teachers import adapt_cyclegan_state_dict, infer_resnet_kwargs, load_teacher
+from crd_edge.runtime.teachers import adapt_cyclegan_state_dict, infer_resnet_kwargs, load_teacher
 from crd_edge._io import atomic_torch_save
 from crd_edge.checkpoint import load_student, read_checkpoint, student_record
 

@@ -131,13 +131,13 @@ def _cpu_name() -> str:
 def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
             roofline: bool = True) -> dict:
     """Open ``path`` through the runtime layer and measure it (see the module docstring)."""
-    from crd_edge.runtime import open_session
     from crd_edge.runtime.base import input_hw
+    from crd_edge.runtime.model import open_model
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    session = open_session(path, threads=threads)
+    session = open_model(str(path), threads=threads).session
     load_ms = (time.perf_counter() - t0) * 1e3
     height, width = input_hw(session.input_shape) or (256, 256)  # dynamic H/W: time it at 256x256
     rng = np.random.default_rng(0)

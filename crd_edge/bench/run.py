@@ -25,10 +25,10 @@ def model_counts(item: Artifact, size: tuple[int, int]) -> dict:
     architecture the manifest records (fp32), else, for an ONNX file without one (a bare .onnx,
     or an architecture this version does not know), read from the file's graph in its own
     dtypes (:mod:`crd_edge.analysis.onnx_counts`). ``counted_from`` says which."""
-    if item.target == "torch":
-        from crd_edge.checkpoint import read_checkpoint
-        record = read_checkpoint(item.path)["student"]
-        arch, kwargs = record["arch"], record["kwargs"]
+    if item.target == "torch":  # a checkpoint or a state-dict teacher names its architecture; TorchScript does not
+        from crd_edge.runtime.torch_source import load_source
+        identity = load_source(item.path).identity
+        arch, kwargs = identity.get("arch"), identity.get("kwargs") or {}
     else:
         source = item.record.get("source", {})
         arch, kwargs = source.get("arch"), source.get("kwargs") or {}

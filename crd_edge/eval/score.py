@@ -27,15 +27,13 @@ import difflib
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crd_edge.artifacts import format_of
 from crd_edge.errors import UserError
-from crd_edge.runtime.base import input_hw
+from crd_edge.runtime.model import Model, open_model
 
 METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
 PIXEL_METRICS = frozenset({"psnr", "ssim", "vgg"})
@@ -43,7 +41,7 @@ FEATURE_METRICS = frozenset({"fid", "kid"})
 ALIASES = {"vgg_dist": "vgg", "lpips": "vgg"}
 UINT8_NOTE = "every image is rounded to uint8 (round((y + 1) * 127.5), not truncated) before scoring"
 
-__all__ = ["evaluate", "load_model", "parse_metrics", "render_table", "LoadedModel", "METRICS"]
+__all__ = ["evaluate", "parse_metrics", "render_table", "METRICS"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,84 +90,26 @@ def _check_size(size: int) -> int:
 # The model being scored
 
 
-@dataclass
-class LoadedModel:
-    """A model ready to run one NCHW float32 [-1, 1] batch, and what it is."""
-
-    run: Callable[[np.ndarray], np.ndarray]
-    identity: dict[str, Any]
-    static_size: tuple[int, int] | None = None   # artifacts have a fixed input
-    native_size: tuple[int, int] | None = None   # a checkpoint's recorded size
-    checkpoint: dict | None = field(default=None, repr=False)  # for its recorded teacher
-
-
-def _manifest_checkpoint(path: Path) -> dict | None:
-    """The checkpoint an artifact was exported from, via its manifest.json (if still there)."""
-    from crd_edge.artifacts import manifest_record
-    from crd_edge.checkpoint import read_checkpoint
-
-    source = manifest_record(path).get("source") or {}
-    checkpoint = Path(source.get("path", ""))
-    if source.get("kind") != "crd-edge checkpoint" or not checkpoint.is_file():
-        return None
-    try:
-        return read_checkpoint(checkpoint)
-    except UserError:
-        return None
-
-
 def check_model_exists(model: str | Path) -> Path:
     """The model's path; a one-line error before any slow work when it does not exist."""
+    from crd_edge.runtime.teachers import is_builtin_teacher
+
     path = Path(str(model)).expanduser()
-    if str(model) != "vintagify" and not path.exists():
+    if not is_builtin_teacher(str(model)) and not path.exists():
         raise UserError(f"{model}: no such model file; pass a crd-edge checkpoint "
                         "(runs/<name>/checkpoint.pt), an exported artifact (.onnx, .tflite, .openvino) "
-                        "or 'vintagify'")
+                        "or a built-in teacher ('vintagify')")
     return path
-
-
-def load_model(model: str | Path) -> LoadedModel:
-    """Open MODEL: an exported artifact (by suffix) through the runtime layer, else a crd-edge
-    checkpoint or a teacher through :func:`crd_edge.runtime.torch_source.load_source`."""
-    text = str(model)
-    path = check_model_exists(model)
-    fmt = format_of(path)
-    if fmt is not None and fmt.target != "torch":
-        from crd_edge.artifacts import artifact_sha256
-        from crd_edge.runtime import open_session
-
-        session = open_session(path)
-        identity = {"path": str(path), "kind": "artifact", "backend": session.backend,
-                    "sha256": artifact_sha256(path)[:12], "input_shape": [str(d) for d in session.input_shape]}
-        return LoadedModel(session.run, identity, static_size=input_hw(session.input_shape),
-                           checkpoint=_manifest_checkpoint(path))
-
-    import torch
-
-    from crd_edge.runtime.torch_source import load_source
-    from crd_edge.checkpoint import read_checkpoint
-
-    src = load_source(text)
-    net = src.model
-
-    @torch.no_grad()
-    def run(x: np.ndarray) -> np.ndarray:
-        return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
-
-    identity = {"path": src.identity["path"], "kind": src.identity["kind"], "backend": "torch",
-                "sha256": str(src.identity["sha256"])[:12], "arch": src.identity.get("arch")}
-    checkpoint = read_checkpoint(path) if src.role == "student" else None
-    return LoadedModel(run, identity, native_size=src.native_size, checkpoint=checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------
 # The teacher
 
 
-def resolve_teacher(teacher: str | None, loaded: LoadedModel) -> tuple[Any, dict[str, Any], list[str]]:
+def resolve_teacher(teacher: str | None, loaded: Model) -> tuple[Any, dict[str, Any], list[str]]:
     """The teacher to compare with: ``teacher`` if given, else the checkpoint's recorded one,
     else vintagify. Returns ``(Teacher, identity for the report, notes)``."""
-    from crd_edge.teachers import is_builtin_teacher, load_teacher
+    from crd_edge.runtime.teachers import is_builtin_teacher, load_teacher
 
     notes: list[str] = []
     recorded = (loaded.checkpoint or {}).get("teacher")
@@ -259,7 +199,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     if "vgg" in wanted:
         from crd_edge.eval.fidelity import VGGDistance
         vgg = VGGDistance(vgg_weights)
-    loaded = load_model(model)
+    loaded = open_model(str(model))
     if loaded.static_size is not None:
         if size is not None and (size, size) != loaded.static_size:
             h, w = loaded.static_size

@@ -4,7 +4,7 @@ Layout (docs/method.md, "Architectures"): pad + conv7 (ngf), two stride-2 convs 
 ``n_blocks`` residual blocks at 4*ngf, two x2 upsamplings back, pad + conv7 to RGB, tanh;
 a norm + ReLU after every conv but the last. With the paper's options the layers sit in one
 ``nn.Sequential`` named ``model`` at the same indices as the original CycleGAN code, so its
-state dicts load with no more than a key rename (see ``crd_edge.teachers``).
+state dicts load with no more than a key rename (see ``crd_edge.runtime.teachers``).
 """
 
 from __future__ import annotations

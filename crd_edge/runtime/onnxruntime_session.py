@@ -10,25 +10,42 @@ from crd_edge.errors import UserError
 
 
 class OnnxRuntimeSession:
+    """``constants`` are extra inputs fed unchanged on every call (a style vector, say); the image
+    is the one input they do not name. ``spinning`` False stops idle worker threads from spinning
+    after each run, for a session that runs beside torch (a teacher labelling views)."""
+
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 constants: dict[str, np.ndarray] | None = None, spinning: bool = True, what: str | None = None) -> None:
+        what = what or str(path)
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserError("running .onnx files needs onnxruntime: pip install onnxruntime") from None
+            raise UserError(f"{what}: running .onnx files needs onnxruntime: pip install onnxruntime") from None
         self.path = Path(path)
+        self.constants = dict(constants or {})
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types
-            raise UserError(f"{self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:120]})") from None
-        (inp,) = self.session.get_inputs()
-        self.input_name = inp.name
-        self.input_shape = tuple(inp.shape)
+            raise UserError(f"{what}: not a loadable ONNX model, onnxruntime cannot load it "
+                            f"({str(exc).splitlines()[0][:120]})") from None
+        inputs = self.session.get_inputs()
+        images = [i for i in inputs if i.name not in self.constants]
+        unknown = sorted(set(self.constants) - {i.name for i in inputs})
+        if len(images) != 1 or len(images[0].shape) != 4 or unknown:
+            expected = " plus " + ", ".join(self.constants) if self.constants else ""
+            raise UserError(f"{what}: expected one NCHW image input{expected}, "
+                            f"found {({i.name: i.shape for i in inputs})}")
+        self.input_name = images[0].name
+        self.input_shape = tuple(images[0].shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32), **self.constants}
+        return self.session.run(None, feed)[0]

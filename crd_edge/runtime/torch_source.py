@@ -21,7 +21,7 @@ class ExportSource:
     identity: dict[str, Any]     # path, sha256, architecture: recorded in the manifest
 
 
-def _is_crd_checkpoint(path: Path) -> bool:
+def is_crd_checkpoint(path: Path) -> bool:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
@@ -34,7 +34,7 @@ def load_source(source: str | Path, arch: str | None = None, option: str = "") -
     names the argument that gave ``source`` in errors ("" for a positional MODEL)."""
     from crd_edge._io import file_sha256
     from crd_edge.checkpoint import load_student
-    from crd_edge.teachers import load_teacher
+    from crd_edge.runtime.teachers import load_teacher
 
     text = str(source)
     path = Path(text)
@@ -44,7 +44,7 @@ def load_source(source: str | Path, arch: str | None = None, option: str = "") -
     if text != "vintagify" and path.suffix.lower() == ".onnx":
         raise UserError(f"{path}: already an ONNX file; export takes the torch model it came from "
                         "(a crd-edge checkpoint, TorchScript or state dict)")
-    if text != "vintagify" and _is_crd_checkpoint(path):
+    if text != "vintagify" and is_crd_checkpoint(path):
         model, ckpt = load_student(path)
         record = ckpt["student"]
         return ExportSource(model, "student", tuple(record["input_size"]),

@@ -28,7 +28,7 @@ from crd_edge.data import build_dataset
 from crd_edge.data.jitter import apply_jitter, jitter_params
 from crd_edge.errors import UserError
 from crd_edge.models import create_model, model_entry
-from crd_edge.teachers import load_teacher
+from crd_edge.runtime.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
 from crd_edge.training.curves import plot_curve

