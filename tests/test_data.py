@@ -32,11 +32,11 @@ from crd_edge.data import (
     read_image,
     sample_crop,
     split_names,
-    to_tensor,
-    to_uint8,
 )
 from crd_edge.data import builtin as builtin_mod
 from crd_edge.errors import UserError
+from crd_edge.imaging import tensor_from_uint8 as to_tensor
+from crd_edge.imaging import tensor_to_uint8 as to_uint8
 
 SIZE, LOAD = 32, 40  # small sizes keep the whole file fast
 

@@ -25,7 +25,8 @@ pytest.importorskip("onnxruntime")
 
 from crd_edge.demo import DemoOptions, run_demo  # noqa: E402
 from crd_edge.demo.capture import FrameReader  # noqa: E402
-from crd_edge.demo.frames import HEADER, fit_frame, from_model_output, panel_box, to_model_input  # noqa: E402
+from crd_edge.demo.frames import HEADER, panel_box  # noqa: E402
+from crd_edge.imaging import fit_frame, from_model_output, to_model_input  # noqa: E402
 from crd_edge.demo.sinks import window_available  # noqa: E402
 from crd_edge.runtime import open_session  # noqa: E402
 

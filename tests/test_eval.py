@@ -16,8 +16,9 @@ from crd_edge.eval import cache as stats_cache
 from crd_edge.eval import inception as inc
 from crd_edge.eval.fid import (feature_stats, fid_against_stats, fid_from_features, frechet_distance, kid,
                                polynomial_mmd2)
-from crd_edge.eval.fidelity import psnr_uint8, ssim_uint8
-from crd_edge.eval.images import data_source, fit_image, from_uint8, reference_source, to_uint8
+from crd_edge.eval.fidelity import ssim_uint8
+from crd_edge.eval.images import data_source, fit_image, reference_source
+from crd_edge.imaging import from_uint8, psnr_uint8, to_uint8
 from crd_edge.eval.score import evaluate, parse_metrics, render_table
 from crd_edge.runtime.model import open_model
 from crd_edge.models import create_model
@@ -71,7 +72,7 @@ def test_uint8_rounds_instead_of_truncating():
     levels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
     assert np.array_equal(to_uint8(from_uint8(levels)), levels)  # every level survives the round trip
     t = torch.linspace(-1, 1, 101).reshape(1, 1, 1, 101).expand(1, 3, 1, 101)
-    from crd_edge.data.transforms import to_uint8 as training_to_uint8
+    from crd_edge.imaging import tensor_to_uint8 as training_to_uint8
     # Same convention as the training samples; float64 arithmetic may settle a float32 value
     # that lands on .5 in float32 (0.4f -> 178.5 vs 178.50000076) one level differently.
     assert np.abs(to_uint8(t).astype(int) - training_to_uint8(t)).max() <= 1

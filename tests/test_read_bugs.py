@@ -81,3 +81,27 @@ def test_manifest_record_and_reader_agree(tmp_path):
     assert read_manifest(tmp_path) == records == [manifest_record(tmp_path / "student_fp32.onnx")]
     (artifact,) = find_artifacts(tmp_path)
     assert (artifact.target, artifact.precision, artifact.input_hw, artifact.role) == ("onnx", "fp32", (64, 96), "student")
+
+
+def test_bench_harness_prepares_frames_exactly_as_the_demo_does():
+    import numpy as np
+
+    from crd_edge.bench.harness import _frame_ops
+    from crd_edge.imaging import fit_frame, from_model_output, to_model_input
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    pre, post = _frame_ops(96, 64)  # a portrait input from a landscape camera: crop, then resize
+    assert np.array_equal(pre(frame), to_model_input(fit_frame(frame, (96, 64), "crop")))
+    y = np.full((1, 3, 4, 4), 0.999, np.float32)  # 254.87: the demo rounds to 255, truncation gave 254
+    assert np.array_equal(post(y), from_model_output(y)) and post(y).min() == 255
+
+
+def test_merged_bench_results_pair_teacher_and_student_from_the_same_run():
+    from crd_edge.bench.results import speedups
+
+    def row(run, role, ms):
+        return {"run_id": run, "device": {"name": "cpu"}, "runtime": "onnxruntime", "input_size": [256, 256],
+                "status": "measured", "latency_ms": {"p50": ms, "mean": ms},
+                "artifact": {"role": role, "precision": "fp32", "name": f"{role}.onnx"}, "model": {}}
+    rows = [row("a", "teacher", 100.0), row("a", "student", 10.0), row("b", "student", 50.0)]
+    (pair,) = speedups(rows)  # run b has no teacher: no pair across runs
+    assert pair["speedup"] == 10.0

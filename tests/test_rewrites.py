@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from crd_edge.export.rewrites import ChannelsLastIO, ReflectPadSlices, apply_rewrites, convtranspose_k3_to_k4
+from crd_edge.export.rewrites import ReflectPadSlices, apply_rewrites, convtranspose_k3_to_k4
 from crd_edge.export.verify import verification_images
 from crd_edge.models import create_model
 
@@ -61,16 +61,6 @@ def test_rewritten_paper_generators_match_on_real_photos():
 def test_rewrites_that_match_nothing_are_not_recorded():
     model = create_model("mobile_resnet_9blocks", ngf=8, upsample="nearest", padding="zero")
     assert apply_rewrites(model, ["convtranspose_k3_to_k4", "reflect_pad_to_slices"])[1] == []
-
-
-def test_channels_last_io_wraps_without_changing_values():
-    torch.manual_seed(0)
-    model = create_model("mobile_resnet_9blocks", ngf=8, upsample="convt4").eval()
-    x = torch.randn(1, 3, 32, 48)
-    with torch.no_grad():
-        out = ChannelsLastIO(model)(x.permute(0, 2, 3, 1))
-        assert out.shape == (1, 32, 48, 3)
-        torch.testing.assert_close(out.permute(0, 3, 1, 2), model(x))
 
 
 @pytest.mark.parametrize("out_ch,kernel,r,pad", [(3, 7, 4, 0), (1, 3, 2, 0), (4, 5, 4, 0), (3, 7, 4, 3), (3, 5, 2, 1)])

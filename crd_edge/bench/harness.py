@@ -72,30 +72,13 @@ def matmul_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> dict:
 
 
 def _frame_ops(height: int, width: int):
-    """pre(frame) -> NCHW float32 [-1, 1]; post(NCHW) -> uint8 BGR image, as the demo does them."""
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
+    """pre(frame) -> NCHW float32 [-1, 1]; post(NCHW) -> uint8 BGR image: the demo's own functions."""
+    from crd_edge.imaging import fit_frame, from_model_output, to_model_input
 
     def pre(frame: np.ndarray) -> np.ndarray:
-        h, w = frame.shape[:2]
-        scale = max(height / h, width / w)  # cover, then centre-crop: keeps the aspect ratio
-        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-        if cv2 is not None:
-            resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
-        else:
-            rows = (np.arange(nh) * h // nh)[:, None]
-            resized = frame[rows, np.arange(nw) * w // nw]
-        top, left = (nh - height) // 2, (nw - width) // 2
-        crop = resized[top:top + height, left:left + width, ::-1]  # BGR -> RGB
-        return np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32) / 127.5 - 1.0
+        return to_model_input(fit_frame(frame, (height, width), "crop"))
 
-    def post(out: np.ndarray) -> np.ndarray:
-        img = ((out[0].transpose(1, 2, 0) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-        return np.ascontiguousarray(img[:, :, ::-1])
-
-    return pre, post
+    return pre, from_model_output
 
 
 def peak_rss_mb() -> float:

@@ -76,13 +76,15 @@ def _attach_roofline(rows: list[dict], results: list[dict]) -> None:
 
 
 def speedups(rows: list[dict]) -> list[dict]:
-    """Teacher p50 / student p50 per device, runtime and precision (same device, same run)."""
+    """Teacher p50 / student p50 per device, runtime, precision and input size, pairing only a
+    teacher and a student measured in the same run (a merged report holds several runs)."""
     groups: dict[tuple, dict] = defaultdict(dict)
     for r in rows:
         a = r["artifact"]
-        groups[(device_name(r), r.get("runtime"), a["precision"])][a["role"]] = r
+        size = "x".join(map(str, r.get("input_size") or []))
+        groups[(device_name(r), r.get("runtime") or "", a["precision"], size, r.get("run_id") or "")][a["role"]] = r
     out = []
-    for (device, runtime, precision), roles in sorted(groups.items()):
+    for (device, runtime, precision, _, _), roles in sorted(groups.items()):
         if "teacher" in roles and "student" in roles:
             t, s = roles["teacher"], roles["student"]
             tm, sm = t.get("model", {}).get("macs_true"), s.get("model", {}).get("macs_true")
@@ -197,13 +199,6 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, out_dir / "latency.png"))
     return written
-
-
-def _group(rows, key):
-    groups = defaultdict(list)
-    for r in rows:
-        groups[key(r)].append(r)
-    return groups
 
 
 def _save(fig, path: Path) -> Path:

@@ -16,8 +16,7 @@ _EXPORTS = {
                                "PhotoDataset", "UnalignedDataset", "build_dataset"],
     "crd_edge.data.images": ["BAD_IMAGE_REASONS", "IMAGE_EXTENSIONS", "BadImage", "ImageFiles", "SkipCounter",
                              "list_images", "read_image"],
-    "crd_edge.data.transforms": ["NO_CROP", "CropParams", "apply_crop", "resize", "sample_crop", "to_tensor",
-                                 "to_uint8"],
+    "crd_edge.data.transforms": ["NO_CROP", "CropParams", "apply_crop", "resize", "sample_crop"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from crd_edge.data.builtin import builtin_split
 from crd_edge.data.images import BadImage, ImageFiles, SkipCounter, list_images, read_image
-from crd_edge.data.transforms import NO_CROP, CropParams, apply_crop, resize, sample_crop, to_tensor
+from crd_edge.data.transforms import NO_CROP, CropParams, apply_crop, resize, sample_crop
+from crd_edge.imaging import tensor_from_uint8
 from crd_edge.errors import UserError
 
 __all__ = ["LAYOUTS", "AlignedDataset", "BuiltinPhotoDataset", "ImageFolderDataset",
@@ -69,7 +70,7 @@ class PhotoDataset(Dataset):
         return sample_crop(self.load_size, self.size, rng) if self.train else NO_CROP
 
     def _full(self, img: np.ndarray) -> torch.Tensor:
-        return to_tensor(resize(img, self.full_size))
+        return tensor_from_uint8(resize(img, self.full_size))
 
     def _check_index(self, index: int) -> int:
         # Plain `for x in dataset` stops on IndexError, so out-of-range must raise.

@@ -22,8 +22,6 @@ __all__ = [
     "apply_crop",
     "resize",
     "sample_crop",
-    "to_tensor",
-    "to_uint8",
 ]
 
 
@@ -86,21 +84,3 @@ def apply_crop(img: torch.Tensor, params: CropParams, size: int) -> torch.Tensor
         return out.flip(-1)  # flip copies
     # A copy, not a view, so a cached full-size tensor is not kept alive by its crops.
     return out.clone(memory_format=torch.contiguous_format)
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 3xHxW in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."""
-    if img.dtype != np.uint8 or img.ndim != 3:
-        raise ValueError(f"expected uint8 HxWxC, got {img.dtype} with shape {img.shape}")
-    # Copy: from_numpy warns on read-only arrays (the cached built-in photos are read-only).
-    t = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).contiguous()
-    return t.to(torch.float32).div_(127.5).sub_(1.0)
-
-
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """float (..., C, H, W) in [-1, 1] -> uint8 (..., H, W, C), rounded and clamped."""
-    if t.ndim < 3:
-        raise ValueError(f"expected a (..., C, H, W) tensor, got shape {tuple(t.shape)}")
-    x = t.detach().to("cpu", torch.float32)
-    x = ((x + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return x.movedim(-3, -1).contiguous().numpy()

@@ -1,5 +1,5 @@
-"""Frame maths of the demo: fit a camera frame to the model's input, convert to and from the
-model's NCHW [-1, 1] convention, and compose the labelled side-by-side panels."""
+"""The demo's panels: labelled side-by-side frames and a smoothed frame rate. Fitting a frame to
+the model and converting to and from its NCHW [-1, 1] convention live in :mod:`crd_edge.imaging`."""
 
 from __future__ import annotations
 
@@ -7,57 +7,8 @@ import numpy as np
 
 from crd_edge._deps import import_cv2
 
-FITS = ("crop", "pad", "stretch")
 HEADER = 22          # pixels of label bar above each panel
 _FONT_SCALE = 0.45
-
-
-def fit_frame(frame: np.ndarray, size: tuple[int, int], fit: str = "crop") -> np.ndarray:
-    """``frame`` (H, W, 3) resized to ``size`` (height, width).
-
-    crop: keep the aspect ratio and cut the centre (the default: no distortion, no borders);
-    pad: keep the aspect ratio and letterbox with black; stretch: resize, distorting the aspect.
-    """
-    cv2 = import_cv2()
-    height, width = size
-    h, w = frame.shape[:2]
-    if fit == "stretch":
-        return _resize(cv2, frame, width, height)
-    if fit == "crop":
-        scale = max(height / h, width / w)
-        crop_h, crop_w = min(h, round(height / scale)), min(w, round(width / scale))
-        top, left = (h - crop_h) // 2, (w - crop_w) // 2
-        return _resize(cv2, frame[top:top + crop_h, left:left + crop_w], width, height)
-    if fit == "pad":
-        scale = min(height / h, width / w)
-        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-        out = np.zeros((height, width, 3), np.uint8)
-        top, left = (height - new_h) // 2, (width - new_w) // 2
-        out[top:top + new_h, left:left + new_w] = _resize(cv2, frame, new_w, new_h)
-        return out
-    raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-
-
-def _resize(cv2, image: np.ndarray, width: int, height: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return np.ascontiguousarray(image)
-    shrinking = width < image.shape[1] or height < image.shape[0]
-    # INTER_AREA averages when shrinking (no aliasing from a 1080p camera); linear when growing.
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-# Per-frame conversions in float32. crd_edge.eval.images.to_uint8/from_uint8 compute the same in
-# float64 (exact rounding for scoring); on this hot path that cost the demo 86 -> 71 FPS.
-def to_model_input(bgr: np.ndarray) -> np.ndarray:
-    """(H, W, 3) BGR uint8 -> (1, 3, H, W) RGB float32 in [-1, 1] (the models' convention)."""
-    rgb = bgr[:, :, ::-1].astype(np.float32)
-    return np.ascontiguousarray((rgb / 127.5 - 1.0).transpose(2, 0, 1)[None])
-
-
-def from_model_output(y: np.ndarray) -> np.ndarray:
-    """(1, 3, H, W) RGB in [-1, 1] -> (H, W, 3) BGR uint8, rounded (not truncated)."""
-    rgb = np.clip((np.asarray(y[0], np.float32).transpose(1, 2, 0) + 1.0) * 127.5, 0, 255)
-    return np.ascontiguousarray(np.rint(rgb).astype(np.uint8)[:, :, ::-1])
 
 
 def label_bar(width: int, left: str, right: str = "") -> np.ndarray:

@@ -15,7 +15,8 @@ import numpy as np
 
 from crd_edge._deps import import_cv2
 from crd_edge.demo.capture import FrameReader, open_capture, parse_source
-from crd_edge.demo.frames import FITS, SmoothedRate, compose, fit_frame, from_model_output, to_model_input
+from crd_edge.demo.frames import SmoothedRate, compose
+from crd_edge.imaging import FITS, fit_frame, from_model_output, to_model_input
 from crd_edge.demo.models import DemoModel, open_model
 from crd_edge.demo.server import MjpegServer
 from crd_edge.demo.sinks import VideoFileSink, WindowSink, window_available

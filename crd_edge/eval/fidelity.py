@@ -19,15 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["psnr_uint8", "ssim_uint8", "VGGDistance"]
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) between two uint8 images of the same shape; ``inf`` when identical."""
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0 ** 2 / mse))
+__all__ = ["ssim_uint8", "VGGDistance"]
 
 
 def ssim_uint8(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,7 +49,7 @@ class VGGDistance:
     def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
         import torch
 
-        from crd_edge.eval.images import from_uint8
+        from crd_edge.imaging import from_uint8
 
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")

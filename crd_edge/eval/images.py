@@ -16,36 +16,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from crd_edge.errors import UserError
 
-__all__ = ["ImageSource", "data_source", "reference_source", "fit_image", "to_uint8", "from_uint8"]
-
-
-def to_uint8(x: Any) -> np.ndarray:
-    """Images in [-1, 1], ``(..., C, H, W)`` (numpy or torch) -> uint8 ``(..., H, W, C)``.
-
-    ``round((x + 1) * 127.5)`` then clip: 1 -> 255, 0.999 -> 255 (truncation would give 254),
-    -1 -> 0, 0 -> 128 (127.5 rounds half to even, like ``torch.round``, so this matches
-    :func:`crd_edge.data.transforms.to_uint8`). Non-finite values are the caller's to check.
-    """
-    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)  # float64: (x + 1) * 127.5 exact enough to round right
-    if x.ndim < 3:
-        raise ValueError(f"expected (..., C, H, W) images, got shape {x.shape}")
-    u8 = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(np.moveaxis(u8, -3, -1))
-
-
-def from_uint8(images: np.ndarray) -> np.ndarray:
-    """uint8 ``(..., H, W, 3)`` -> float32 ``(..., 3, H, W)`` in [-1, 1] (the models' input)."""
-    if images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images, got {images.dtype}")
-    return np.ascontiguousarray(np.moveaxis(images.astype(np.float32) / 127.5 - 1.0, -1, -3))
+__all__ = ["ImageSource", "data_source", "reference_source", "fit_image"]
 
 
 def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -218,8 +218,9 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     # Reference features: a teacher reference is looked up now and computed in the loop below
     # on a miss; a folder reference is computed here on a miss.
     from crd_edge.eval import cache
-    from crd_edge.eval.fidelity import psnr_uint8, ssim_uint8
-    from crd_edge.eval.images import fit_image, from_uint8, to_uint8
+    from crd_edge.eval.fidelity import ssim_uint8
+    from crd_edge.eval.images import fit_image
+    from crd_edge.imaging import from_uint8, psnr_uint8, to_uint8
 
     ref_stats, ref_info, ref_parts = None, None, None
     if net is not None:

@@ -19,8 +19,6 @@ reports what changed, which goes into manifest.json.
   10x10 kernel (each output channel holds the 7x7 kernel shifted to one of the 16 positions of
   a 4x4 output block) followed by ``PixelShuffle(4)``: 2x the MACs, but wide enough to vectorise.
   ``narrow_conv_to_space_to_depth_r2`` is the same with 2x2 blocks (12 channels, 8x8 kernel).
-* ``channels_last_io`` (:class:`ChannelsLastIO`): NHWC in and out around an NCHW model, so a
-  TFLite file takes camera frames without a transpose on the caller's side.
 """
 
 from __future__ import annotations
@@ -149,14 +147,3 @@ def apply_rewrites(model: nn.Module, names: tuple[str, ...] | list[str]) -> tupl
         if count:
             applied.append({"name": name, "layers": count})
     return model, applied
-
-
-class ChannelsLastIO(nn.Module):
-    """NHWC input and output around an NCHW model (TFLite and camera frames are NHWC)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -8,21 +8,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of NCHW tensors in [-1, 1] (peak-to-peak range 2)."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(4.0 / mse)
-
-
-def to_uint8_image(x: torch.Tensor) -> np.ndarray:
-    """CHW [-1, 1] -> HWC uint8, rounded (not truncated)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+from crd_edge.imaging import psnr_tensor, tensor_to_uint8
 
 
 def save_grid(path: str | Path, columns: list[torch.Tensor]) -> None:
     """One row per image, one column per tensor (each NCHW [-1, 1]), e.g. input | teacher | student."""
-    rows = [np.concatenate([to_uint8_image(col[i]) for col in columns], axis=1)
+    rows = [np.concatenate([tensor_to_uint8(col[i]) for col in columns], axis=1)
             for i in range(columns[0].shape[0])]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +33,7 @@ def heldout_fidelity(student: torch.nn.Module, inputs: torch.Tensor, teacher_out
             for i in range(0, len(inputs), batch_size)]
     student.train(was_training)
     student_out = torch.cat(outs)
-    ps, pc = psnr(student_out, teacher_out), psnr(inputs, teacher_out)
+    ps, pc = psnr_tensor(student_out, teacher_out), psnr_tensor(inputs, teacher_out)
     return {"psnr_student_teacher": float(ps.mean()), "psnr_input_teacher": float(pc.mean()),
             "psnr_gain_db": float((ps - pc).mean()), "images": len(inputs),
             "per_image_student": [round(float(v), 3) for v in ps]}

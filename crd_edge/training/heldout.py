@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from crd_edge.data.views import heldout_views
+from crd_edge.imaging import psnr_each, tensor_from_uint8, tensor_to_uint8
 
 __all__ = ["HeldoutSet", "build_heldout", "student_outputs", "score_heldout", "quick_scores"]
 
@@ -72,22 +73,17 @@ def student_outputs(student: torch.nn.Module, inputs: np.ndarray, device, batch:
     student.eval()
     outs = []
     for i in range(0, len(inputs), batch):
-        x = torch.from_numpy(inputs[i:i + batch]).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
+        x = tensor_from_uint8(inputs[i:i + batch]).to(device)
         y = student(x).float().clamp(-1, 1)
-        outs.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        outs.append(tensor_to_uint8(y))
     student.train(was)
     return np.concatenate(outs) if outs else inputs.copy()
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
-    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12))
-
-
 def quick_scores(outputs: np.ndarray, held: HeldoutSet) -> dict[str, float]:
     """PSNR of the student and of the input against the teacher (cheap: for learning curves)."""
-    return {"psnr": float(_psnr(outputs, held.targets).mean()),
-            "psnr_input": float(_psnr(held.inputs, held.targets).mean())}
+    return {"psnr": float(psnr_each(outputs, held.targets).mean()),
+            "psnr_input": float(psnr_each(held.inputs, held.targets).mean())}
 
 
 def _features(held: HeldoutSet, name: str, images: np.ndarray, inception) -> np.ndarray:
@@ -117,7 +113,7 @@ def score_heldout(outputs: np.ndarray, held: HeldoutSet, *, inception: bool = Tr
     result: dict = {"crops": len(held), "photos": held.photos, "size": int(held.inputs.shape[1]),
                     "labeller": held.labeller, "notes": [], "student": {}, "input": {}}
     for who, images in rows.items():
-        result[who]["psnr"] = float(_psnr(images, held.targets).mean())
+        result[who]["psnr"] = float(psnr_each(images, held.targets).mean())
         if ssim:
             result[who]["ssim"] = float(np.mean([ssim_uint8(a, b) for a, b in zip(images, held.targets)]))
     if vgg:

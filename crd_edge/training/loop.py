@@ -31,6 +31,7 @@ from crd_edge.models import create_model, model_entry
 from crd_edge.runtime.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
+from crd_edge.imaging import tensor_from_uint8
 from crd_edge.training.curves import plot_curve
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
@@ -503,7 +504,7 @@ def _grid_views(views: "ViewTraining", n: int = 8) -> tuple[torch.Tensor, torch.
 def _spread(images: np.ndarray, n: int = 8) -> torch.Tensor:
     """``n`` of the uint8 NHWC ``images``, evenly spread, as NCHW in [-1, 1] (for grids)."""
     index = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
-    return torch.from_numpy(images[index]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return tensor_from_uint8(images[index])
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import torch
 from crd_edge.config import LossConfig
 from crd_edge.data.builtin import builtin_photos
 from crd_edge.models import create_model
+from crd_edge.imaging import tensor_from_uint8
 from crd_edge.training.losses import crd_loss
 from crd_edge.training.objective import VGG_LAYERS, student_losses
 from crd_edge.training.perceptual import feature_loss, style_loss
@@ -35,7 +36,7 @@ def _real_batch(batch_size: int, size: int) -> torch.Tensor:
     photos = builtin_photos()
     imgs = []
     for i in range(batch_size):
-        img = torch.from_numpy(photos[i % len(photos)].image).permute(2, 0, 1).float() / 127.5 - 1
+        img = tensor_from_uint8(photos[i % len(photos)].image)
         imgs.append(torch.nn.functional.interpolate(img[None], size=(size, size), mode="bilinear")[0])
     return torch.stack(imgs)
 

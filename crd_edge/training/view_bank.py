@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from crd_edge.data.views import ViewSpec, sample_view
+from crd_edge.imaging import psnr_tensor, tensor_from_uint8, tensor_to_uint8
 
 __all__ = ["TeacherLabeller", "ViewBank", "MIN_LABEL_PSNR", "SHARD"]
 
@@ -39,20 +40,6 @@ log = logging.getLogger(__name__)
 MIN_LABEL_PSNR = 40.0  # dB against the torch teacher: far below any student's error
 SHARD = 64              # views per file (and per teacher batch)
 FORMAT = 1
-
-
-def _to_tensor(views: np.ndarray) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> N x 3 x H x W float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(views)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float((a.float() - b.float()).pow(2).mean())
-    return float("inf") if mse == 0 else 10 * float(np.log10(4.0 / mse))
 
 
 class TeacherLabeller:
@@ -78,7 +65,7 @@ class TeacherLabeller:
         except ImportError:
             self.info["note"] = "OpenVINO not installed (pip install 'crd-edge[openvino]' labels 3-6x faster)"
             return
-        x = _to_tensor(probe[:4])
+        x = tensor_from_uint8(probe[:4])
         with torch.no_grad():
             reference = self._run_teacher(x)
         try:
@@ -94,7 +81,7 @@ class TeacherLabeller:
                 out = torch.from_numpy(compiled(x.numpy())[0])
             except Exception:  # noqa: BLE001 - a hint the CPU lacks: try the next one
                 continue
-            quality = _psnr(out, reference)
+            quality = float(psnr_tensor(out, reference).mean())
             if quality >= MIN_LABEL_PSNR:
                 self._run = lambda batch, c=compiled: torch.from_numpy(c(batch.numpy())[0])
                 self.info = {"runtime": f"OpenVINO {ov.__version__.split('-')[0]} (CPU)", "precision": precision if hint != "f32"
@@ -105,10 +92,10 @@ class TeacherLabeller:
     def __call__(self, views: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
         with torch.no_grad():
-            out = self._run(_to_tensor(views))
+            out = self._run(tensor_from_uint8(views))
         self.seconds += time.perf_counter() - start
         self.passes += len(views)
-        return _to_uint8(out)
+        return tensor_to_uint8(out)
 
 
 def bank_key(parts: dict) -> str:
