@@ -229,9 +229,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.data.color_jitter > 0 and cfg.teacher.cache == "full" and cfg.teacher.mode == "offline":
         raise UserError(f"data.color_jitter={cfg.data.color_jitter} needs the teacher run on the jittered views: "
                         "add --set teacher.cache=exact (or off); the full cache sees un-jittered whole images")
+    from crd_edge.models.registry import check_size
     for key in ("data.size", "data.test_size"):
-        if get(key) % 4:
-            raise UserError(f"config {key}={get(key)}: the generators downsample twice, use a multiple of 4")
+        check_size(cfg.student.arch, cfg.student.kwargs, get(key), get(key), f"config {key}")
+        if cfg.teacher.arch:
+            check_size(cfg.teacher.arch, cfg.teacher.kwargs, get(key), get(key), f"config {key}")
     patch, size = cfg.loss.patch_size, cfg.data.size
     if cfg.loss.crd_patches and (size % patch or size // patch < 2):
         raise UserError(f"--size {size}: the CRD patch term needs a multiple of loss.patch_size={patch} "

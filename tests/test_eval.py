@@ -390,7 +390,7 @@ def test_online_teacher_must_be_given(tmp_path):
     (["{ckpt}", "--metrics", "fid,sharpness"], "unknown metric"),
     (["{ckpt}", "--metrics", "fid", "--inception", "{tmp}/none.pt"], "file not found"),
     (["{ckpt}", "--reference", "{tmp}/nowhere"], "does not exist"),
-    (["{ckpt}", "--size", "30"], "multiple of 4"),
+    (["{ckpt}", "--size", "30"], "multiples of 4"),
 ])
 def test_cli_eval_bad_inputs(run_cli, tmp_path, args, message):
     _checkpoint(tmp_path / "c.pt")

@@ -105,3 +105,15 @@ def test_merged_bench_results_pair_teacher_and_student_from_the_same_run():
     rows = [row("a", "teacher", 100.0), row("a", "student", 10.0), row("b", "student", 50.0)]
     (pair,) = speedups(rows)  # run b has no teacher: no pair across runs
     assert pair["speedup"] == 10.0
+
+
+def test_one_size_rule_knows_each_architecture(run_cli, tmp_path):
+    from crd_edge.errors import UserError
+    from crd_edge.models.registry import check_size, size_multiple
+    assert size_multiple("mobile_resnet_9blocks_ngf16") == 4
+    assert size_multiple("unet_256") == 256 and size_multiple("unet_256", {"num_downs": 7}) == 128
+    check_size("mobile_resnet_9blocks", {}, 132, 96)
+    with pytest.raises(UserError, match="--size 132: unet_256 needs .* multiples of 256"):
+        check_size("unet_256", {}, 132, 132)  # "multiple of 4" passed this; the U-Net then failed inside
+    code, _, err = run_cli("distill", "--student", "unet_256_ngf16", "--size", 128, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "config data.size 128: unet_256_ngf16 needs" in err

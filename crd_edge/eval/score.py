@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from crd_edge.errors import UserError
+from crd_edge.models.registry import check_size
 from crd_edge.runtime.model import Model, open_model
 
 METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
@@ -78,12 +79,6 @@ def parse_metrics(metrics: str | list[str] | None, reference_is_teacher: bool) -
         raise UserError(f"--metrics {','.join(pixel)}: pixel metrics compare with the teacher's output; "
                         "with --reference DIR only fid,kid can be computed (or use --reference teacher)")
     return [m for m in METRICS if m in chosen], notes
-
-
-def _check_size(size: int) -> int:
-    if size < 8 or size % 4:
-        raise UserError(f"--size {size}: must be a multiple of 4, at least 8 (the generators downsample twice)")
-    return size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +178,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     is_teacher_ref = str(reference) == "teacher"
     wanted, notes = parse_metrics(metrics, is_teacher_ref)
     if size is not None:
-        _check_size(size)
+        check_size(None, None, size, size)  # the generic rule first: before anything is loaded
     check_model_exists(model)
 
     # Everything that can fail on user input is resolved before the slow part starts.
@@ -207,6 +202,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         height, width = loaded.static_size
     elif size is not None:
         height = width = size
+        check_size(loaded.identity.get("arch"), loaded.identity.get("kwargs"), size, size)  # the model's own stride
     else:
         height, width = loaded.native_size or (256, 256)
 

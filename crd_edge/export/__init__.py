@@ -39,7 +39,8 @@ def target_module(name: str) -> ModuleType:
 
 
 def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple[int, int]:
-    """``256`` or ``256x384`` (height x width); generators need multiples of 4 (two stride-2 stages)."""
+    """``256`` or ``256x384`` (height x width), checked by the one size rule
+    (:func:`crd_edge.models.registry.check_size`; the model's own stride is checked once it is loaded)."""
     if text is None:
         return default or (256, 256)
     match = re.fullmatch(r"(\d+)(?:[x,](\d+))?", str(text).strip().lower())
@@ -47,8 +48,8 @@ def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple
         raise UserError(f"--size {text}: expected N or HxW, e.g. 256 or 256x384")
     height = int(match.group(1))
     width = int(match.group(2) or height)
-    if min(height, width) < 8 or height % 4 or width % 4:
-        raise UserError(f"--size {text}: height and width must be multiples of 4, at least 8")
+    from crd_edge.models.registry import check_size
+    check_size(None, None, height, width)
     return height, width
 
 
@@ -97,6 +98,8 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     pairs = plan(targets, precisions)
     src = load_source(source, arch)
     height, width = parse_size(size, src.native_size)
+    from crd_edge.models.registry import check_size
+    check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
     out_dir = Path(out_dir) if out_dir else (Path(source).parent / "export" if src.role == "student" else Path("export"))
     writer = ArtifactWriter(out_dir, force=force)
     images = verification_images(height, width)

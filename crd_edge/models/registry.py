@@ -23,17 +23,43 @@ class ModelEntry:
     kind: str  # "generator" | "discriminator"
     defaults: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    # What height and width must be multiples of: the product of the generator's strides (an int,
+    # or a function of the merged kwargs for a depth set by an argument, as the U-Net's is).
+    stride: int | Callable[[dict], int] = 1
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, kind: str = "generator",
-                   doc: str = "", **defaults: Any) -> None:
-    """Register ``builder(**defaults, **kwargs)`` under ``name``; a duplicate name raises."""
+                   doc: str = "", stride: int | Callable[[dict], int] = 1, **defaults: Any) -> None:
+    """Register ``builder(**defaults, **kwargs)`` under ``name``; a duplicate name raises.
+    ``stride``: what input height and width must be multiples of (see :func:`size_multiple`)."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelEntry(name, builder, kind, dict(defaults), doc)
+    _REGISTRY[name] = ModelEntry(name, builder, kind, dict(defaults), doc, stride)
+
+
+# A generator whose architecture is not known here (TorchScript, ONNX): the CycleGAN/pix2pix ResNet
+# layout's two stride-2 stages.
+DEFAULT_MULTIPLE = 4
+
+
+def size_multiple(name: str | None, kwargs: dict | None = None) -> int:
+    """What a registered model's input height and width must be multiples of."""
+    if not name or name not in _REGISTRY:
+        return DEFAULT_MULTIPLE
+    entry = _REGISTRY[name]
+    return entry.stride({**entry.defaults, **(kwargs or {})}) if callable(entry.stride) else entry.stride
+
+
+def check_size(name: str | None, kwargs: dict | None, height: int, width: int, option: str = "--size") -> None:
+    """The one size rule: a one-line error naming ``option`` when (height, width) does not fit."""
+    multiple = size_multiple(name, kwargs)
+    if height % multiple or width % multiple or min(height, width) < max(multiple, 8):
+        size = f"{height}" if height == width else f"{height}x{width}"
+        raise UserError(f"{option} {size}: {name or 'the model'} needs a height and width that are multiples "
+                        f"of {multiple} and at least {max(multiple, 8)} (e.g. {max(multiple, 8, -(-height // multiple) * multiple)})")
 
 
 def list_models(kind: str | None = None) -> list[str]:

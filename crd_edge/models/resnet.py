@@ -154,14 +154,14 @@ def _resnet(**kwargs) -> ResnetGenerator:
     return ResnetGenerator(**kwargs)
 
 
-register_model("resnet_9blocks", _resnet, ngf=64, n_blocks=9,
+register_model("resnet_9blocks", _resnet, stride=4, ngf=64, n_blocks=9,
                doc="CycleGAN/pix2pix ResNet-9blocks generator (11.4 M params at ngf 64)")
-register_model("resnet_6blocks", _resnet, ngf=64, n_blocks=6,
+register_model("resnet_6blocks", _resnet, stride=4, ngf=64, n_blocks=6,
                doc="CycleGAN ResNet-6blocks generator (for 128x128 data)")
-register_model("mobile_resnet_9blocks", _resnet, ngf=16, n_blocks=9, mobile=True,
+register_model("mobile_resnet_9blocks", _resnet, stride=4, ngf=16, n_blocks=9, mobile=True,
                doc="Mobile ResNet-9blocks (depthwise-separable blocks), width set by ngf")
 for _ngf in (8, 12, 16, 64):
-    register_model(f"mobile_resnet_9blocks_ngf{_ngf}", _resnet, ngf=_ngf, n_blocks=9, mobile=True,
+    register_model(f"mobile_resnet_9blocks_ngf{_ngf}", _resnet, stride=4, ngf=_ngf, n_blocks=9, mobile=True,
                    doc=f"Mobile ResNet-9blocks ngf {_ngf}, paper-exact layers"
                        + (" (the CRD student)" if _ngf == 16 else "")
                        + (" (the CRD mobile teacher)" if _ngf == 64 else ""))
@@ -172,7 +172,7 @@ for _ngf in (8, 12, 16, 64):
 # 2. A global input skip (predict the change of the input): no parameters, 4 element-wise ops
 #    per pixel. In short CPU runs on the built-in photos it ended 2-7 dB closer to the teacher
 #    on held-out photos than the same student without it (see README, "Results").
-register_model("mobile_resnet_9blocks_ngf16_edge", _resnet, ngf=16, n_blocks=9, mobile=True,
+register_model("mobile_resnet_9blocks_ngf16_edge", _resnet, stride=4, ngf=16, n_blocks=9, mobile=True,
                upsample="convt4", input_skip=True,
                doc="Paper student + ConvTranspose k4 upsampling + input skip; InstanceNorm (the default before _lite)")
 # The default student: ..._edge with no normalisation and zero padding, so every layer is a
@@ -182,17 +182,17 @@ register_model("mobile_resnet_9blocks_ngf16_edge", _resnet, ngf=16, n_blocks=9, 
 # MVN, whose 24 InstanceNorms took 15% of ..._edge's time, and no reference-kernel reflect Pads),
 # and full-integer int8 passes its verification in onnxruntime, OpenVINO and TFLite (48-55 dB;
 # ..._edge's int8 fell to 16-30 dB, InstanceNorm's per-image ranges quantise badly).
-register_model("mobile_resnet_9blocks_ngf16_lite", _resnet, ngf=16, n_blocks=9, mobile=True,
+register_model("mobile_resnet_9blocks_ngf16_lite", _resnet, stride=4, ngf=16, n_blocks=9, mobile=True,
                upsample="convt4", input_skip=True, norm="none", padding="zero",
                doc="Default student: ..._edge without normalisation, zero padding (fuses and quantises)")
 # ..._lite plus two GlobalContext branches (whole-image statistics -> per-channel scale and
 # shift), so a norm-free student can follow a teacher whose colour change depends on the whole
 # image. About 17 k parameters and a few thousand MACs more than ..._lite.
-register_model("mobile_resnet_9blocks_ngf16_gc", _resnet, ngf=16, n_blocks=9, mobile=True,
+register_model("mobile_resnet_9blocks_ngf16_gc", _resnet, stride=4, ngf=16, n_blocks=9, mobile=True,
                upsample="convt4", input_skip=True, norm="none", padding="zero", global_context=True,
                doc="..._lite with global-context branches (per-channel scale/shift from pooled features)")
 # ..._lite plus a GlobalColour head: a per-image affine colour transform of the input, predicted
 # from pooled encoder features, under the local network's correction.
-register_model("mobile_resnet_9blocks_ngf16_colour", _resnet, ngf=16, n_blocks=9, mobile=True,
+register_model("mobile_resnet_9blocks_ngf16_colour", _resnet, stride=4, ngf=16, n_blocks=9, mobile=True,
                upsample="convt4", input_skip=True, norm="none", padding="zero", global_colour=True,
                doc="..._lite with a global colour head (per-image affine colour transform of the input)")

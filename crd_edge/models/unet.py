@@ -60,7 +60,7 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
-register_model("unet_256", UnetGenerator, ngf=64, num_downs=8,
+register_model("unet_256", UnetGenerator, stride=lambda kw: 2 ** kw["num_downs"], ngf=64, num_downs=8,
                doc="pix2pix U-Net-256 (BatchNorm), width set by ngf")
-register_model("unet_256_ngf16", UnetGenerator, ngf=16, num_downs=8,
+register_model("unet_256_ngf16", UnetGenerator, stride=lambda kw: 2 ** kw["num_downs"], ngf=16, num_downs=8,
                doc="pix2pix U-Net-256 student, ngf 16")

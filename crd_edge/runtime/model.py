@@ -128,7 +128,8 @@ def _open_torch(text: str, threads: int | None, option: str) -> Model:
     source = load_source(text, option=option)
     size = source.native_size or (256, 256)
     identity = {"path": source.identity["path"], "kind": source.identity["kind"], "backend": "torch",
-                "sha256": str(source.identity["sha256"])[:12], "arch": source.identity.get("arch")}
+                "sha256": str(source.identity["sha256"])[:12], "arch": source.identity.get("arch"),
+                "kwargs": source.identity.get("kwargs")}
     checkpoint = None
     if source.role == "student" and is_crd_checkpoint(Path(text)):
         from crd_edge.checkpoint import read_checkpoint
