@@ -33,7 +33,7 @@ class Format:
     runtime: str | None            # the runtime's name (demo --runtime, bench rows)
     extra: str | None              # pip extra providing the backend: pip install 'crd-edge[EXTRA]'
     not_local: str | None = None   # why it cannot run on this machine's CPU (None: it can)
-    verifier: str = "session"      # "session": run and compare; "spec": inspect the package; "graph": ONNX graph
+    verifier: str = "session"      # "session": run it and compare with torch; else the exporter's verify()
 
     @property
     def suffix(self) -> str:

@@ -151,7 +151,8 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Export a student or teacher to edge runtimes and verify every artifact on real photos."""
-    from crd_edge.export import export as run_export, render_results, status_of
+    from crd_edge.export import render_results, status_of
+    from crd_edge.export.run import export as run_export
 
     split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
     results = []

@@ -30,7 +30,8 @@ def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher
                  runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print) -> PipelineResult:
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import bench as run_bench
-    from crd_edge.export import export, plan, render_results, status_of
+    from crd_edge.export import plan, render_results, status_of
+    from crd_edge.export.run import export
     from crd_edge.training.loop import distill
 
     # Every later stage's options are checked before the first heavy step (training).

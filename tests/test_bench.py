@@ -38,7 +38,7 @@ def test_matmul_roofline_is_a_positive_throughput():
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """A tiny student and a wider 'teacher', each exported to ONNX fp32 with a manifest."""
-    from crd_edge.export import export
+    from crd_edge.export.run import export
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
     student = create_model("mobile_resnet_9blocks", ngf=8, n_blocks=2, upsample="convt4")

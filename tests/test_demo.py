@@ -60,7 +60,7 @@ def video(tmp_path_factory):
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     """A small student checkpoint and its verified ONNX export at 64x64."""
-    from crd_edge.export import export
+    from crd_edge.export.run import export
     folder = tmp_path_factory.mktemp("student")
     torch.manual_seed(0)
     model = create_model("mobile_resnet_9blocks", ngf=8, upsample="convt4", input_skip=True).eval()

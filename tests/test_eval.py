@@ -303,7 +303,7 @@ def test_metric_parsing():
 
 def test_checkpoint_and_its_onnx_export_score_the_same(tmp_path, tiny_teacher):
     pytest.importorskip("onnxruntime")
-    from crd_edge.export import export
+    from crd_edge.export.run import export
 
     ckpt = tmp_path / "c.pt"
     _checkpoint(ckpt, teacher=tiny_teacher)

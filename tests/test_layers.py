@@ -13,7 +13,8 @@ import crd_edge
 LAYERS = [
     ("errors",),
     ("_io", "_deps", "_version", "imaging"),
-    ("config", "models"),
+    ("models",),
+    ("config",),
     ("checkpoint",),
     ("artifacts",),
     ("data", "runtime", "analysis"),

@@ -18,7 +18,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from crd_edge.export import export
+    from crd_edge.export.run import export
     folder = tmp_path_factory.mktemp("student")
     torch.manual_seed(0)
     model = create_model("mobile_resnet_9blocks", ngf=8).eval()

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import re
+import sys
 import uuid
 import warnings
 from collections import Counter
@@ -263,3 +264,11 @@ def inspect(path: Path, job: ExportJob) -> dict:
     return {**result, "status": "failed" if problems else "spec-verified", "inputs": inputs,
             "outputs": outputs, "weight_precision": _precision_label(weights),
             "weight_elements": weights, "ops": ops, "problems": problems}
+
+
+def verify(path: Path, job: ExportJob, images, reference) -> dict:
+    """The export loop's check: a prediction compared with torch on macOS, the spec elsewhere."""
+    if sys.platform == "darwin":
+        from crd_edge.export.verify import verify_artifact
+        return verify_artifact(path, images, reference, job.precision)
+    return inspect(path, job)

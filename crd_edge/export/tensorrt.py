@@ -98,3 +98,10 @@ def export(job: ExportJob, path: Path) -> dict:
                       engine=build_engine(path, path.parent / engine_name(final_name), job.precision))
     versions = {**onnx_target.versions(), "tensorrt": tool_version("tensorrt")}
     return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, conversion))
+
+
+def verify(path: Path, job: ExportJob, images, reference) -> dict:
+    """The graph handed to TensorRT, run by onnxruntime in fp32: engine numerics need TensorRT."""
+    from crd_edge.export.verify import verify_artifact
+    result = verify_artifact(path, images, reference, job.precision)
+    return {**result, "runtime": "onnxruntime, fp32 (the graph handed to TensorRT; engine numerics need TensorRT)"}

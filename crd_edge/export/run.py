@@ -1,0 +1,99 @@
+"""The export loop: for every (target, precision) the model is rewritten where the target needs
+it (:mod:`crd_edge.export.rewrites`), converted by the target module, then verified: by default
+run through the runtime layer on held-out real photos and compared with the torch fp32 model; a
+target module with its own ``verify(path, job, images, reference)`` decides instead (Core ML,
+which cannot run on Linux, inspects its spec; TensorRT checks the graph it hands over). The
+figures and the pass/fail status go into the manifest."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from crd_edge.artifacts import FORMATS
+from crd_edge.errors import UserError
+from crd_edge.export import artifact_name, parse_size, plan, target_module
+
+
+def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None,
+           size: str | int | None = None, calib: str | Path | None = None, out_dir: str | Path | None = None,
+           force: bool = False, arch: str | None = None) -> Iterator[dict]:
+    """Export ``source`` (a crd-edge checkpoint, TorchScript, state dict or "vintagify") to each
+    (target, precision), verify each artifact and record it. Yields one result per pair as it
+    finishes: the manifest record, or ``{"target", "precision", "status": "skipped"|"error",
+    "reason"}`` for a target whose backend is missing (with ``all``) or whose conversion failed."""
+    import torch
+
+    from crd_edge.export.base import MissingExtra
+    from crd_edge.artifacts import ArtifactWriter
+    from crd_edge.runtime.torch_source import load_source
+    from crd_edge.export.verify import calibration_images, verification_images
+
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    precisions = [precisions] if isinstance(precisions, str) else precisions
+    pairs = plan(targets, precisions)
+    src = load_source(source, arch)
+    height, width = parse_size(size, src.native_size)
+    from crd_edge.models.registry import check_size
+    check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
+    out_dir = Path(out_dir) if out_dir else (Path(source).parent / "export" if src.role == "student" else Path("export"))
+    writer = ArtifactWriter(out_dir, force=force)
+    images = verification_images(height, width)
+    with torch.no_grad():
+        reference = src.model(images).float().numpy()
+    calibration = (calibration_images(height, width, calib)
+                   if any(p.startswith("int8") for _, p in pairs) else None)
+    keep_going = "all" in targets or len(pairs) > 1
+
+    for target, precision in pairs:
+        module = target_module(target)
+        try:
+            yield _export_one(module, target, precision, src, (height, width), calibration, images,
+                              reference, writer)
+        except MissingExtra as exc:
+            if not keep_going:
+                raise
+            yield {"target": target, "precision": precision, "status": "skipped", "reason": str(exc)}
+        except Exception as exc:  # a conversion that fails must not cost the other targets
+            if not keep_going:
+                raise
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            yield {"target": target, "precision": precision, "status": "error", "reason": reason}
+
+
+def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
+    from crd_edge.export.base import ExportJob
+    from crd_edge.artifacts import remove
+    from crd_edge.export.rewrites import apply_rewrites
+    from crd_edge.export.verify import verify_artifact
+
+    height, width = size
+    name = artifact_name(src.role, size, precision, FORMATS[target].suffix)
+    model, rewrites = apply_rewrites(src.model, module.REWRITES)
+    path = writer.reserve(name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="crd-edge-export-") as work:
+            job = ExportJob(model, height, width, precision, calibration, Path(work))
+            start = time.perf_counter()
+            details = module.export(job, path)
+            seconds = time.perf_counter() - start
+        if FORMATS[target].verifier == "session":  # run it and compare with torch
+            verification = verify_artifact(path, images, reference, precision)
+        else:  # the target module's own check (Core ML's spec, TensorRT's graph)
+            verification = module.verify(path, job, images, reference)
+    except BaseException:
+        remove(path)  # never leave a half-written artifact behind
+        raise
+    nhwc = details["layout"] == "NHWC"
+    shape = [1, height, width, 3] if nhwc else [1, 3, height, width]
+    record = {"target": target, "precision": precision, "layout": details["layout"], "value_range": [-1.0, 1.0],
+              "input": {"name": details["input_name"], "shape": shape},
+              "output": {"name": details["output_name"], "shape": shape},
+              "source": src.identity, "tool_versions": details["tool_versions"], "rewrites": rewrites,
+              "export_seconds": round(seconds, 3), "conversion": details["conversion"],
+              "verification": verification}
+    return writer.commit(path, record)
+
+
