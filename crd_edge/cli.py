@@ -156,7 +156,8 @@ def export(
 
     split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
     results = []
-    for result in run_export(source, split(target), split(precision) or None, size, calib, out, force, arch):
+    for result in run_export(source, split(target), split(precision) or None, size=size, calib=calib, out_dir=out,
+                             force=force, arch=arch):
         results.append(result)
         if not as_json:
             name = result.get("path", f"{result['target']} {result['precision']}")
@@ -186,7 +187,8 @@ def bench(
 
     out_dir = out or default_out_dir(sources[0])
     results = []
-    for r in run_bench(sources, device, compare, threads, warmup, runs, max_seconds, out_dir, not no_roofline):
+    for r in run_bench(sources, devices=device, compare=compare, threads=threads, warmup=warmup, runs=runs,
+                       max_seconds=max_seconds, out_dir=out_dir, roofline=not no_roofline):
         results.append(r)
         name = r["artifact"]["name"]
         if r["status"] == "measured":
@@ -225,7 +227,8 @@ def pipeline(
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
     targets = [t for item in target for t in item.split(",") if t]
-    result = run_pipeline(load_config(_config_or_recipe(config, recipe), set_, base=base), targets, bench, compare_teacher, runs, max_seconds,
+    result = run_pipeline(load_config(_config_or_recipe(config, recipe), set_, base=base), targets, bench=bench,
+                          compare_teacher=compare_teacher, runs=runs, max_seconds=max_seconds,
                           log=lambda line: typer.echo(line, err=True))
     if result.distill.interrupted:
         raise typer.Exit(130)
@@ -251,7 +254,7 @@ def ablate(
     """Does CRD help? Train the same student with each objective (same data, seed and steps),
     score each on held-out photos against the teacher, and write a table and a plot."""
     from crd_edge.experiments.ablate import run_ablation
-    result = run_ablation(out, variant or None, seed, steps, config, set_, eval_crop,
+    result = run_ablation(out, variant or None, seed, steps=steps, config=config, overrides=set_, eval_crop=eval_crop,
                           log=lambda line: typer.echo(line, err=True))
     typer.echo(result["markdown"])
     typer.echo(f"table: {result['report']}  plot: {result['plot']}")

@@ -26,7 +26,7 @@ class PipelineResult:
     bench_report: Path | None = None
 
 
-def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher: bool = True,
+def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teacher: bool = True,
                  runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print) -> PipelineResult:
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import bench as run_bench
@@ -61,7 +61,7 @@ def run_pipeline(config, targets: list[str], bench: bool = True, compare_teacher
         else:
             size = config.data.test_size
             folder = result.run_dir / "export_teacher"
-            for item in export(teacher, teacher_targets, TEACHER_PRECISIONS, size, out_dir=folder,
+            for item in export(teacher, teacher_targets, TEACHER_PRECISIONS, size=size, out_dir=folder,
                                arch=config.teacher.arch):
                 out.teacher_exports.append(item)
                 log(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}")

@@ -107,7 +107,7 @@ def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None,
     return result.run_dir
 
 
-def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, steps: int | None = None,
+def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, *, steps: int | None = None,
                  config: Path | None = None, overrides: list[str] | None = None, eval_crop: int = 256,
                  log: Callable[[str], None] = print) -> dict:
     """Train and score every (variant, seed); write ``results.jsonl``, ``ablation.md`` and a plot."""

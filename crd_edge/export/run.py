@@ -17,7 +17,7 @@ from crd_edge.errors import UserError
 from crd_edge.export import artifact_name, parse_size, plan, target_module
 
 
-def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None,
+def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None, *,
            size: str | int | None = None, calib: str | Path | None = None, out_dir: str | Path | None = None,
            force: bool = False, arch: str | None = None) -> Iterator[dict]:
     """Export ``source`` (a crd-edge checkpoint, TorchScript, state dict or "vintagify") to each
