@@ -39,9 +39,18 @@ EXPECTED_LAYOUTS = (
 
 
 class PhotoDataset(Dataset):
-    """Base of all datasets here: sizes, seeding, crops; file-backed subclasses set ``files``."""
+    """Base of all datasets here: sizes, seeding, crops; file-backed subclasses set ``files``.
+
+    What a dataset is, for the training loop: ``paired`` (A and B are aligned pairs: the
+    discriminator is conditional), ``has_test_split`` (a "test" phase holds photos that never
+    train; a plain folder has none) and ``describe()``."""
 
     files: ImageFiles[Any]
+    paired: bool = False
+    has_test_split: bool = True
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} at {getattr(self, 'root', '?')}"
 
     def __init__(self, size: int, load_size: int, train: bool, seed: int, min_size: int) -> None:
         if size < 1:
@@ -95,6 +104,8 @@ class PhotoDataset(Dataset):
 
 class ImageFolderDataset(PhotoDataset):
     """A plain folder of source images (offline distillation needs no targets)."""
+
+    has_test_split = False
 
     def __init__(self, root: str | Path, size: int = 256, load_size: int = 286,
                  train: bool = True, seed: int = 0, min_size: int = 32) -> None:
@@ -162,6 +173,8 @@ class AlignedDataset(PhotoDataset):
     ``direction="BtoA"`` swaps the halves (e.g. edges2shoes stored photo|edges).
     """
 
+    paired = True
+
     def __init__(self, root: str | Path, phase: str = "train", size: int = 256,
                  load_size: int = 286, train: bool | None = None, seed: int = 0,
                  min_size: int = 32, direction: str = "AtoB") -> None:
@@ -202,6 +215,10 @@ class AlignedDataset(PhotoDataset):
 
 class BuiltinPhotoDataset(PhotoDataset):
     """The built-in photos (``crd_edge.data.builtin``), split by source into train/test."""
+
+    def describe(self) -> str:
+        from crd_edge.data.builtin import split_names
+        return f"built-in photos (held out: {', '.join(split_names()['test'])})"
 
     def __init__(self, split: str = "train", size: int = 256, load_size: int = 286,
                  train: bool | None = None, seed: int = 0, min_size: int = 32) -> None:

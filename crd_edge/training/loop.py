@@ -143,10 +143,10 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
             test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
         except UserError:
             test_set = None  # e.g. a CycleGAN folder without testA/
-        if type(test_set).__name__ == "ImageFolderDataset":
+        if test_set is not None and not test_set.has_test_split:
             test_set = None  # a plain folder has no held-out split: never score on training images
         has_targets = "B" in train_set[0]
-        conditional = type(train_set).__name__ == "AlignedDataset"
+        conditional = train_set.paired
         steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
     total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     if cfg.teacher.mode == "online":
@@ -422,7 +422,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
                        sample_t if views is not None else
                        heldout_t[:4] if heldout_t is not None else teacher_outputs(sample_x), device)
-        checkpoint = save(final=not interrupted, heldout=heldout)
+        save(final=not interrupted, heldout=heldout)
         macs = count_macs(create_model(cfg.student.arch, **cfg.student.kwargs), (1, 3, 256, 256))
         summary = {
             "run_dir": str(run_dir), "step": step, "total_steps": total, "interrupted": interrupted,
@@ -433,7 +433,7 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
             "data": ({"description": views.photos.description, "train_images": len(views.photos.train),
                       "test_images": len(views.photos.test), "skipped": views.photos.skipped.as_dict(),
                       "views": views.describe()} if views is not None else
-                     {"description": _describe_data(train_set, dc),
+                     {"description": train_set.describe(),
                       "train_images": len(train_set), "test_images": 0 if test_set is None else len(test_set),
                       "skipped": train_set.skipped.as_dict()}),
             "train_seconds": train_seconds, "images_per_second": images_seen / max(train_seconds, 1e-9),
@@ -463,13 +463,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.write_text("".join(row + "\n" for row in rows))
 
 
-def _describe_data(dataset, dc) -> str:
-    if type(dataset).__name__ == "BuiltinPhotoDataset":
-        from crd_edge.data.builtin import split_names
-        return f"built-in photos (held out: {', '.join(split_names()['test'])})"
-    return f"{type(dataset).__name__} at {dc.data}"
-
-
 @torch.no_grad()
 def _write_samples(path: Path, student: nn.Module, x: torch.Tensor, t: torch.Tensor, device) -> None:
     was = student.training
@@ -477,6 +470,7 @@ def _write_samples(path: Path, student: nn.Module, x: torch.Tensor, t: torch.Ten
     s = student(x.to(device)).float().cpu()
     student.train(was)
     save_grid(path, [x, t, s])
+
 
 
 def _discriminator_step(disc: nn.Module, opt_d, x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
