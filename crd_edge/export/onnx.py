@@ -46,7 +46,7 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
     fp32: min/max 21.5 dB, entropy 21.5, percentile 99.9 16.3, 99.99 30.1-30.8, 99.999 23-25).
     ``symmetric``
     int8 activations (zero point 0) are what TensorRT's explicit quantisation expects.
-    Dynamic int8 is not offered: it made a conv generator 10x slower (OFFLINE.md)."""
+    Dynamic int8 is not offered: it made a conv generator 10x slower on a CPU in our measurements."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 

@@ -1,6 +1,6 @@
 """OpenVINO target: the ONNX graph converted to OpenVINO IR (model.xml + model.bin in a
 ``.openvino`` folder); fp16 compresses the weights; int8 is NNCF post-training quantisation
-calibrated on real photos. OpenVINO was the fastest CPU runtime measured here (OFFLINE.md)."""
+calibrated on real photos. OpenVINO was the fastest CPU runtime in our benchmarks (docs/guide.md)."""
 
 from __future__ import annotations
 

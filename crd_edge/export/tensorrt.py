@@ -1,5 +1,5 @@
 """TensorRT target: a TensorRT-ready ONNX graph plus the exact ``trtexec`` command that builds
-the engine on the device (TensorRT cannot be installed here, OFFLINE.md); the engine itself is
+the engine on the device (TensorRT needs an NVIDIA GPU and cannot be installed everywhere); the engine itself is
 built through the ``tensorrt`` Python API when it is importable next to a GPU.
 
 "TensorRT-ready" means: static shapes, opset 17 (read by TensorRT 8.6 to 10), reflection

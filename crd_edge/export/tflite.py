@@ -99,7 +99,7 @@ def _conversion_failure(model: nn.Module, exc: Exception) -> str:
     error = re.search(r"error: (.*?)(?::\s*%|\n|$)", text)
     what = error.group(1).strip() if error else (text.splitlines() or [type(exc).__name__])[0][:160]
     # A convolution with lhs_dilation is a transposed conv; the k3/output_padding=1 form is the
-    # one litert-torch cannot legalise (OFFLINE.md), and the exact k4 rewrite fixes it.
+    # one litert-torch cannot legalise, and the exact k4 rewrite fixes it.
     if "mhlo.convolution" in what and "lhs_dilation" in text:
         match = REWRITE_TABLE["convtranspose_k3_to_k4"][0]
         layers = [name for name, m in model.named_modules() if match(m)]
