@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from crd_edge._io import atomic_torch_save  # noqa: F401  (checkpoints are written with it)
 from crd_edge.errors import UserError
 from crd_edge.models.registry import create_model
 

@@ -46,8 +46,7 @@ def from_uint8(images: np.ndarray) -> np.ndarray:
 def tensor_from_uint8(images: np.ndarray):
     """uint8 ``(..., H, W, 3)`` -> a float32 torch tensor ``(..., 3, H, W)`` in [-1, 1]."""
     import torch
-    # a copy: from_numpy warns on read-only arrays (the cached built-in photos are read-only)
-    return torch.from_numpy(from_uint8(np.array(images, copy=True)))
+    return torch.from_numpy(from_uint8(images))  # a new writable array (the photos may be read-only)
 
 
 def tensor_to_uint8(x) -> np.ndarray:

