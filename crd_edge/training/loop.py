@@ -13,6 +13,7 @@ import random
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,24 +100,15 @@ def lr_lambda(total_steps: int, decay_from: float):
     return factor
 
 
-def _heldout_inputs(test_set, limit: int) -> torch.Tensor | None:
-    if test_set is None or len(test_set) == 0:
-        return None
-    n = len(test_set) if limit <= 0 else min(limit, len(test_set))
-    return torch.stack([test_set[i]["A"] for i in range(n)])
-
-
 def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = False,
             steps_override: int | None = None) -> DistillResult:
-    """Distil a teacher into a student as configured; returns where everything was written."""
-    # -- 1. Where and on what we run ------------------------------------------------------
-    ckpt = None
+    """Distil a teacher into a student as configured; returns where everything was written.
+
+    ``resume`` (a run folder or its checkpoint.pt) continues a run with its saved config;
+    ``steps_override`` then changes only its length."""
+    checkpoint_path, ckpt = None, None
     if resume is not None:
-        path = Path(resume)
-        path = path / "checkpoint.pt" if path.is_dir() else path
-        ckpt = read_checkpoint(path)
-        if "train_state" not in ckpt:
-            raise UserError(f"--resume {resume}: the checkpoint has no training state to resume from")
+        checkpoint_path, ckpt = _read_resume(Path(resume))
         cfg = config_from_dict(ckpt["config"])
         if steps_override is not None:
             cfg.train.steps = steps_override
@@ -126,333 +118,445 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.train.seed)  # same on every rank: identical student initialisation
-    amp = cfg.train.amp and device.type == "cuda"
 
-    # -- 2. Data, teacher, student and the losses' networks --------------------------------
-    dc = cfg.data
-    views = None  # the view-based path (data.views > 0): teacher-labelled views, no dataset
-    if dc.views:
-        if dist.enabled:
-            raise UserError("data.views runs on one process; launch without torchrun (or set data.views=0)")
-        train_set = test_set = None
-        has_targets = conditional = False
-        steps_per_epoch = max(1, dc.views // dc.batch_size)
-    else:
-        train_set = build_dataset(dc.data, dc.layout, "train", dc.size, dc.load_size, seed=cfg.train.seed)
-        try:
-            test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
-        except UserError:
-            test_set = None  # e.g. a CycleGAN folder without testA/
-        if test_set is not None and not test_set.has_test_split:
-            test_set = None  # a plain folder has no held-out split: never score on training images
-        has_targets = "B" in train_set[0]
-        conditional = train_set.paired
-        steps_per_epoch = len(D.shard_epoch(len(train_set), 0, cfg.train.seed, dc.batch_size, dist))
-    total = cfg.train.steps or cfg.train.epochs * steps_per_epoch
-    if cfg.teacher.mode == "online":
-        from crd_edge.training.online import OnlineTeacher
-        teacher = OnlineTeacher(cfg, device, conditional=conditional, dist=dist, has_targets=has_targets,
-                                lr_factor=lr_lambda(total, cfg.optim.decay_from))
-    else:
-        if cfg.teacher.source is None:
-            raise UserError("offline distillation needs --teacher FILE (or --set teacher.mode=online)")
-        teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs, device)
-    if model_entry(cfg.student.arch).kind != "generator":
-        raise UserError(f"--student {cfg.student.arch} is a {model_entry(cfg.student.arch).kind}, not a generator")
-    student = create_model(cfg.student.arch, **cfg.student.kwargs).to(device)
-    vgg, vgg_info = None, None
-    if needs_vgg(cfg.loss):
-        from crd_edge.models.vgg import load_vgg16
-        vgg, weights = load_vgg16(cfg.loss.vgg_weights)
-        vgg, vgg_info = vgg.to(device), weights.description
-    # The teacher's discriminator judges real target-domain images against teacher outputs;
-    # with no real targets (built-in photos, a plain folder) there is nothing to judge with.
-    use_gan = cfg.loss.gan > 0 and (has_targets or cfg.teacher.mode == "online" or dc.views > 0)
-    disc = opt_d = None
-    if dc.views:
-        views = ViewTraining.build(cfg, teacher, device)
-        if use_gan:
-            # Adversarial distillation: this D learns the teacher's outputs (real) from the
-            # student's (fake) on the same views, so it needs no target-domain photos.
-            conditional = cfg.loss.gan_d == "conditional"
-            disc = create_model("patchgan", in_channels=6 if conditional else 3, ndf=cfg.loss.d_ndf,
-                                n_layers=cfg.loss.d_layers).to(device)
-            opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.d_lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    elif use_gan and cfg.teacher.mode == "online":
-        disc = teacher.discriminator  # trained by the online teacher, frozen for the student
-    elif use_gan:
-        disc = create_model("patchgan_pix2pix" if conditional else "patchgan").to(device)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    if use_gan and conditional and dc.color_jitter > 0:
-        raise UserError("data.color_jitter would break the conditional discriminator's real pairs: "
-                        "set loss.gan=0 or data.color_jitter=0")
-    gan_mode = cfg.loss.gan_mode if views is not None else getattr(teacher, "gan_mode", "lsgan")
-    gan_note = (f"on: {gan_mode}, a {cfg.loss.gan_d} PatchGAN (ndf {cfg.loss.d_ndf}) learns teacher outputs (real) "
-                "from student outputs (fake)" if use_gan and views is not None else
-                "on: LSGAN through the teacher discriminator" if use_gan else
-                "off: no real target-domain images to train the teacher discriminator on" if cfg.loss.gan > 0
-                else "off (weight 0)")
-    cache = None
-    # Views repeat with no random crop (an image and its mirror) or with a fixed cycle of K
-    # augmentations per image: then the exact cache runs the teacher at most 2 or K times an image.
-    views_repeat = dc.augment_views > 0 or (dc.load_size == dc.size and dc.color_jitter == 0)
-    if views is None and cfg.teacher.mode == "offline" and (cfg.teacher.cache == "full" or
-                                          (cfg.teacher.cache == "exact" and views_repeat)):
-        cache = TeacherOutputCache(teacher, train_set.load_full, device, full_image=cfg.teacher.cache == "full")
-
+    run = _Run(cfg, device, dist)
     # The run folder only now: data, teacher and student have all been checked, so a failed
     # attempt leaves no empty runs/<name> behind.
+    run.open_dir(checkpoint_path.parent if checkpoint_path is not None else None)
     if ckpt is not None:
-        run_dir = path.parent
-    else:
-        run_dir = new_run_dir(cfg.runs_dir, cfg.name) if dist.is_main else None
-        if dist.enabled:
-            holder = [str(run_dir) if run_dir else None]
-            torch.distributed.broadcast_object_list(holder, src=0)
-            run_dir = Path(holder[0])
-
-    # -- 3. Optimisation state, restored on resume -------------------------------------------
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.optim.decay_from))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    step = 0
-    if ckpt is not None:
-        state = ckpt["train_state"]
-        student.load_state_dict(ckpt["student"]["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        # The total may have been extended (--steps): new schedule, and the LR of this step from it.
-        sched.lr_lambdas[0] = lr_lambda(total, cfg.optim.decay_from)
-        for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * sched.lr_lambdas[0](ckpt["step"])
-        if state["scaler"]:  # empty when the run was on a CPU (AMP off)
-            scaler.load_state_dict(state["scaler"])
-        if opt_d is not None:
-            disc.load_state_dict(state["discriminator"])
-            opt_d.load_state_dict(state["optimizer_d"])
-        if cfg.teacher.mode == "online":
-            teacher.load_state_dict(state["online_teacher"])
-        cache_file = run_dir / "teacher_cache.pt"
-        if cache is not None and cache_file.is_file():
-            cache.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
-        step = ckpt["step"]
-        if dist.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", step)
-    model = nn.parallel.DistributedDataParallel(student) if dist.enabled else student
-
-    if views is not None:
-        heldout_x = None  # scored on the labelled held-out views instead (crd_edge.training.heldout)
-        sample_x, sample_t = _grid_views(views)
-    else:
-        heldout_x = _heldout_inputs(test_set, cfg.train.eval_images) if dist.is_main else None
-        sample_x = heldout_x[:4] if heldout_x is not None else torch.stack([train_set[i]["A"] for i in range(min(4, len(train_set)))])
-
-    def teacher_outputs(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([teacher(x[i:i + 1].to(device)).cpu() for i in range(len(x))])
-    # A frozen teacher is scored once; an online teacher changes, so it is re-run when needed.
-    heldout_t = teacher_outputs(heldout_x) if heldout_x is not None and cfg.teacher.mode == "offline" else None
-    if views is None:
-        sample_t = heldout_t[:4] if heldout_t is not None else None
-
-    def save(final: bool = False, heldout: dict | None = None) -> Path:
-        """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""
-        record = {
-            "format_version": FORMAT_VERSION, "crd_edge_version": __version__, "torch_version": str(torch.__version__),
-            "student": student_record(student, dc.test_size), "teacher": teacher.identity,
-            "config": cfg.to_dict(), "step": step, "total_steps": total, "final": final,
-            "metrics": last_metrics, "heldout": heldout, "vgg_weights": vgg_info,
-            "train_state": {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "scaler": scaler.state_dict(),
-                            "discriminator": disc.state_dict() if opt_d is not None else None,
-                            "optimizer_d": opt_d.state_dict() if opt_d is not None else None,
-                            "online_teacher": teacher.state_dict() if cfg.teacher.mode == "online" else None},
-        }
-        atomic_torch_save(record, run_dir / "checkpoint.pt")
-        if cache is not None and len(cache.entries) != saved_cache_entries[0]:
-            atomic_torch_save(cache.state_dict(), run_dir / "teacher_cache.pt")
-            saved_cache_entries[0] = len(cache.entries)
-        return run_dir / "checkpoint.pt"
-
-    if dist.is_main:
-        write_json(run_dir / "config.json", cfg.to_dict())
-        if views is not None:
-            write_json(run_dir / "photos.json", views.photos.manifest)
-            views.bank.start()  # label the rest of the bank in the background while training
-    saved_cache_entries = [0]
-    last_metrics: dict = {}
-    meter = Meter()
-    window_images, window_start = 0, time.perf_counter()
-    train_start, images_seen = time.perf_counter(), 0
-    interrupted = False
-    progress = TrainProgress(total, step, enabled=dist.is_main and not quiet)
-    # The first Ctrl-C asks to stop after the current step (weights, optimiser and step counter
-    # then agree); a second one interrupts at once (Python's default).
-    stop_requested = [False]
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def request_stop(signum, frame):
-            stop_requested[0] = True
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        previous_handler = signal.signal(signal.SIGINT, request_stop)
-
-    # -- 4. The loop ------------------------------------------------------------------------------
-    try:
-        while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            if views is not None:
-                # Views are drawn at random from those labelled so far (seeded by run and step).
-                loader = ({"A": x, "T": t} for x, t in (
-                    views.bank.sample(dc.batch_size, torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + s))
-                    for s in range(step, step + steps_per_epoch - offset)))
-            else:
-                train_set.set_epoch(epoch % dc.augment_views if dc.augment_views else epoch)
-                if cache is not None and cache.full_image and dc.color_jitter > 0:
-                    raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
-                batches = D.shard_epoch(len(train_set), epoch, cfg.train.seed, dc.batch_size, dist)[offset:]
-                loader = DataLoader(train_set, batch_sampler=batches, num_workers=dc.workers, collate_fn=default_collate)
-            for batch in loader:
-                aug_epoch = epoch % dc.augment_views if dc.augment_views else epoch
-                view = aug_epoch if dc.augment_views else 0  # cache key: which cycled augmentation
-                x = batch["A"]
-                if dc.color_jitter > 0:
-                    x = torch.stack([apply_jitter(img, jitter_params(random.Random(
-                        f"jitter/{cfg.train.seed}/{aug_epoch}/{int(i)}"), dc.color_jitter))
-                        for img, i in zip(x, batch["index"])])
-                x = x.to(device, non_blocking=True)
-                student_active = True
-                if cfg.teacher.mode == "online":
-                    # The online teacher (G and D) takes its own step on this batch first; the
-                    # student then imitates the updated teacher (CycleGAN: in its own phases).
-                    if teacher.teacher_trains(step, steps_per_epoch):
-                        for k, v in teacher.train_step(batch).items():
-                            meter.add(k, v)
-                    student_active = teacher.student_trains(step, steps_per_epoch)
-                if student_active:
-                    with torch.no_grad():
-                        target = (batch["T"].to(device) if "T" in batch else
-                                  cache.targets(batch, dc.size, x, view) if cache is not None else teacher(x))
-                    out = None
-                    if opt_d is not None and views is not None:
-                        # pix2pix order: the student's output first, D learns from it (detached),
-                        # then the student's loss goes through the updated D.
-                        with torch.autocast(device.type, enabled=amp):
-                            out = model(x)
-                        meter.add("D", _discriminator_step(disc, opt_d, x, target, out.detach().float(),
-                                                           conditional, gan_mode))
-                    elif opt_d is not None:
-                        # Offline: the teacher's D learns real targets vs *teacher* outputs, never
-                        # the student's, so it keeps describing the teacher's distribution.
-                        disc.requires_grad_(True)
-                        real = batch["B"].to(device)
-                        real_in, fake_in = ((torch.cat([x, real], 1), torch.cat([x, target], 1))
-                                            if conditional else (real, target))
-                        loss_d = 0.5 * (lsgan_loss(disc(real_in), True) + lsgan_loss(disc(fake_in), False))
-                        opt_d.zero_grad(set_to_none=True)
-                        loss_d.backward()
-                        D.average_gradients(disc.parameters(), dist)  # D is not DDP-wrapped
-                        opt_d.step()
-                        meter.add("teacher_D", float(loss_d))
-                    if disc is not None:
-                        disc.requires_grad_(False)  # frozen for the student's step
-                    with torch.autocast(device.type, enabled=amp):
-                        out = model(x) if out is None else out
-                        terms = student_losses(out.float(), target, cfg.loss, vgg=vgg, discriminator=disc,
-                                               condition=x if conditional else None, gan_mode=gan_mode)
-                        loss = sum(terms.values())
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    # Clipping: a student without normalisation layers can take one oversized
-                    # step at a high LR and saturate its tanh for good (seen once in the built-in
-                    # job: held-out 3.7 dB). The norm is logged either way.
-                    scaler.unscale_(opt)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(
-                        model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-                    meter.add("grad_norm", float(grad_norm))
-                    scaler.step(opt)
-                    scaler.update()
-                    for k, v in terms.items():
-                        meter.add(k, float(v.detach()))
-                    meter.add("loss", float(loss.detach()))
-                sched.step()
-                step += 1
-                images_seen += len(x) * dist.world_size
-                window_images += len(x) * dist.world_size
-
-                if step % cfg.train.log_every == 0 or step == total:
-                    means = D.reduce_mean(meter.means(), dist)
-                    elapsed = time.perf_counter() - window_start
-                    last_metrics = {"step": step, "epoch": epoch, "lr": sched.get_last_lr()[0],
-                                    "images_per_s": window_images / max(elapsed, 1e-9), **means}
-                    if dist.is_main:
-                        append_jsonl(run_dir / "metrics.jsonl", last_metrics)
-                    progress.update(step, last_metrics)
-                    meter, window_images, window_start = Meter(), 0, time.perf_counter()
-                else:
-                    progress.update(step)
-                if views is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
-                    append_jsonl(run_dir / "metrics.jsonl",
-                                 {"step": step, **_curve_point(student, views, device, cfg.train.eval_full)})
-                if dist.is_main and cfg.train.sample_every and step % cfg.train.sample_every == 0:
-                    _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
-                                   sample_t if sample_t is not None else teacher_outputs(sample_x), device)
-                if dist.is_main and cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
-                    save()
-                if D.any_rank(stop_requested[0], dist, device):
-                    raise KeyboardInterrupt  # at a step boundary: the saved state is consistent
-                if step >= total:
-                    break
-    except KeyboardInterrupt:
-        interrupted = True  # fall through: save what we have, then tell the user how to resume
-    finally:
-        progress.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-
-    # -- 5. Final evaluation, checkpoint and report (rank 0) -------------------------------------------
-    train_seconds = time.perf_counter() - train_start
-    summary: dict = {}
-    if dist.is_main:
-        if heldout_x is not None and heldout_t is None:
-            heldout_t = teacher_outputs(heldout_x)  # the online teacher as it ended
-        heldout = heldout_fidelity(student, heldout_x, heldout_t) if heldout_x is not None and not interrupted else None
-        if views is not None:
-            views.bank.stop()
-            if views.heldout is not None and not interrupted:
-                heldout = _score_views(student, views, device, run_dir)
-        _write_samples(run_dir / "samples" / f"step_{step:06d}.png", student, sample_x,
-                       sample_t if views is not None else
-                       heldout_t[:4] if heldout_t is not None else teacher_outputs(sample_x), device)
-        save(final=not interrupted, heldout=heldout)
-        macs = count_macs(create_model(cfg.student.arch, **cfg.student.kwargs), (1, 3, 256, 256))
-        summary = {
-            "run_dir": str(run_dir), "step": step, "total_steps": total, "interrupted": interrupted,
-            "teacher": teacher.identity, "device": str(device), "batch_size": dc.batch_size,
-            "crop_size": dc.size, "test_size": dc.test_size, "world_size": dist.world_size,
-            "student": {"arch": cfg.student.arch, "kwargs": cfg.student.kwargs, "params": macs.params,
-                        "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9},
-            "data": ({"description": views.photos.description, "train_images": len(views.photos.train),
-                      "test_images": len(views.photos.test), "skipped": views.photos.skipped.as_dict(),
-                      "views": views.describe()} if views is not None else
-                     {"description": train_set.describe(),
-                      "train_images": len(train_set), "test_images": 0 if test_set is None else len(test_set),
-                      "skipped": train_set.skipped.as_dict()}),
-            "train_seconds": train_seconds, "images_per_second": images_seen / max(train_seconds, 1e-9),
-            "loss_terms": sorted(k for k in last_metrics if k not in ("step", "epoch", "lr", "images_per_s", "loss", "grad_norm")),
-            "vgg": vgg_info, "gan_note": gan_note,
-            "cache_note": (_views_note(views) if views is not None else
-                           CACHE_NOTES[cfg.teacher.cache].format(load=dc.load_size)
-                           + f"; {cache.teacher_calls} teacher passes this session"
-                           if cache is not None else "teacher run on every batch (no cache)"),
-            "heldout": heldout, "final_metrics": last_metrics,
-        }
-        if views is not None:
-            curve = plot_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", f"{run_dir.name}")
-            summary["learning_curve"] = curve.name if curve is not None else None
-        write_json(run_dir / "summary.json", summary)
-        (run_dir / "report.md").write_text(render_report(summary))
+        run.restore(ckpt)
+    interrupted = run.train(quiet)
+    summary = run.finish(interrupted) if dist.is_main else {}
     D.barrier(dist)
     D.cleanup(dist)
-    return DistillResult(run_dir, run_dir / "checkpoint.pt", step, summary, interrupted)
+    return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.step, summary, interrupted)
+
+
+def _read_resume(path: Path) -> tuple[Path, dict]:
+    path = path / "checkpoint.pt" if path.is_dir() else path
+    ckpt = read_checkpoint(path)
+    if "train_state" not in ckpt:
+        raise UserError(f"--resume {path}: the checkpoint has no training state to resume from")
+    return path, ckpt
+
+
+class _Run:
+    """One distillation run: what it trains with (built and checked in ``__init__``), its
+    optimisation state, and the steps of the loop as methods, in the order they happen."""
+
+    # -- Data, teacher, student and the losses' networks -----------------------------------
+    def __init__(self, cfg: RunConfig, device: torch.device, dist) -> None:
+        self.cfg, self.device, self.dist = cfg, device, dist
+        self.amp = cfg.train.amp and device.type == "cuda"
+        dc = cfg.data
+        self.views = None  # the view-based path (data.views > 0): teacher-labelled views, no dataset
+        if dc.views:
+            if dist.enabled:
+                raise UserError("data.views runs on one process; launch without torchrun (or set data.views=0)")
+            self.train_set = self.test_set = None
+            has_targets = self.conditional = False
+            self.steps_per_epoch = max(1, dc.views // dc.batch_size)
+        else:
+            self.train_set, self.test_set = _datasets(cfg)
+            has_targets = "B" in self.train_set[0]
+            self.conditional = self.train_set.paired
+            self.steps_per_epoch = len(D.shard_epoch(len(self.train_set), 0, cfg.train.seed, dc.batch_size, dist))
+        self.total = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
+        self.online = cfg.teacher.mode == "online"
+        if self.online:
+            from crd_edge.training.online import OnlineTeacher
+            self.teacher = OnlineTeacher(cfg, device, conditional=self.conditional, dist=dist, has_targets=has_targets,
+                                         lr_factor=lr_lambda(self.total, cfg.optim.decay_from))
+        else:
+            if cfg.teacher.source is None:
+                raise UserError("offline distillation needs --teacher FILE (or --set teacher.mode=online)")
+            self.teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs, device)
+        if model_entry(cfg.student.arch).kind != "generator":
+            raise UserError(f"--student {cfg.student.arch} is a {model_entry(cfg.student.arch).kind}, not a generator")
+        self.student = create_model(cfg.student.arch, **cfg.student.kwargs).to(device)
+        self.vgg, self.vgg_info = None, None
+        if needs_vgg(cfg.loss):
+            from crd_edge.models.vgg import load_vgg16
+            vgg, weights = load_vgg16(cfg.loss.vgg_weights)
+            self.vgg, self.vgg_info = vgg.to(device), weights.description
+        if dc.views:
+            self.views = ViewTraining.build(cfg, self.teacher, device)
+        self._build_discriminator(has_targets)
+        self.cache = self._build_cache()
+        self.model = nn.parallel.DistributedDataParallel(self.student) if dist.enabled else self.student
+        self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.optim.decay_from))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0
+        self.run_dir: Path | None = None
+        self.last_metrics: dict = {}
+        self.saved_cache_entries = 0
+
+    def _build_discriminator(self, has_targets: bool) -> None:
+        cfg, views = self.cfg, self.views
+        # The teacher's discriminator judges real target-domain images against teacher outputs;
+        # with no real targets (built-in photos, a plain folder) there is nothing to judge with.
+        use_gan = cfg.loss.gan > 0 and (has_targets or self.online or views is not None)
+        self.disc = self.opt_d = None
+        if use_gan and views is not None:
+            # Adversarial distillation: this D learns the teacher's outputs (real) from the
+            # student's (fake) on the same views, so it needs no target-domain photos.
+            self.conditional = cfg.loss.gan_d == "conditional"
+            self.disc = create_model("patchgan", in_channels=6 if self.conditional else 3, ndf=cfg.loss.d_ndf,
+                                     n_layers=cfg.loss.d_layers).to(self.device)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.optim.d_lr,
+                                          betas=(cfg.optim.beta1, cfg.optim.beta2))
+        elif use_gan and self.online:
+            self.disc = self.teacher.discriminator  # trained by the online teacher, frozen for the student
+        elif use_gan:
+            self.disc = create_model("patchgan_pix2pix" if self.conditional else "patchgan").to(self.device)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.optim.lr,
+                                          betas=(cfg.optim.beta1, cfg.optim.beta2))
+        if use_gan and self.conditional and cfg.data.color_jitter > 0:
+            raise UserError("data.color_jitter would break the conditional discriminator's real pairs: "
+                            "set loss.gan=0 or data.color_jitter=0")
+        if cfg.teacher.cache == "full" and cfg.data.color_jitter > 0 and views is None and not self.online:
+            raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
+        self.gan_mode = cfg.loss.gan_mode if views is not None else getattr(self.teacher, "gan_mode", "lsgan")
+        self.gan_note = (
+            f"on: {self.gan_mode}, a {cfg.loss.gan_d} PatchGAN (ndf {cfg.loss.d_ndf}) learns teacher outputs (real) "
+            "from student outputs (fake)" if use_gan and views is not None else
+            "on: LSGAN through the teacher discriminator" if use_gan else
+            "off: no real target-domain images to train the teacher discriminator on" if cfg.loss.gan > 0
+            else "off (weight 0)")
+
+    def _build_cache(self) -> TeacherOutputCache | None:
+        dc, teacher_cfg = self.cfg.data, self.cfg.teacher
+        if self.views is not None or teacher_cfg.mode != "offline":
+            return None
+        # Views repeat with no random crop (an image and its mirror) or with a fixed cycle of K
+        # augmentations per image: then the exact cache runs the teacher at most 2 or K times an image.
+        views_repeat = dc.augment_views > 0 or (dc.load_size == dc.size and dc.color_jitter == 0)
+        if teacher_cfg.cache == "full" or (teacher_cfg.cache == "exact" and views_repeat):
+            return TeacherOutputCache(self.teacher, self.train_set.load_full, self.device,
+                                      full_image=teacher_cfg.cache == "full")
+        return None
+
+    # -- The run folder, the checkpoint and resuming ---------------------------------------------
+    def open_dir(self, existing: Path | None) -> None:
+        if existing is not None:
+            self.run_dir = existing
+        else:
+            run_dir = new_run_dir(self.cfg.runs_dir, self.cfg.name) if self.dist.is_main else None
+            if self.dist.enabled:
+                holder = [str(run_dir) if run_dir else None]
+                torch.distributed.broadcast_object_list(holder, src=0)
+                run_dir = Path(holder[0])
+            self.run_dir = run_dir
+        if self.dist.is_main:
+            write_json(self.run_dir / "config.json", self.cfg.to_dict())
+            if self.views is not None:
+                write_json(self.run_dir / "photos.json", self.views.photos.manifest)
+
+    def restore(self, ckpt: dict) -> None:
+        state = ckpt["train_state"]
+        self.student.load_state_dict(ckpt["student"]["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        # The total may have been extended (--steps): new schedule, and the LR of this step from it.
+        self.sched.lr_lambdas[0] = lr_lambda(self.total, self.cfg.optim.decay_from)
+        for group in self.opt.param_groups:
+            group["lr"] = group["initial_lr"] * self.sched.lr_lambdas[0](ckpt["step"])
+        if state["scaler"]:  # empty when the run was on a CPU (AMP off)
+            self.scaler.load_state_dict(state["scaler"])
+        if self.opt_d is not None:
+            self.disc.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["optimizer_d"])
+        if self.online:
+            self.teacher.load_state_dict(state["online_teacher"])
+        cache_file = self.run_dir / "teacher_cache.pt"
+        if self.cache is not None and cache_file.is_file():
+            self.cache.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+        self.step = ckpt["step"]
+        if self.dist.is_main:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    def save(self, final: bool = False, heldout: dict | None = None) -> Path:
+        """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""
+        cfg, opt_d = self.cfg, self.opt_d
+        record = {
+            "format_version": FORMAT_VERSION, "crd_edge_version": __version__, "torch_version": str(torch.__version__),
+            "student": student_record(self.student, cfg.data.test_size), "teacher": self.teacher.identity,
+            "config": cfg.to_dict(), "step": self.step, "total_steps": self.total, "final": final,
+            "metrics": self.last_metrics, "heldout": heldout, "vgg_weights": self.vgg_info,
+            "train_state": {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                            "scaler": self.scaler.state_dict(),
+                            "discriminator": self.disc.state_dict() if opt_d is not None else None,
+                            "optimizer_d": opt_d.state_dict() if opt_d is not None else None,
+                            "online_teacher": self.teacher.state_dict() if self.online else None},
+        }
+        atomic_torch_save(record, self.run_dir / "checkpoint.pt")
+        if self.cache is not None and len(self.cache.entries) != self.saved_cache_entries:
+            atomic_torch_save(self.cache.state_dict(), self.run_dir / "teacher_cache.pt")
+            self.saved_cache_entries = len(self.cache.entries)
+        return self.run_dir / "checkpoint.pt"
+
+    # -- The loop -------------------------------------------------------------------------------
+    def train(self, quiet: bool) -> bool:
+        """Train from ``self.step`` to the end; returns whether Ctrl-C stopped it first."""
+        dist = self.dist
+        self._sample_x, self._sample_t = self._sample_views()
+        if dist.is_main and self.views is not None:
+            self.views.bank.start()  # label the rest of the bank in the background while training
+        self.meter = Meter()
+        self.window_images, self.window_start = 0, time.perf_counter()
+        self.train_start, self.images_seen = time.perf_counter(), 0
+        progress = TrainProgress(self.total, self.step, enabled=dist.is_main and not quiet)
+        interrupted = False
+        try:
+            with _stop_requests() as stop_requested:
+                for epoch, batch in self._batches():
+                    self._train_step(batch, epoch)
+                    self.step += 1
+                    self._after_step(epoch, progress)
+                    if D.any_rank(stop_requested(), dist, self.device):
+                        raise KeyboardInterrupt  # at a step boundary: the saved state is consistent
+        except KeyboardInterrupt:
+            interrupted = True  # fall through: save what we have, then tell the user how to resume
+        finally:
+            progress.close()
+        self.train_seconds = time.perf_counter() - self.train_start
+        return interrupted
+
+    def _batches(self):
+        """(epoch, batch) from ``self.step`` to the end of the run, resuming mid-epoch."""
+        cfg, dc = self.cfg, self.cfg.data
+        while self.step < self.total:
+            epoch, offset = divmod(self.step, self.steps_per_epoch)
+            if self.views is not None:
+                # Views are drawn at random from those labelled so far (seeded by run and step).
+                loader = ({"A": x, "T": t} for x, t in (
+                    self.views.bank.sample(dc.batch_size, torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + s))
+                    for s in range(self.step, self.step + self.steps_per_epoch - offset)))
+            else:
+                self.train_set.set_epoch(epoch % dc.augment_views if dc.augment_views else epoch)
+                batches = D.shard_epoch(len(self.train_set), epoch, cfg.train.seed, dc.batch_size, self.dist)[offset:]
+                loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=dc.workers,
+                                    collate_fn=default_collate)
+            for batch in loader:
+                yield epoch, batch
+                if self.step >= self.total:
+                    return
+
+    def _train_step(self, batch: dict, epoch: int) -> None:
+        """One step: the online teacher's own step first (if any), then the student's."""
+        cfg, dc, meter = self.cfg, self.cfg.data, self.meter
+        aug_epoch = epoch % dc.augment_views if dc.augment_views else epoch
+        x = batch["A"]
+        if dc.color_jitter > 0:
+            x = torch.stack([apply_jitter(img, jitter_params(random.Random(
+                f"jitter/{cfg.train.seed}/{aug_epoch}/{int(i)}"), dc.color_jitter))
+                for img, i in zip(x, batch["index"])])
+        x = x.to(self.device, non_blocking=True)
+        self.batch_images = len(x) * self.dist.world_size
+        if self.online:
+            # The online teacher (G and D) takes its own step on this batch first; the
+            # student then imitates the updated teacher (CycleGAN: in its own phases).
+            if self.teacher.teacher_trains(self.step, self.steps_per_epoch):
+                for k, v in self.teacher.train_step(batch).items():
+                    meter.add(k, v)
+            if not self.teacher.student_trains(self.step, self.steps_per_epoch):
+                self.sched.step()
+                return
+        view = aug_epoch if dc.augment_views else 0  # cache key: which cycled augmentation
+        with torch.no_grad():
+            target = (batch["T"].to(self.device) if "T" in batch else
+                      self.cache.targets(batch, dc.size, x, view) if self.cache is not None else self.teacher(x))
+        out = self._discriminator_step(x, target, batch)
+        self._student_step(x, target, out)
+        self.sched.step()
+
+    def _discriminator_step(self, x: torch.Tensor, target: torch.Tensor, batch: dict) -> torch.Tensor | None:
+        """Update the D this run trains, if any; returns the student's output when it was needed
+        for that (the views path), so the student's step reuses it."""
+        disc, opt_d = self.disc, self.opt_d
+        out = None
+        if opt_d is not None and self.views is not None:
+            # pix2pix order: the student's output first, D learns from it (detached),
+            # then the student's loss goes through the updated D.
+            with torch.autocast(self.device.type, enabled=self.amp):
+                out = self.model(x)
+            self.meter.add("D", _views_discriminator_step(disc, opt_d, x, target, out.detach().float(),
+                                                          self.conditional, self.gan_mode))
+        elif opt_d is not None:
+            # Offline: the teacher's D learns real targets vs *teacher* outputs, never
+            # the student's, so it keeps describing the teacher's distribution.
+            disc.requires_grad_(True)
+            real = batch["B"].to(self.device)
+            real_in, fake_in = ((torch.cat([x, real], 1), torch.cat([x, target], 1))
+                                if self.conditional else (real, target))
+            loss_d = 0.5 * (lsgan_loss(disc(real_in), True) + lsgan_loss(disc(fake_in), False))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            D.average_gradients(disc.parameters(), self.dist)  # D is not DDP-wrapped
+            opt_d.step()
+            self.meter.add("teacher_D", float(loss_d))
+        if disc is not None:
+            disc.requires_grad_(False)  # frozen for the student's step
+        return out
+
+    def _student_step(self, x: torch.Tensor, target: torch.Tensor, out: torch.Tensor | None) -> None:
+        with torch.autocast(self.device.type, enabled=self.amp):
+            out = self.model(x) if out is None else out
+            terms = student_losses(out.float(), target, self.cfg.loss, vgg=self.vgg, discriminator=self.disc,
+                                   condition=x if self.conditional else None, gan_mode=self.gan_mode)
+            loss = sum(terms.values())
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        # Clipping: a student without normalisation layers can take one oversized step at a high
+        # LR and saturate its tanh for good (seen once in the built-in job: held-out 3.7 dB).
+        # The norm is logged either way.
+        self.scaler.unscale_(self.opt)
+        clip = self.cfg.optim.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.meter.add("grad_norm", float(grad_norm))
+        for k, v in terms.items():
+            self.meter.add(k, float(v.detach()))
+        self.meter.add("loss", float(loss.detach()))
+
+    def _after_step(self, epoch: int, progress: TrainProgress) -> None:
+        """Log, score the learning curve, write samples and save, each on its own schedule."""
+        cfg, dist, step = self.cfg, self.dist, self.step
+        self.images_seen += self.batch_images
+        self.window_images += self.batch_images
+        if step % cfg.train.log_every == 0 or step == self.total:
+            means = D.reduce_mean(self.meter.means(), dist)
+            elapsed = time.perf_counter() - self.window_start
+            self.last_metrics = {"step": step, "epoch": epoch, "lr": self.sched.get_last_lr()[0],
+                                 "images_per_s": self.window_images / max(elapsed, 1e-9), **means}
+            if dist.is_main:
+                append_jsonl(self.run_dir / "metrics.jsonl", self.last_metrics)
+            progress.update(step, self.last_metrics)
+            self.meter, self.window_images, self.window_start = Meter(), 0, time.perf_counter()
+        else:
+            progress.update(step)
+        if self.views is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0:
+            append_jsonl(self.run_dir / "metrics.jsonl",
+                         {"step": step, **_curve_point(self.student, self.views, self.device, cfg.train.eval_full)})
+        if dist.is_main and cfg.train.sample_every and step % cfg.train.sample_every == 0:
+            self._write_samples()
+        if dist.is_main and cfg.train.save_every and step % cfg.train.save_every == 0 and step < self.total:
+            self.save()
+
+    # -- Samples, final evaluation and report (rank 0) -------------------------------------------
+    def _sample_views(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The inputs of the sample grids and, for a frozen teacher, their teacher outputs."""
+        if self.views is not None:
+            self.heldout_x = self.heldout_t = None  # scored on the labelled held-out views instead
+            return _grid_views(self.views)
+        self.heldout_x = _heldout_inputs(self.test_set, self.cfg.train.eval_images) if self.dist.is_main else None
+        # A frozen teacher is scored once; an online teacher changes, so it is re-run when needed.
+        self.heldout_t = (self._teacher_outputs(self.heldout_x)
+                          if self.heldout_x is not None and not self.online else None)
+        if self.heldout_x is not None:
+            return self.heldout_x[:4], None if self.heldout_t is None else self.heldout_t[:4]
+        return torch.stack([self.train_set[i]["A"] for i in range(min(4, len(self.train_set)))]), None
+
+    def _teacher_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.teacher(x[i:i + 1].to(self.device)).cpu() for i in range(len(x))])
+
+    def _write_samples(self) -> None:
+        t = self._sample_t if self._sample_t is not None else self._teacher_outputs(self._sample_x)
+        _write_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png", self.student, self._sample_x, t,
+                       self.device)
+
+    def finish(self, interrupted: bool) -> dict:
+        """Score on held-out data (unless interrupted), save the checkpoint, write the report."""
+        heldout = None
+        if self.heldout_x is not None and not interrupted:
+            if self.heldout_t is None:
+                self.heldout_t = self._teacher_outputs(self.heldout_x)  # the online teacher as it ended
+            heldout = heldout_fidelity(self.student, self.heldout_x, self.heldout_t)
+        if self.views is not None:
+            self.views.bank.stop()
+            if self.views.heldout is not None and not interrupted:
+                heldout = _score_views(self.student, self.views, self.device, self.run_dir)
+        self._write_samples()
+        self.save(final=not interrupted, heldout=heldout)
+        summary = self._summary(interrupted, heldout)
+        if self.views is not None:
+            curve = plot_curve(self.run_dir / "metrics.jsonl", self.run_dir / "learning_curve.png", self.run_dir.name)
+            summary["learning_curve"] = curve.name if curve is not None else None
+        write_json(self.run_dir / "summary.json", summary)
+        (self.run_dir / "report.md").write_text(render_report(summary))
+        return summary
+
+    def _summary(self, interrupted: bool, heldout: dict | None) -> dict:
+        cfg, dc, views = self.cfg, self.cfg.data, self.views
+        macs = count_macs(create_model(cfg.student.arch, **cfg.student.kwargs), (1, 3, 256, 256))
+        if views is not None:
+            data = {"description": views.photos.description, "train_images": len(views.photos.train),
+                    "test_images": len(views.photos.test), "skipped": views.photos.skipped.as_dict(),
+                    "views": views.describe()}
+            cache_note = _views_note(views)
+        else:
+            data = {"description": self.train_set.describe(), "train_images": len(self.train_set),
+                    "test_images": 0 if self.test_set is None else len(self.test_set),
+                    "skipped": self.train_set.skipped.as_dict()}
+            cache_note = (CACHE_NOTES[cfg.teacher.cache].format(load=dc.load_size)
+                          + f"; {self.cache.teacher_calls} teacher passes this session"
+                          if self.cache is not None else "teacher run on every batch (no cache)")
+        not_terms = ("step", "epoch", "lr", "images_per_s", "loss", "grad_norm")
+        return {
+            "run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total, "interrupted": interrupted,
+            "teacher": self.teacher.identity, "device": str(self.device), "batch_size": dc.batch_size,
+            "crop_size": dc.size, "test_size": dc.test_size, "world_size": self.dist.world_size,
+            "student": {"arch": cfg.student.arch, "kwargs": cfg.student.kwargs, "params": macs.params,
+                        "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9},
+            "data": data,
+            "train_seconds": self.train_seconds,
+            "images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
+            "loss_terms": sorted(k for k in self.last_metrics if k not in not_terms),
+            "vgg": self.vgg_info, "gan_note": self.gan_note, "cache_note": cache_note,
+            "heldout": heldout, "final_metrics": self.last_metrics,
+        }
+
+
+def _datasets(cfg: RunConfig):
+    """The training set and, where the data has a held-out split, the test set."""
+    dc = cfg.data
+    train_set = build_dataset(dc.data, dc.layout, "train", dc.size, dc.load_size, seed=cfg.train.seed)
+    try:
+        test_set = build_dataset(dc.data, dc.layout, "test", dc.test_size, dc.test_size, seed=cfg.train.seed)
+    except UserError:
+        test_set = None  # e.g. a CycleGAN folder without testA/
+    if test_set is not None and not test_set.has_test_split:
+        test_set = None  # a plain folder has no held-out split: never score on training images
+    return train_set, test_set
+
+
+def _heldout_inputs(test_set, limit: int) -> torch.Tensor | None:
+    if test_set is None or len(test_set) == 0:
+        return None
+    n = len(test_set) if limit <= 0 else min(limit, len(test_set))
+    return torch.stack([test_set[i]["A"] for i in range(n)])
+
+
+@contextmanager
+def _stop_requests():
+    """Yields ``stop_requested()``. The first Ctrl-C asks to stop after the current step
+    (weights, optimiser and step counter then agree); a second one interrupts at once
+    (Python's default)."""
+    stop = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: stop[0]  # signals can only be handled on the main thread
+        return
+
+    def request_stop(signum, frame):
+        stop[0] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield lambda: stop[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -473,7 +577,7 @@ def _write_samples(path: Path, student: nn.Module, x: torch.Tensor, t: torch.Ten
 
 
 
-def _discriminator_step(disc: nn.Module, opt_d, x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+def _views_discriminator_step(disc: nn.Module, opt_d, x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                         conditional: bool, mode: str) -> float:
     """One update of the views path's D: teacher outputs are real, student outputs fake."""
     disc.requires_grad_(True)
