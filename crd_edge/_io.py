@@ -4,12 +4,37 @@ torch and matplotlib only inside the functions that need them."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from crd_edge.errors import UserError
+
+# Below this much free space, a failed write is taken to be the disk filling up: torch's zip
+# writer reports ENOSPC as a RuntimeError ("enforce fail ... unexpected pos"), not an OSError.
+_NEARLY_FULL = 1 << 20
+TMP_SUFFIX = ".tmp"  # of the atomic writers' temporary files: .<name>.<random>.tmp
+
+
+class DiskFullError(UserError):
+    """A write failed because its file system is full: names the folder and the bytes needed."""
+
+    def __init__(self, folder: Path, needed: int | None = None) -> None:
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        need = f"; it needs more than {needed:,} bytes" if needed else ""
+        super().__init__(f"no space left in {folder} ({free:,} bytes free{need}): free some space or "
+                         "choose another folder, then run the command again")
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < _NEARLY_FULL
 
 
 def cache_root() -> Path:
@@ -35,15 +60,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     crash never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        _give_up(Path(tmp), exc, len(text.encode()))
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -51,8 +75,35 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    """Append one JSON line in a single write; a write that fails part-way (a full disk) is
+    cut back off, so the file never ends in a torn line."""
+    path = Path(path)
+    line = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write", str(path))
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            if _is_disk_full(exc, path.parent):
+                raise DiskFullError(path.parent, len(line)) from exc
+            raise
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file, skipping lines that do not parse (a line torn by a
+    crash of an older writer or another program) instead of failing on them."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -61,15 +112,36 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         torch.save(obj, tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        _give_up(Path(tmp), exc, None)
+
+
+def _give_up(tmp: Path, exc: BaseException, needed: int | None) -> None:
+    """Remove a temporary file that will never be renamed into place, then re-raise; a full disk
+    becomes a DiskFullError naming the folder."""
+    written = tmp.stat().st_size if tmp.exists() else 0
+    full = _is_disk_full(exc, tmp.parent)  # before the unlink frees what was written
+    tmp.unlink(missing_ok=True)
+    if full:
+        raise DiskFullError(tmp.parent, needed or written) from exc
+    raise exc
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files of atomic writes that a killed process left in ``folder``
+    (``.<name>.<random>.tmp``); returns how many. Call it only where no other writer is active."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 # Per-process cache keyed by (resolved path, size, mtime): the VGG ONNX file is 65 MB, and the

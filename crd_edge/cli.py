@@ -6,6 +6,7 @@ User mistakes surface as one ``error:`` line and exit status 2 (a traceback only
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -77,7 +78,16 @@ def distill(
     if result.summary:
         _print_summary(result, quiet)
     if result.interrupted:
+        _print_interrupted(result)
         raise typer.Exit(130)
+
+
+def _print_interrupted(result) -> None:
+    if result.step is None:
+        typer.echo("interrupted before the first checkpoint: nothing was saved", err=True)
+    else:
+        typer.echo(f"interrupted; the checkpoint holds step {result.step}; resume with: "
+                   f"crd-edge distill --resume {result.run_dir}", err=True)
 
 
 def _config_or_recipe(config: Path | None, recipe: str | None) -> Path | None:
@@ -103,8 +113,6 @@ def _print_summary(result, quiet: bool) -> None:
     elif h:
         typer.echo(f"held-out PSNR vs teacher: student {h['psnr_student_teacher']:.2f} dB, copy-the-input "
                    f"{h['psnr_input_teacher']:.2f} dB, gain {h['psnr_gain_db']:+.2f} dB on {h['images']} images")
-    if result.interrupted:
-        typer.echo(f"interrupted at step {result.step}; resume with: crd-edge distill --resume {result.run_dir}")
 
 
 @app.command()
@@ -231,6 +239,7 @@ def pipeline(
                           compare_teacher=compare_teacher, runs=runs, max_seconds=max_seconds,
                           log=lambda line: typer.echo(line, err=True))
     if result.distill.interrupted:
+        _print_interrupted(result.distill)
         raise typer.Exit(130)
     _print_summary(result.distill, quiet=False)
     typer.echo(render_results(result.exports))
@@ -342,6 +351,13 @@ def main() -> None:
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk in a write that is not one of the atomic writers
+        if _state["debug"] or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: no space left on the device{where}: free some space, then run the command again",
+                   err=True)
         sys.exit(2)
 
 

@@ -84,6 +84,63 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(run_cli, tiny_teac
         assert torch.equal(p, q), name
 
 
+def _send_after_optimizer_step(monkeypatch, n: int, signals: tuple[str, ...]) -> None:
+    """Deliver ``signals`` to this process right after the student optimiser's ``n``-th update,
+    i.e. between the weights changing and the step counter moving on."""
+    import os
+    import signal
+
+    original, calls = torch.optim.Adam.step, [0]
+
+    def step(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == n:
+            for name in signals:
+                os.kill(os.getpid(), getattr(signal, name))  # handled before the next line runs
+        return result
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+
+
+@pytest.mark.parametrize("signals,saved_step", [
+    (("SIGINT",), 5),           # stop after the step: weights, optimiser and counter agree
+    (("SIGTERM",), 5),          # what a scheduler or a container sends: the same as Ctrl-C
+    (("SIGINT", "SIGINT"), 3),  # the second one cuts the step: nothing saved, the step-3 checkpoint stands
+])
+def test_interrupt_inside_a_step_resumes_to_an_uninterrupted_run(run_cli, tiny_teacher, tmp_path, monkeypatch,
+                                                                 signals, saved_step):
+    code, _, err = run_cli(*tiny_args(tmp_path, "straight", tiny_teacher, steps=8))
+    assert code == 0, err
+    with monkeypatch.context() as patch:
+        _send_after_optimizer_step(patch, 5, signals)
+        code, _, message = run_cli(*tiny_args(tmp_path, "cut", tiny_teacher, steps=8))
+    assert code == 130
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == saved_step
+    assert f"the checkpoint holds step {saved_step}; resume with" in message
+    code, _, err = run_cli("distill", "--resume", tmp_path / "cut", "--quiet")
+    assert code == 0, err
+    a, _ = load_student(tmp_path / "straight" / "checkpoint.pt")
+    b, _ = load_student(tmp_path / "cut" / "checkpoint.pt")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_resume_survives_a_torn_metrics_line_a_damaged_cache_and_stale_temporaries(run_cli, tiny_teacher, tmp_path):
+    code, _, err = run_cli(*tiny_args(tmp_path, "run", tiny_teacher, steps=3))
+    assert code == 0, err
+    run = tmp_path / "run"
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 4, "loss": 0.1')  # a write cut short by a full disk or a kill
+    (run / "teacher_cache.pt").write_bytes(b"PK\x03\x04 not a torch file")
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    with pytest.warns(UserWarning, match="rebuilding the teacher cache"):
+        code, _, err = run_cli("distill", "--resume", run, "--steps", 4, "--quiet")
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert not list(run.glob(".*.tmp"))
+
+
 @pytest.mark.parametrize("args,message", [
     (["distill", "--data", "{tmp}/nowhere"], "nowhere"),
     (["distill", "--teacher", "{tmp}/missing.pth"], "no such file"),

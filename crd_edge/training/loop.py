@@ -13,6 +13,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
 from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
 from crd_edge.training.objective import needs_vgg, student_losses
 from crd_edge.training.progress import TrainProgress
-from crd_edge._io import append_jsonl, atomic_torch_save, write_json
+from crd_edge._io import (append_jsonl, atomic_torch_save, atomic_write_text, read_jsonl, remove_stale_temporaries,
+                          write_json)
 from crd_edge.training.run_dir import new_run_dir, render_report
 from crd_edge.training.teacher_cache import TeacherOutputCache
 from crd_edge.training.views_run import ViewTraining
@@ -56,7 +58,7 @@ CACHE_NOTES = {
 class DistillResult:
     run_dir: Path
     checkpoint: Path
-    step: int
+    step: int | None  # the checkpoint's step; None when an interrupt came before the first one
     summary: dict
     interrupted: bool = False
 
@@ -125,11 +127,14 @@ def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = F
     run.open_dir(checkpoint_path.parent if checkpoint_path is not None else None)
     if ckpt is not None:
         run.restore(ckpt)
-    interrupted = run.train(quiet)
-    summary = run.finish(interrupted) if dist.is_main else {}
+    outcome = run.train(quiet)
+    if outcome == "cut":
+        run.abandon()
+        return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.saved_step, {}, interrupted=True)
+    summary = run.finish(outcome == "stopped") if dist.is_main else {}
     D.barrier(dist)
     D.cleanup(dist)
-    return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.step, summary, interrupted)
+    return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.step, summary, outcome == "stopped")
 
 
 def _read_resume(path: Path) -> tuple[Path, dict]:
@@ -188,6 +193,7 @@ class _Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.optim.decay_from))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
         self.run_dir: Path | None = None
         self.last_metrics: dict = {}
         self.saved_cache_entries = 0
@@ -241,6 +247,8 @@ class _Run:
     def open_dir(self, existing: Path | None) -> None:
         if existing is not None:
             self.run_dir = existing
+            if self.dist.is_main:
+                remove_stale_temporaries(existing)  # left by a write that a kill -9 cut short
         else:
             run_dir = new_run_dir(self.cfg.runs_dir, self.cfg.name) if self.dist.is_main else None
             if self.dist.enabled:
@@ -271,8 +279,12 @@ class _Run:
             self.teacher.load_state_dict(state["online_teacher"])
         cache_file = self.run_dir / "teacher_cache.pt"
         if self.cache is not None and cache_file.is_file():
-            self.cache.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
-        self.step = ckpt["step"]
+            try:
+                self.cache.load_state_dict(torch.load(cache_file, map_location="cpu", weights_only=True))
+            except Exception as exc:  # only a cache: the teacher recomputes what it held
+                warnings.warn(f"{cache_file} is damaged ({type(exc).__name__}); rebuilding the teacher cache",
+                              stacklevel=1)
+        self.step = self.saved_step = ckpt["step"]
         if self.dist.is_main:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
 
@@ -291,14 +303,18 @@ class _Run:
                             "online_teacher": self.teacher.state_dict() if self.online else None},
         }
         atomic_torch_save(record, self.run_dir / "checkpoint.pt")
+        self.saved_step = self.step
         if self.cache is not None and len(self.cache.entries) != self.saved_cache_entries:
             atomic_torch_save(self.cache.state_dict(), self.run_dir / "teacher_cache.pt")
             self.saved_cache_entries = len(self.cache.entries)
         return self.run_dir / "checkpoint.pt"
 
     # -- The loop -------------------------------------------------------------------------------
-    def train(self, quiet: bool) -> bool:
-        """Train from ``self.step`` to the end; returns whether Ctrl-C stopped it first."""
+    def train(self, quiet: bool) -> str:
+        """Train from ``self.step`` to the end. Returns "finished", "stopped" (Ctrl-C or SIGTERM,
+        at a step boundary: the state is consistent and can be saved) or "cut" (a second signal
+        landed inside a step: weights and optimiser may be a step ahead of the counter, so
+        nothing may be saved; the last checkpoint stands)."""
         dist = self.dist
         self._sample_x, self._sample_t = self._sample_views()
         if dist.is_main and self.views is not None:
@@ -307,21 +323,24 @@ class _Run:
         self.window_images, self.window_start = 0, time.perf_counter()
         self.train_start, self.images_seen = time.perf_counter(), 0
         progress = TrainProgress(self.total, self.step, enabled=dist.is_main and not quiet)
-        interrupted = False
+        outcome, mid_step = "finished", False
         try:
             with _stop_requests() as stop_requested:
                 for epoch, batch in self._batches():
+                    mid_step = True
                     self._train_step(batch, epoch)
                     self.step += 1
+                    mid_step = False
                     self._after_step(epoch, progress)
                     if D.any_rank(stop_requested(), dist, self.device):
-                        raise KeyboardInterrupt  # at a step boundary: the saved state is consistent
+                        outcome = "stopped"
+                        break
         except KeyboardInterrupt:
-            interrupted = True  # fall through: save what we have, then tell the user how to resume
+            outcome = "cut" if mid_step else "stopped"
         finally:
             progress.close()
         self.train_seconds = time.perf_counter() - self.train_start
-        return interrupted
+        return outcome
 
     def _batches(self):
         """(epoch, batch) from ``self.step`` to the end of the run, resuming mid-epoch."""
@@ -467,6 +486,11 @@ class _Run:
         _write_samples(self.run_dir / "samples" / f"step_{self.step:06d}.png", self.student, self._sample_x, t,
                        self.device)
 
+    def abandon(self) -> None:
+        """After a cut (see ``train``): stop the background work, write nothing."""
+        if self.views is not None:
+            self.views.bank.stop()
+
     def finish(self, interrupted: bool) -> dict:
         """Score on held-out data (unless interrupted), save the checkpoint, write the report."""
         heldout = None
@@ -541,30 +565,31 @@ def _heldout_inputs(test_set, limit: int) -> torch.Tensor | None:
 
 @contextmanager
 def _stop_requests():
-    """Yields ``stop_requested()``. The first Ctrl-C asks to stop after the current step
-    (weights, optimiser and step counter then agree); a second one interrupts at once
-    (Python's default)."""
-    stop = [False]
+    """Yields ``stop_requested()``. The first Ctrl-C or SIGTERM (what schedulers and containers
+    send) asks to stop after the current step; a second one raises KeyboardInterrupt at once."""
+    signals = [0]
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: stop[0]  # signals can only be handled on the main thread
+        yield lambda: False  # signals can only be handled on the main thread
         return
 
     def request_stop(signum, frame):
-        stop[0] = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    previous = signal.signal(signal.SIGINT, request_stop)
+        signals[0] += 1
+        if signals[0] > 1:
+            raise KeyboardInterrupt
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: stop[0]
+        yield lambda: signals[0] > 0
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows logged after the checkpoint (a crash after the last save): the resumed
-    run logs those steps again."""
+    """Drop metric rows logged after the checkpoint (a crash after the last save; the resumed
+    run logs those steps again) and any torn line a crash left."""
     if path.is_file():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(row + "\n" for row in rows))
+        rows = [row for row in read_jsonl(path) if row.get("step", 0) <= step]
+        atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 @torch.no_grad()

@@ -1,0 +1,109 @@
+"""A full disk, injected at the write functions (a real small tmpfs needs root): every write
+either completes or leaves the old file and no litter, and the user gets one `error:` line."""
+
+import errno
+import json
+import os
+
+import pytest
+import torch
+
+from crd_edge import _io
+from crd_edge._io import DiskFullError, append_jsonl, atomic_torch_save, atomic_write_text, read_jsonl
+
+
+def test_append_jsonl_cuts_a_torn_line_back_off(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"step": 1})
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(_io.os, "write", half_then_full)
+    with pytest.raises(DiskFullError, match=f"no space left in {tmp_path}"):
+        append_jsonl(path, {"step": 2, "loss": 0.5})
+    assert path.read_text() == '{"step": 1}\n'
+
+
+def test_read_jsonl_skips_a_torn_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "lo')
+    assert read_jsonl(path) == [{"step": 1}]
+
+
+def test_atomic_torch_save_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    atomic_torch_save({"step": 1}, path)
+
+    def zip_writer_fails(obj, f):  # what torch's zip writer raises when the disk fills
+        open(f, "wb").write(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file")
+    monkeypatch.setattr(torch, "save", zip_writer_fails)
+    monkeypatch.setattr(_io.shutil, "disk_usage", lambda p: _Usage(0))
+    with pytest.raises(DiskFullError, match="needs more than 100 bytes"):
+        atomic_torch_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_other_failures_are_not_reported_as_a_full_disk(tmp_path, monkeypatch):
+    def broken(obj, f):
+        raise RuntimeError("something else")
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        atomic_torch_save({}, tmp_path / "x.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_atomic_write_text_on_a_full_disk(tmp_path, monkeypatch):
+    (tmp_path / "report.md").write_text("old")
+    real_replace = os.replace
+
+    def replace_fails(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(_io.os, "replace", replace_fails)
+    with pytest.raises(DiskFullError):
+        atomic_write_text(tmp_path / "report.md", "new")
+    monkeypatch.setattr(_io.os, "replace", real_replace)
+    assert (tmp_path / "report.md").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_distill_on_a_full_disk_is_one_error_line(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full)
+    code, out, err = run_cli("distill", "--teacher", tiny_teacher, "--student", "mobile_resnet_9blocks",
+                             "--steps", 1, "--size", 64, "--runs-dir", tmp_path, "--name", "full", "--quiet",
+                             "--set", "student.kwargs.ngf=8", "--set", "data.views=0",
+                             "--set", "data.load_size=64", "--set", "data.test_size=64")
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert err.startswith(f"error: no space left in {tmp_path / 'full'}")
+    assert not list((tmp_path / "full").glob(".*.tmp"))
+
+
+def test_an_enospc_outside_the_atomic_writers_is_one_error_line(monkeypatch, capsys):
+    from crd_edge import cli
+
+    def app():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/bench/results.jsonl")
+    monkeypatch.setattr(cli, "app", app)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == ("error: no space left on the device writing /data/bench/results.jsonl: "
+                                       "free some space, then run the command again\n")
+
+
+class _Usage:
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+
+def test_jsonl_round_trip(tmp_path):
+    path = tmp_path / "x.jsonl"
+    for i in range(3):
+        append_jsonl(path, {"i": i})
+    assert read_jsonl(path) == [{"i": i} for i in range(3)] == [json.loads(x) for x in path.read_text().splitlines()]
