@@ -279,7 +279,9 @@ def demo(
     size: Optional[str] = typer.Option(None, help="Model input size, 256 or HxW (default: the model's own)."),
     fit: str = typer.Option("crop", help="crop (keep aspect, cut the centre) | pad (letterbox) | stretch"),
     output: Optional[Path] = typer.Option(None, help="Write the composed frames to a video (.mp4, .avi, .mkv, .gif) or a .png strip of 4 frames."),
-    serve: Optional[str] = typer.Option(None, help="Stream to a browser as MJPEG on HOST:PORT, e.g. 127.0.0.1:8080."),
+    serve: Optional[str] = typer.Option(None, help="Stream to a browser as MJPEG on HOST:PORT, e.g. 127.0.0.1:8080. Plain, "
+                                                "unencrypted HTTP: off loopback, the printed URL carries a "
+                                                "random access token."),
     window: Optional[bool] = typer.Option(None, "--window/--no-window",
                                           help="Show a desktop window (default: when a display and a GUI OpenCV exist)."),
     max_frames: Optional[int] = typer.Option(None, min=1, help="Stop after this many frames."),

@@ -5,15 +5,28 @@ GET /            the page: a 32-pixel header with the stats, the stream below at
 GET /stream.mjpg multipart/x-mixed-replace JPEG stream (every browser shows it in an <img>)
 GET /frame.jpg   the newest frame, once
 GET /stats.json  frames, FPS and model latency
+
+Plain HTTP, no encryption. On a loopback address anyone on this machine may watch; on any other
+address every URL must carry the random ``?token=`` printed with the server's URL (403 without
+it), so only someone who was given the URL can watch. The number of connections is capped
+(``MAX_CLIENTS``), a client must send its request within ``HEADER_SECONDS``, and a stream whose
+viewer stops reading is dropped after ``WRITE_SECONDS``: idle or slow clients cannot hold
+threads and file descriptors.
 """
 
 from __future__ import annotations
 
 import errno
+import hmac
+import ipaddress
 import json
+import secrets
+import socket
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -21,6 +34,9 @@ from crd_edge._deps import import_cv2
 from crd_edge.errors import UserError
 
 _BOUNDARY = "crdedgeframe"
+MAX_CLIENTS = 64       # connections at once (each holds a thread and a descriptor)
+HEADER_SECONDS = 5.0   # to send the request line and headers, in all
+WRITE_SECONDS = 10.0   # a viewer that stops reading for this long is dropped
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>crd-edge demo</title>
 <style>
@@ -30,10 +46,10 @@ img{{display:block;margin:0;max-width:100%}}
 </style>
 </head><body>
 <header><b>crd-edge demo</b> &middot; {title} &middot; <span id="stats">connecting...</span></header>
-<img id="stream" src="/stream.mjpg" alt="live stream">
+<img id="stream" src="/stream.mjpg{query}" alt="live stream">
 <script>
 setInterval(function () {{
-  fetch('/stats.json').then(function (r) {{ return r.json(); }}).then(function (s) {{
+  fetch('/stats.json{query}').then(function (r) {{ return r.json(); }}).then(function (s) {{
     document.getElementById('stats').textContent =
       s.frames + ' frames, ' + s.fps.toFixed(1) + ' FPS, model ' + s.latency_ms.toFixed(1) + ' ms';
   }}).catch(function () {{}});
@@ -50,6 +66,95 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CLIENTS`` of them. A connection must send its
+    request within ``HEADER_SECONDS`` (a per-read timeout alone lets a client that sends a byte
+    every few seconds hold its thread for ever); when every slot is taken, the connection that
+    has waited longest without sending a request makes room for the new one, so a flood of idle
+    connections cannot lock out a viewer whose browser sends its request at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the kernel's backlog: bursts of connections are accepted, not refused
+
+    def __init__(self, address, handler) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._waiting: dict[socket.socket, float] = {}  # connection -> deadline for its request
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        threading.Thread(target=self._reap, name="crd-edge-mjpeg-reaper", daemon=True).start()
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._drop(self._oldest_waiting())
+            if not self._slots.acquire(timeout=0.5):  # every slot streams: no room
+                try:
+                    request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                    b"Connection: close\r\n\r\n")
+                except OSError:
+                    pass
+                self.shutdown_request(request)
+                return
+        with self._lock:
+            self._waiting[request] = time.monotonic() + HEADER_SECONDS
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.request_done(request)
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.request_done(request)
+            self._slots.release()
+
+    def request_done(self, request) -> None:
+        """The request has arrived (or the connection ended): no deadline any more."""
+        with self._lock:
+            self._waiting.pop(request, None)
+
+    def _oldest_waiting(self) -> list:
+        with self._lock:
+            if not self._waiting:
+                return []
+            oldest = min(self._waiting, key=self._waiting.get)
+            del self._waiting[oldest]
+            return [oldest]
+
+    def _reap(self) -> None:
+        while not self._closing.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                late = [conn for conn, deadline in self._waiting.items() if deadline < now]
+                for conn in late:
+                    del self._waiting[conn]
+            self._drop(late)
+
+    @staticmethod
+    def _drop(connections: list) -> None:
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns at once
+            except OSError:
+                pass
+
+
 class MjpegServer:
     """Serves the newest published frame to every connected client, in its own threads."""
 
@@ -61,16 +166,18 @@ class MjpegServer:
         self._stats = {"frames": 0, "fps": 0.0, "latency_ms": 0.0}
         self._cond = threading.Condition()
         self._closed = False
-        page = _PAGE.format(title=title or "live").encode()
+        # Beyond this machine, a URL that cannot be guessed is what keeps strangers out.
+        self.token = None if is_loopback(host) else secrets.token_urlsafe(12)
+        query = f"?token={self.token}" if self.token else ""
+        page = _PAGE.format(title=title or "live", query=query).encode()
         try:
-            self.httpd = ThreadingHTTPServer((host, port), _handler(self, page))
+            self.httpd = _BoundedServer((host, port), _handler(self, page))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise UserError(f"--serve {address}: port {port} is in use; pick another, e.g. --serve {host}:{port + 1}") from None
             raise UserError(f"--serve {address}: cannot listen there ({exc.strerror or exc})") from None
-        self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}/"
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}/{query}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="crd-edge-mjpeg", daemon=True)
         self._thread.start()
@@ -122,12 +229,19 @@ class MjpegServer:
 
 def _handler(server: MjpegServer, page: bytes):
     class Handler(BaseHTTPRequestHandler):
+        timeout = WRITE_SECONDS  # every read and write on the connection
+
         def log_message(self, *args) -> None:  # keep the demo's terminal clean
             pass
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = self.path.split("?", 1)[0]
-            if path in ("/", "/index.html"):
+            self.server.request_done(self.request)
+            url = urlsplit(self.path)
+            path = url.path
+            if server.token is not None and not hmac.compare_digest(
+                    parse_qs(url.query).get("token", [""])[0].encode(), server.token.encode()):
+                self._send(HTTPStatus.FORBIDDEN, "text/plain", b"this demo needs the URL it printed, token included\n")
+            elif path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, "text/html; charset=utf-8", page)
             elif path == "/frame.jpg":
                 jpeg = server.latest()
@@ -163,7 +277,7 @@ def _handler(server: MjpegServer, page: bytes):
                                          f"{len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
                         self.wfile.flush()
                     seq, jpeg = server.next_frame(seq)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the browser went away
+            except OSError:
+                pass  # the browser went away (broken pipe, reset) or stopped reading (timeout)
 
     return Handler
