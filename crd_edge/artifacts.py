@@ -111,14 +111,28 @@ def read_manifest(path: str | Path) -> list[dict]:
 
 
 def manifest_record(path: str | Path) -> dict:
-    """The record of artifact ``path`` in the manifest.json beside it; {} when there is none
-    (no manifest, an unreadable one, or the file is not listed)."""
+    """The record of artifact ``path`` in the manifest.json beside it, checked against the file
+    (``checked_record``); {} when there is none (no manifest, an unreadable one, or the file is
+    not listed)."""
     path = Path(path)
     try:
         records = read_manifest(path.parent / MANIFEST_NAME)
     except UserError:
         return {}
-    return next((r for r in records if r.get("path") == path.name), {})
+    return checked_record(path, next((r for r in records if r.get("path") == path.name), {}))
+
+
+CHANGED = "changed since export"
+
+
+def checked_record(path: Path, record: dict) -> dict:
+    """``record`` while the artifact still has the sha256 it was exported with. Otherwise the file
+    was edited or replaced after export, and the record's verification describes another file:
+    a copy whose verification says so, marked ``changed`` (commands warn or flag it)."""
+    expected = record.get("sha256")
+    if not expected or artifact_sha256(path) == expected:
+        return record
+    return {**record, "verification": {"status": CHANGED}, "changed": True}
 
 
 def record_input_hw(record: dict) -> tuple[int, int] | None:
@@ -138,7 +152,7 @@ def find_artifacts(source: str | Path, role: str | None = None) -> list[Artifact
         if not manifest.is_file():
             raise UserError(f"{source}: no manifest.json there; run `crd-edge export` first or pass an artifact")
         found = [Artifact(manifest.parent / r["path"], role or r["path"].split("_")[0], r.get("target", "unknown"),
-                          r.get("precision", "fp32"), r)
+                          r.get("precision", "fp32"), checked_record(manifest.parent / r["path"], r))
                  for r in read_manifest(manifest) if (manifest.parent / r["path"]).exists()]
         if not found:
             raise UserError(f"{manifest}: lists no artifact that exists next to it")

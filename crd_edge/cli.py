@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -347,6 +348,8 @@ def eval_(
 def main() -> None:
     """Console entry point. Usage mistakes (unknown option, bad value) are typer's: usage line,
     error, exit 2. UserErrors from the library become one ``error:`` line and exit status 2."""
+    # Library warnings (a damaged cache rebuilt, an artifact changed since export) as one line each.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:
         app()  # standalone mode: typer prints usage errors and calls sys.exit itself
     except UserError as exc:

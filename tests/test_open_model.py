@@ -73,3 +73,30 @@ def test_torch_model_refuses_an_artifact_runtime(exported):
 def test_builtin_teacher_by_name():
     model = open_model("vintagify")
     assert model.role == "teacher" and model.identity["kind"] == "state_dict"
+
+
+def test_an_artifact_edited_after_export_loses_its_verification(exported, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from crd_edge.artifacts import CHANGED, find_artifacts
+    from crd_edge.bench.run import _artifact_info
+
+    folder = tmp_path / "export"
+    shutil.copytree(exported / "export", folder)
+    path = folder / f"student_{SIZE}_fp32.onnx"
+    graph = onnx.load(path)
+    weight = graph.graph.initializer[0]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    onnx.save(graph, path)
+
+    records = {a.path.name: a.record for a in find_artifacts(folder)}
+    assert records[f"student_{SIZE}_fp32.onnx"]["verification"] == {"status": CHANGED}
+    assert records[f"student_{SIZE}_fp16.onnx"]["verification"]["status"] == "passed"  # untouched
+    assert find_artifacts(path)[0].record["changed"]
+    with pytest.warns(UserWarning, match="changed after export"):
+        open_model(str(path)).session.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    info = _artifact_info(find_artifacts(path)[0])
+    assert info["verification_status"] == CHANGED and info["verification_psnr_db"] is None

@@ -118,7 +118,7 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
             size = "x".join(map(str, r.get("input_size") or [])) or "-"
             psnr = a.get("verification_psnr_db")
             status = a.get("verification_status")
-            psnr_text = "-" if psnr is None else f"{psnr:.1f}" + ("" if status == "passed" else f" ({status})")
+            psnr_text = ("-" if psnr is None else f"{psnr:.1f}") + ("" if status in (None, "passed") else f" ({status})")
             lines.append(f"| {a['role']} | {a['name']} | {r.get('runtime')} | {a['precision']} | {size} | "
                          f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
                          f"{_fmt(m.get('act_peak_bytes') and m['act_peak_bytes'] / 1e6, '.1f')} | "

@@ -8,6 +8,8 @@ same spec means the same model in every command.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,9 @@ def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int]
     if runtime not in ("auto", fmt.runtime):
         raise UserError(f"{artifact.path}: a {fmt.runtime} artifact cannot run with --runtime {runtime}; "
                         f"pass the {export_target(runtime)} export instead")
+    if artifact.record.get("changed"):
+        warnings.warn(f"{artifact.path}: its sha256 is not the one in manifest.json: it changed after export, so "
+                      "its recorded verification does not apply; export it again to verify it", stacklevel=2)
     from crd_edge.runtime import open_session
     session = open_session(artifact.path, threads=threads)
     identity = {"path": str(artifact.path), "kind": "artifact", "backend": session.backend,
