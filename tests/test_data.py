@@ -452,3 +452,32 @@ def test_builtin_dataset() -> None:
     assert torch.equal(apply_crop(ds.load_full(s["index"]), p, SIZE), s["A"])
     test = BuiltinPhotoDataset("test", size=SIZE)
     assert test[0]["A"].shape == (3, SIZE, SIZE) and test.load_full(0).shape == (3, SIZE, SIZE)
+
+
+def test_an_image_over_the_pixel_limit_is_downscaled_once_and_kept(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from crd_edge.data import images as images_module
+    from crd_edge.data.images import ImageFiles, SkipCounter, read_image
+
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 10_000)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(tmp_path / "big.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    for name, (h, w) in (("big.png", (200, 300)), ("big.jpg", (1500, 2000))):
+        img = read_image(tmp_path / name)
+        assert img.shape[0] * img.shape[1] <= 10_000 and abs(img.shape[1] / img.shape[0] - w / h) < 0.05, name
+    assert read_image(tmp_path / "small.png").shape == (40, 40, 3)  # under the limit: untouched
+
+    calls = []
+
+    def reader(path):
+        calls.append(path.name)
+        return read_image(path)
+    files = ImageFiles(tmp_path, reader, SkipCounter())
+    assert sorted(calls) == ["big.jpg", "big.png", "small.png"]  # the check decodes each once
+    for _ in range(3):
+        for j in range(len(files)):
+            files.read(j)
+    assert sorted(calls) == ["big.jpg", "big.png", "small.png", "small.png", "small.png", "small.png"]

@@ -8,6 +8,8 @@ the bad ones with a short, countable reason so a dataset can skip them and repor
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,15 @@ BAD_IMAGE_REASONS: tuple[str, ...] = (
     "too_small",     # short side below ``min_size``
     "unsupported",   # a pixel mode we do not know how to turn into RGB
 )
+
+#: Images with more pixels than this are downscaled once, when read, to fit it (aspect kept):
+#: no training size needs more, and a 144-megapixel PNG would otherwise cost 0.4 GB and a second
+#: to decode on every use. Above PIL's own bomb limit (``Image.MAX_IMAGE_PIXELS`` x 2, 179 MP)
+#: a file is rejected as ``too_large``.
+MAX_PIXELS = 16_777_216  # 4096 x 4096
+
+#: How many bytes of large decoded images an ``ImageFiles`` keeps (the rest are read again).
+KEEP_BYTES = 512 * 1024 * 1024
 
 # Half-written files must be rejected, not silently padded with grey: this module relies on
 # PIL's default ImageFile.LOAD_TRUNCATED_IMAGES = False and never changes it (tests check it).
@@ -121,9 +132,17 @@ def read_image(path: str | Path, min_size: int = 32) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()  # force the full decode: Image.open only parses the header
-            arr = _to_rgb_array(_exif_upright(im))
+        with warnings.catch_warnings():
+            # PIL warns between 89 and 179 MP; such images are downscaled below, not an error.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    im.draft("RGB", _fit(im.size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale, far cheaper
+                im.load()  # force the full decode: Image.open only parses the header
+                im = _exif_upright(im)
+                if im.width * im.height > MAX_PIXELS:
+                    im = im.resize(_fit(im.size), Image.Resampling.BOX)  # area average: no aliasing
+                arr = _to_rgb_array(im)
     except BadImage as e:
         raise BadImage(e.reason, path, e.detail) from None
     except Image.DecompressionBombError as e:
@@ -144,6 +163,13 @@ def read_image(path: str | Path, min_size: int = 32) -> np.ndarray:
     if min(h, w) < min_size:
         raise BadImage("too_small", path, f"{w}x{h}, need at least {min_size} px on the short side")
     return arr
+
+
+def _fit(size: tuple[int, int]) -> tuple[int, int]:
+    """(w, h) scaled down to at most ``MAX_PIXELS`` pixels, aspect ratio kept."""
+    w, h = size
+    scale = min(1.0, (MAX_PIXELS / (w * h)) ** 0.5)
+    return max(1, int(w * scale)), max(1, int(h * scale))
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -230,6 +256,9 @@ class ImageFiles(Generic[T]):
             exts = ", ".join(IMAGE_EXTENSIONS)
             raise UserError(f"no images ({exts}) in {folder}: {expected}")
         self.folder, self._reader, self._skipped = folder, reader, skipped
+        self._kept: dict[Path, T] = {}
+        self._kept_bytes = 0
+        self._keep_lock = threading.Lock()
         # Decoding releases the GIL, so threads make the one-off check of big folders quicker.
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             errors = list(pool.map(self._check, candidates))
@@ -248,18 +277,42 @@ class ImageFiles(Generic[T]):
 
     def _check(self, path: Path) -> BadImage | None:
         try:
-            self._reader(path)
+            self._keep_if_large(path, self._reader(path))
         except BadImage as e:
             return e
         return None
+
+    def _keep_if_large(self, path: Path, image: T) -> T:
+        """Keep a large decoded image (over a quarter of ``MAX_PIXELS``: those are the files that
+        cost far more to decode than to train on) while the kept ones fit in ``KEEP_BYTES``."""
+        shape, nbytes = getattr(image, "shape", (0, 0)), getattr(image, "nbytes", 0)
+        if shape[0] * shape[1] * 4 <= MAX_PIXELS:
+            return image
+        with self._keep_lock:
+            if path not in self._kept and self._kept_bytes + nbytes <= KEEP_BYTES:
+                self._kept[path] = image
+                self._kept_bytes += nbytes
+        return image
+
+    def __getstate__(self) -> dict:  # DataLoader workers get a copy: a lock does not pickle
+        state = dict(self.__dict__)
+        del state["_keep_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._keep_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def read(self, j: int) -> T:
         """Read file ``j``; on failure count it, remember it, and raise ``BadImage``."""
+        path = self.paths[j]
+        if path in self._kept:
+            return self._kept[path]
         try:
-            return self._reader(self.paths[j])
+            return self._keep_if_large(path, self._reader(path))
         except BadImage as e:
             if j not in self._bad:
                 self._bad.add(j)
