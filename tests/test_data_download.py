@@ -380,3 +380,47 @@ def test_cli_corrupt_archive_exit_2(run_cli, server, tmp_path):
                            server.url, "--quiet")
     assert code == 2 and err.startswith("error: ") and "corrupt" in err
     assert not (tmp_path / ".horse2zebra.part").exists()
+
+
+@pytest.mark.parametrize("archive", ["zip", "tar.gz"])
+def test_an_archive_bomb_is_refused_and_nothing_is_left(server, tmp_path, archive, photos, monkeypatch):
+    import dataclasses
+    for key in ("horse2zebra", "pix2pix/facades"):  # no listed size: the limit is 8x the archive's own
+        monkeypatch.setitem(dl.DATASETS, key, dataclasses.replace(dl.DATASETS[key], approx_bytes=None))
+    zeros = b"\0" * (4 << 20)  # compresses ~1000x: far beyond 8x the archive's size once expanded
+    members = {"horse2zebra/trainA/0.jpg": _jpeg(photos[0]), "horse2zebra/trainA/pad.jpg": zeros}
+    path = CYCLEGAN_PATH if archive == "zip" else PIX2PIX_PATH
+    if archive == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        server.files[path] = buf.getvalue()
+    else:
+        server.files[path] = _tar_gz(members)
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match="archive bomb") as info:
+        fetch(server, dest, "horse2zebra" if archive == "zip" else "pix2pix/facades")
+    assert_one_line(str(info.value))
+    assert list(dest.iterdir()) == []  # no archive, no partial tree
+
+
+@pytest.mark.parametrize("archive", ["zip", "tar.gz"])
+def test_too_many_members_are_refused(server, tmp_path, archive, photos, monkeypatch):
+    monkeypatch.setattr(dl, "MAX_MEMBERS", 3)
+    members = {f"horse2zebra/trainA/{i}.jpg": _jpeg(photos[0]) for i in range(5)}
+    path = CYCLEGAN_PATH if archive == "zip" else PIX2PIX_PATH
+    server.files[path] = _zip(members) if archive == "zip" else _tar_gz(members)
+    with pytest.raises(UserError, match="more than 3 members"):
+        fetch(server, tmp_path / "dest", "horse2zebra" if archive == "zip" else "pix2pix/facades")
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+@pytest.mark.parametrize("archive", ["zip", "tar.gz"])
+def test_an_absolute_member_is_refused_by_both_formats(server, tmp_path, archive, photos):
+    members = {"horse2zebra/trainA/0.jpg": _jpeg(photos[0]), "/tmp/crd-edge-absolute.txt": b"x"}
+    path = CYCLEGAN_PATH if archive == "zip" else PIX2PIX_PATH
+    server.files[path] = _zip(members) if archive == "zip" else _tar_gz(members)
+    with pytest.raises(UserError, match="outside its folder"):
+        fetch(server, tmp_path / "dest", "horse2zebra" if archive == "zip" else "pix2pix/facades")
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -354,7 +354,26 @@ class _UnsafeArchive(Exception):
     """A member that would land outside the destination (absolute, ``..``, link)."""
 
 
+class _ArchiveBomb(Exception):
+    """An archive that expands far beyond what a data set of its size holds."""
+
+
+#: The data sets are folders of JPEGs, which do not compress: an archive that expands to more
+#: than this multiple of its own (or its listed) size, or holds more members, is refused.
+MAX_EXPANSION = 8
+MAX_MEMBERS = 500_000
+
+
+def _check_totals(members: int, expanded: int, limit: int) -> None:
+    if members > MAX_MEMBERS:
+        raise _ArchiveBomb(f"more than {MAX_MEMBERS:,} members")
+    if expanded > limit:
+        raise _ArchiveBomb(f"expands to more than {_human(limit)}, {MAX_EXPANSION}x its size")
+
+
 _TAR_FILTER_ERROR = getattr(tarfile, "FilterError", _UnsafeArchive)
+# Pythons before 3.10.12 / 3.11.4 have no extraction filters; the checks above still run there.
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def _check_member(name: str, root: Path) -> None:
@@ -365,36 +384,46 @@ def _check_member(name: str, root: Path) -> None:
         raise _UnsafeArchive(name)
 
 
-def _extract_zip(archive: Path, into: Path) -> None:
+def _extract_zip(archive: Path, into: Path, limit: int) -> None:
     root = into.resolve()
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
+        members = zf.infolist()
+        # zipfile never writes more than a member's declared size, so the sum is a true bound.
+        _check_totals(len(members), sum(info.file_size for info in members), limit)
+        for info in members:
             _check_member(info.filename, root)
             if (info.external_attr >> 16) & 0o170000 == 0o120000:  # a Unix symlink entry
                 raise _UnsafeArchive(f"{info.filename} (symbolic link)")
         zf.extractall(into)  # reads every member fully, so a bad CRC raises BadZipFile here
 
 
-def _extract_tar(archive: Path, into: Path) -> None:
+def _extract_tar(archive: Path, into: Path, limit: int) -> None:
+    """Member by member, in one pass over the (possibly multi-GB) gzip stream: each name checked
+    by the same rule as a zip's (an absolute name is refused, not stripped), the running totals
+    against the limits, then the "data" filter (links pointing outside, device files, odd
+    permissions). Whatever was written before a refusal is in a temporary folder that the
+    caller deletes."""
     root = into.resolve()
     with tarfile.open(archive, "r:gz") as tf:
-        if hasattr(tarfile, "data_filter"):
-            # The "data" filter refuses absolute names, "..", links pointing outside, device
-            # files and odd permissions, member by member (one pass over a multi-GB stream);
-            # whatever it wrote before refusing is in a temporary folder that gets deleted.
-            tf.extractall(into, filter="data")
-            return
-        for member in tf:  # Pythons without filters (< 3.10.12): check every name first
+        members = expanded = 0
+        for member in tf:
+            members, expanded = members + 1, expanded + max(member.size, 0)
+            _check_totals(members, expanded, limit)
             _check_member(member.name, root)
             if member.issym() or member.islnk() or not (member.isfile() or member.isdir()):
                 raise _UnsafeArchive(f"{member.name} (link or special file)")
-        tf.extractall(into)
+            tf.extract(member, into, **_DATA_FILTER)
 
 
-def _extract(archive: Path, kind: str, into: Path, shown_name: str) -> None:
-    """Extract ``archive`` into ``into``; a corrupt or hostile archive is removed, one line."""
+def _extract(archive: Path, kind: str, into: Path, shown_name: str, limit: int) -> None:
+    """Extract ``archive`` into ``into`` (at most ``limit`` bytes); a corrupt or hostile archive
+    is removed, one line."""
     try:
-        (_extract_zip if kind == "zip" else _extract_tar)(archive, into)
+        (_extract_zip if kind == "zip" else _extract_tar)(archive, into, limit)
+    except _ArchiveBomb as e:
+        archive.unlink(missing_ok=True)
+        raise UserError(f"{shown_name} {e}: refused as an archive bomb and removed {archive.name}; "
+                        "try another --mirror") from None
     except (_UnsafeArchive, _TAR_FILTER_ERROR) as e:
         archive.unlink(missing_ok=True)
         raise UserError(f"{shown_name} has a member outside its folder ({e}): refused and "
@@ -480,7 +509,8 @@ def download_dataset(name: str, dest: str | Path = "data", mirror: str | None = 
 
     extracted = Path(tempfile.mkdtemp(prefix=f".{dataset.folder}.extract-", dir=dest))
     try:
-        _extract(part, dataset.archive, extracted, f"{dataset.name}.{dataset.archive} from {url}")
+        limit = MAX_EXPANSION * max(result.archive_bytes, dataset.approx_bytes or 0)
+        _extract(part, dataset.archive, extracted, f"{dataset.name}.{dataset.archive} from {url}", limit)
         _install(_archive_root(extracted), final)
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
