@@ -263,3 +263,12 @@ def test_crd_edge_bench_on_a_phone_through_the_cli(phone, model, run_cli, tmp_pa
     assert f"## {PROPS['ro.product.model']} (adb)" in out
     assert "| my student.tflite | litert benchmark_model (xnnpack) | fp32 | 256x256 |" in out and "(mean)" in out
     assert "student_fp32.onnx on adb:" in out and "benchmarks .tflite files" in out
+
+
+def test_a_device_that_can_run_none_of_the_artifacts_is_an_error_before_any_work(phone, model, run_cli, tmp_path):
+    onnx = tmp_path / "only" / "student_fp32.onnx"
+    onnx.parent.mkdir()
+    onnx.write_bytes(b"onnx stand-in")
+    code, out, err = run_cli("bench", onnx, "--device", f"adb:{SERIAL}", "--out", tmp_path / "report")
+    assert code == 2 and err.startswith(f"error: --device adb:{SERIAL}: none of the 1 artifacts can run there")
+    assert not (tmp_path / "report").exists()

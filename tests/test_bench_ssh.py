@@ -270,6 +270,41 @@ def test_black_holed_host_times_out(onnx_model):
         assert time.monotonic() - started < 3
 
 
+def test_a_host_that_stalls_after_its_banner_costs_the_probe_limit_not_the_measurements(onnx_model, monkeypatch):
+    """ssh's ConnectTimeout does not cover a key exchange that never finishes: the probe's own
+    limit does (before, this waited for the measurement's timeout: 389 s in the fault probe)."""
+    import threading
+    monkeypatch.setattr(ssh_runner, "PROBE_SECONDS", 1)
+    with socket.socket() as stalling:
+        stalling.bind(("127.0.0.1", 0))
+        stalling.listen(8)
+        held = []
+
+        def greet_then_stall():
+            conn, _ = stalling.accept()
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+            held.append(conn)
+        threading.Thread(target=greet_then_stall, daemon=True).start()
+        with pytest.raises(ssh_runner.DeviceUnreachable, match=r"^ssh 127\.0\.0\.1 timed out after 3s$"):
+            run_ssh(SshTarget("127.0.0.1", stalling.getsockname()[1]), onnx_model, ssh_options=CLIENT_OPTIONS,
+                    connect_timeout=2, timeout=600)
+        for conn in held:
+            conn.close()
+
+
+def test_an_unreachable_device_fails_once_not_per_artifact(onnx_model, tmp_path):
+    from crd_edge.bench.run import bench
+
+    for name in ("b.onnx", "c.onnx"):
+        shutil.copy(onnx_model, tmp_path / name)
+    port = _free_port()  # nothing listens there
+    results = list(bench([str(onnx_model), str(tmp_path / "b.onnx"), str(tmp_path / "c.onnx")],
+                         devices=[f"ssh:127.0.0.1:{port}"], out_dir=tmp_path / "bench"))
+    assert [r["status"] for r in results] == ["error"] * 3
+    assert "Connection refused" in results[0]["reason"]
+    assert all(r["reason"] == f"not tried: {results[0]['reason']}" for r in results[1:])
+
+
 def test_missing_ssh_client_names_the_package(monkeypatch, onnx_model):
     monkeypatch.setattr(ssh_runner.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="ssh not found.*apt-get install openssh-client"):

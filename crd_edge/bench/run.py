@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from crd_edge.artifacts import Artifact, artifact_bytes, find_artifacts
-from crd_edge.errors import UserError
+from crd_edge.errors import DeviceUnreachable, UserError
 
 
 def model_counts(item: Artifact, size: tuple[int, int]) -> dict:
@@ -107,15 +107,22 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    for device in devices or ["local"]:
-        kind, run = runner_for(device)
-        first = True
+    runners = {device: runner_for(device) for device in devices or ["local"]}
+    for device, (kind, _) in runners.items():  # before any measurement or write
+        reasons = [skip_reason(kind, item) for item in items]
+        if all(reasons):
+            raise UserError(f"--device {device}: none of the {len(items)} artifacts can run there ({reasons[0]}); "
+                            "pass artifacts it runs, or another --device")
+    for device, (kind, run) in runners.items():
+        first, unreachable = True, None
         for item in items:
             base = {"schema": 1, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "device_spec": device, "artifact": _artifact_info(item)}
             reason = skip_reason(kind, item)
             if reason:
                 result = {**base, "status": "skipped", "reason": reason}
+            elif unreachable:  # one failure per device: the next artifact would wait just as long
+                result = {**base, "status": "error", "reason": f"not tried: {unreachable}"}
             else:
                 try:
                     # The roofline is measured once per device and run (first artifact), same threads.
@@ -124,6 +131,9 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
                     size = measured.get("input_size") or item.input_hw
                     result = {**base, "status": "measured", **measured, "input_size": list(size) if size else None,
                               "model": model_counts(item, tuple(size)) if size else {}}
+                except DeviceUnreachable as exc:
+                    unreachable = str(exc)
+                    result = {**base, "status": "error", "reason": unreachable}
                 except UserError as exc:
                     result = {**base, "status": "error", "reason": str(exc)}
             append_result(out / "results.jsonl", result)

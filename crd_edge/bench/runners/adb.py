@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from crd_edge.bench.parsers import parse_benchmark_model
-from crd_edge.errors import UserError
+from crd_edge.errors import DeviceUnreachable, UserError
 
 REMOTE_DIR = "/data/local/tmp/crd-edge"
 DEFAULT_BINARY = "/data/local/tmp/benchmark_model"
@@ -49,7 +49,7 @@ def _call(argv: list[str], timeout: float, what: str) -> subprocess.CompletedPro
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise UserError(f"adb {what} timed out after {timeout:g}s (device busy or disconnected?)") from None
+        raise DeviceUnreachable(f"adb {what} timed out after {timeout:g}s (device busy or disconnected?)") from None
     except FileNotFoundError:
         raise UserError(f"{argv[0]} not found: {INSTALL_ADB}") from None
 
@@ -91,7 +91,7 @@ class _Adb:
         if proc.returncode == 0 and proc.stdout.strip() == "device":
             return
         said = proc.stdout.strip() if proc.returncode == 0 else _first_line(proc.stderr, proc.stdout)
-        raise UserError(f"device {self.serial} not found or unauthorized (adb: {said}); `adb devices` lists the "
+        raise DeviceUnreachable(f"device {self.serial} not found or unauthorized (adb: {said}); `adb devices` lists the "
                         "attached devices: connect the phone, enable USB debugging and accept its "
                         "'Allow USB debugging?' prompt")
 

@@ -14,7 +14,11 @@ timeout:
 4. ``rm -rf`` of the remote folder, always (``finally``).
 
 ``BatchMode=yes`` is always set: a password or host-key prompt fails at once with ssh's own
-message instead of hanging. Set keys and known hosts up beforehand (``ssh-copy-id``, one
+message instead of hanging. ``ConnectTimeout`` bounds the connection and the handshake,
+``ServerAliveInterval`` x ``ServerAliveCountMax`` a session whose host stops answering, and the
+probe (step 1) has its own short timeout: a host that accepts the connection and then stalls
+costs seconds, not the measurement's timeout. A host that cannot be reached raises
+``DeviceUnreachable``, which the benchmark reports once for the device. Set keys and known hosts up beforehand (``ssh-copy-id``, one
 interactive ``ssh`` to accept the host key), or pass ``ssh_options``.
 """
 
@@ -30,12 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crd_edge.bench.runners.local import harness_command, parse_harness_output
-from crd_edge.errors import UserError
+from crd_edge.errors import DeviceUnreachable, UserError
 
 TARGET_FORM = "ssh:[USER@]HOST[:PORT] (e.g. ssh:jetson, ssh:pi@192.168.1.20:2222, ssh:me@[fe80::1]:22)"
 TRTEXEC_SUFFIXES = (".onnx", ".engine", ".plan")  # .trt.onnx ends with .onnx
 PRECISIONS = ("fp32", "fp16", "int8")
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+ALIVE_INTERVAL, ALIVE_COUNT = 5, 3  # a session whose host stops answering ends after ~15 s
+PROBE_SECONDS = 30  # the probe's limit beyond the connection's (it runs a few shell commands)
 
 _USER = r"[A-Za-z0-9_.][A-Za-z0-9_.$-]*"
 _HOSTNAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"  # never starts with '-' (an ssh option)
@@ -116,7 +122,8 @@ class _Ssh:
             raise UserError(f"{identity}: no such ssh identity (private key) file")
         self.target, self.timeout = target, timeout
         self.connect_timeout = max(1, math.ceil(connect_timeout))
-        common = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}"]
+        common = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+                  "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={ALIVE_COUNT}"]
         if identity is not None:
             common += ["-i", str(Path(identity).expanduser())]
         for option in ssh_options:
@@ -130,20 +137,21 @@ class _Ssh:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise UserError(f"{argv[0]} {host} timed out after {timeout:g}s") from None
+            raise DeviceUnreachable(f"{argv[0]} {host} timed out after {timeout:g}s") from None
         except FileNotFoundError:
             raise UserError(f"{argv[0]} not found on this machine: install OpenSSH's client "
                             f"(Debian/Ubuntu: apt-get install openssh-client)") from None
         if proc.returncode == 255 or (argv[0] == "scp" and proc.returncode != 0):
             line = _first_message(proc.stderr) or f"exit {proc.returncode}, no message"
             if "timed out" in line.lower():
-                raise UserError(f"{argv[0]} {host} timed out after {self.connect_timeout}s ({line})")
+                raise DeviceUnreachable(f"{argv[0]} {host} timed out after {self.connect_timeout}s ({line})")
             hint = ""
             if "permission denied" in line.lower():
                 hint = f" (BatchMode is on: `ssh {self._manual()}` must log in with a key, without a prompt)"
             elif "host key verification failed" in line.lower():
                 hint = f" (connect once with `ssh {self._manual()}` to accept its host key)"
-            raise UserError(f"{argv[0]} {self.target.destination}: {line}{hint}")
+            # ssh's 255 is its own failure (connection, login, host key), never the remote command's.
+            raise DeviceUnreachable(f"{argv[0]} {self.target.destination}: {line}{hint}")
         return proc
 
     def _manual(self) -> str:
@@ -206,7 +214,7 @@ def run_ssh(target: SshTarget, artifact: Path, *, threads: int = 2, warmup: int 
     host = target.host
     conn = _Ssh(target, identity, list(ssh_options), connect_timeout, timeout)
 
-    probe = conn.ssh(_sh(_PROBE, remote_python, JETSON_TRTEXEC))
+    probe = conn.ssh(_sh(_PROBE, remote_python, JETSON_TRTEXEC), timeout=min(timeout, connect_timeout + PROBE_SECONDS))
     info = _parse_probe(probe.stdout)
     tmp = info.get("tmp", "")
     if not _REMOTE_TMP_RE.fullmatch(tmp) or ".." in tmp:
