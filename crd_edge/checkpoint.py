@@ -48,15 +48,24 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild the student of an already-loaded checkpoint dict (eval mode)."""
+def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> nn.Module:
+    """Rebuild the student of an already-loaded checkpoint dict (eval mode); ``source`` names
+    the file in errors."""
     record = ckpt["student"]
-    model = create_model(record["arch"], **record["kwargs"])
-    model.load_state_dict(record["state_dict"])
+    try:
+        model = create_model(record["arch"], **record["kwargs"])
+        model.load_state_dict(record["state_dict"])
+    except UserError:
+        raise  # an architecture this crd-edge does not know: already one line
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()
+        raise UserError(f"{source}: its weights do not fit the architecture it records ({record.get('arch')}, "
+                        f"{record.get('kwargs')}: {detail[-1][:160] if detail else type(exc).__name__}); the "
+                        "file was edited or assembled by hand: use the checkpoint distill wrote") from None
     return model.eval()
 
 
 def load_student(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the distilled student from ``path`` alone; returns ``(model, checkpoint)``."""
     ckpt = read_checkpoint(path)
-    return model_from_checkpoint(ckpt), ckpt
+    return model_from_checkpoint(ckpt, path), ckpt

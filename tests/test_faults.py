@@ -107,3 +107,58 @@ def test_jsonl_round_trip(tmp_path):
     for i in range(3):
         append_jsonl(path, {"i": i})
     assert read_jsonl(path) == [{"i": i} for i in range(3)] == [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ hostile inputs: one line
+
+
+@pytest.fixture
+def mismatched_checkpoint(tmp_path):
+    """A checkpoint whose student record names ngf=16 while its weights are ngf=8's."""
+    from crd_edge.checkpoint import student_record
+    from crd_edge.models import create_model
+
+    record = student_record(create_model("mobile_resnet_9blocks", ngf=8), 64)
+    record["kwargs"]["ngf"] = 16
+    path = tmp_path / "edited.pt"
+    atomic_torch_save({"format_version": 1, "student": record}, path)
+    return path
+
+
+@pytest.fixture
+def fake_torchscript(tmp_path):
+    """A zip laid out like TorchScript (a code/ folder) whose contents are not."""
+    import zipfile
+    path = tmp_path / "teacher.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("teacher/code/__torch__.py", "not torchscript")
+        zf.writestr("teacher/data.pkl", b"\x80\x04junk")
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "{ckpt}", "--target", "onnx", "--out", "{tmp}/export"],
+    ["eval", "{ckpt}", "--limit", "1"],
+    ["profile", "{ckpt}"],
+    ["distill", "--teacher", "{ckpt}", "--steps", "1", "--runs-dir", "{tmp}/runs"],
+])
+def test_a_checkpoint_whose_weights_do_not_fit_its_architecture_is_one_line(run_cli, mismatched_checkpoint,
+                                                                              tmp_path, command):
+    args = [a.format(ckpt=mismatched_checkpoint, tmp=tmp_path) for a in command]
+    code, _, err = run_cli(*args)
+    assert code == 2, err
+    assert err.startswith(f"error: {mismatched_checkpoint}: its weights do not fit the architecture it records")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "export").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["distill", "--teacher", "{fake}", "--steps", "1", "--runs-dir", "{tmp}/runs"],
+    ["eval", "{fake}", "--limit", "1"],
+])
+def test_a_zip_disguised_as_torchscript_is_one_line(run_cli, fake_torchscript, tmp_path, command):
+    args = [a.format(fake=fake_torchscript, tmp=tmp_path) for a in command]
+    code, _, err = run_cli(*args)
+    assert code == 2, err
+    assert "not a loadable TorchScript file" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()

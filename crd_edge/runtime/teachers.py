@@ -170,7 +170,7 @@ def _load_state_dict_teacher(path: Path, state: dict, arch: str | None, kwargs: 
                              option: str = "--teacher") -> nn.Module:
     if "student" in state and isinstance(state["student"], dict):  # a crd-edge checkpoint
         from crd_edge.checkpoint import model_from_checkpoint
-        return model_from_checkpoint(state)
+        return model_from_checkpoint(state, path)
     state = state.get("state_dict", state)
     state = adapt_cyclegan_state_dict(state)
     if arch is None:
@@ -245,7 +245,12 @@ def load_teacher(source: str, arch: str | None = None, kwargs: dict | None = Non
     if path.suffix.lower() == ".onnx":
         return load_onnx_teacher(path, identity, option=option)
     if _is_torchscript(path):
-        module = torch.jit.load(str(path), map_location="cpu")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # a zip with a code/ folder that is not TorchScript, a damaged one
+            raise UserError(f"{_named(option, path)}: not a loadable TorchScript file "
+                            f"({str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__})"
+                            "; export it again with torch.jit.save") from None
         identity.update(kind="torchscript", arch=None)
     else:
         try:
