@@ -481,3 +481,19 @@ def test_an_image_over_the_pixel_limit_is_downscaled_once_and_kept(tmp_path, mon
         for j in range(len(files)):
             files.read(j)
     assert sorted(calls) == ["big.jpg", "big.png", "small.png", "small.png", "small.png", "small.png"]
+
+
+def test_fifos_links_and_folders_named_as_images_are_counted_not_read(tmp_path):
+    import os
+
+    from crd_edge.data.images import ImageFiles, SkipCounter, read_image
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would block the reader for ever
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    skipped = SkipCounter()
+    files = ImageFiles(tmp_path, read_image, skipped)
+    assert [p.name for p in files.paths] == ["good.png"]
+    assert skipped.as_dict() == {"unreadable": 4}

@@ -172,20 +172,27 @@ def _fit(size: tuple[int, int]) -> tuple[int, int]:
     return max(1, int(w * scale)), max(1, int(h * scale))
 
 
-def list_images(folder: str | Path) -> list[Path]:
+def list_images(folder: str | Path, skipped: SkipCounter | None = None) -> list[Path]:
     """Image files directly in ``folder`` (not recursive), sorted by name.
 
     Selected by extension, case-insensitive. Hidden files are ignored: macOS leaves
-    ``._name.jpg`` metadata files beside copied photos that are not images.
-    Raises ``UserError`` if ``folder`` is not a directory.
+    ``._name.jpg`` metadata files beside copied photos that are not images. Entries with an
+    image's name that are not regular files (a FIFO, which would block the reader for ever, a
+    socket, a folder, a dangling link or a link loop) are left out and, given ``skipped``,
+    counted as ``unreadable``. Raises ``UserError`` if ``folder`` is not a directory.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist or is not a folder: check the path")
-    return sorted(
-        p for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-    )
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith("."):
+            continue
+        if p.is_file():  # follows links; False for a loop or a dangling link
+            files.append(p)
+        elif skipped is not None:
+            skipped.add("unreadable", p)
+    return files
 
 
 class SkipCounter:
@@ -251,7 +258,7 @@ class ImageFiles(Generic[T]):
                  expected: str = "expected a folder of images") -> None:
         if not folder.is_dir():
             raise UserError(f"data folder {folder} does not exist or is not a folder: {expected}")
-        candidates = list_images(folder)
+        candidates = list_images(folder, skipped)
         if not candidates:
             exts = ", ".join(IMAGE_EXTENSIONS)
             raise UserError(f"no images ({exts}) in {folder}: {expected}")

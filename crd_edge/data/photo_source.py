@@ -65,7 +65,7 @@ def _video_frames(path: Path, stride: int, skipped: SkipCounter) -> list[tuple[s
 
 def _folder_items(folder: Path, stride: int, skipped: SkipCounter, min_size: int) -> list[tuple[str, np.ndarray]]:
     items = []
-    for path in list_images(folder):
+    for path in list_images(folder, skipped):
         try:
             items.append((path.name, _shrink(read_image(path, min_size=min_size))))
         except BadImage as error:
