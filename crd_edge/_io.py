@@ -31,10 +31,16 @@ class DiskFullError(UserError):
                          "choose another folder, then run the command again")
 
 
+def is_nearly_full(folder: Path) -> bool:
+    """Whether ``folder``'s file system has (almost) no space left: the likely cause of a
+    failure that does not say ENOSPC itself."""
+    return shutil.disk_usage(folder).free < _NEARLY_FULL
+
+
 def _is_disk_full(exc: BaseException, folder: Path) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < _NEARLY_FULL
+    return isinstance(exc, RuntimeError) and is_nearly_full(folder)
 
 
 def cache_root() -> Path:

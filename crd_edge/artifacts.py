@@ -34,6 +34,7 @@ class Format:
     extra: str | None              # pip extra providing the backend: pip install 'crd-edge[EXTRA]'
     not_local: str | None = None   # why it cannot run on this machine's CPU (None: it can)
     verifier: str = "session"      # "session": run it and compare with torch; else the exporter's verify()
+    isolated: bool = False         # convert in a child process: its converter can abort the process
 
     @property
     def suffix(self) -> str:
@@ -48,7 +49,7 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), "openvino",
            _SESSIONS + "openvino_session:OpenVINOSession", "openvino", "openvino"),
     Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), "tflite",
-           _SESSIONS + "litert_session:LiteRTSession", "litert", "tflite"),
+           _SESSIONS + "litert_session:LiteRTSession", "litert", "tflite", isolated=True),
     Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), "coreml",
            _SESSIONS + "coreml_session:CoreMLSession", "coreml", "coreml",
            not_local="Core ML runs only on macOS", verifier="spec"),

@@ -231,3 +231,21 @@ def test_paper_exact_student_exports_to_every_target_through_rewrites(run_cli, t
         assert records["tflite"]["rewrites"] == [{"name": "convtranspose_k3_to_k4", "layers": 2},
                                                  {"name": "reflect_pad_to_slices", "layers": 20},
                                                  {"name": "narrow_conv_to_space_to_depth", "layers": 1}]
+
+
+def test_a_converter_that_aborts_costs_its_artifact_not_the_export(tmp_path, monkeypatch):
+    """The TFLite converter runs in a child process: when it aborts, the export goes on with
+    the next target, says what happened and leaves no partial file."""
+    import importlib
+
+    from crd_edge.export import run as export_run
+
+    _checkpoint(tmp_path / "c.pt")
+    aborting = importlib.import_module("fixtures.aborting_converter")
+    real = export_run.target_module
+    monkeypatch.setattr(export_run, "target_module", lambda t: aborting if t == "tflite" else real(t))
+    results = list(export_run.export(tmp_path / "c.pt", ["tflite", "onnx"], "fp32", out_dir=tmp_path / "exp"))
+    assert [(r["target"], r.get("status") or r["verification"]["status"]) for r in results] == [
+        ("tflite", "error"), ("onnx", "passed")]
+    assert "the converter crashed" in results[0]["reason"] and "other targets are not affected" in results[0]["reason"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]

@@ -66,6 +66,7 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
     from crd_edge.export.base import ExportJob
     from crd_edge.artifacts import remove
+    from crd_edge.export.isolate import export_in_child
     from crd_edge.export.rewrites import apply_rewrites
     from crd_edge.export.verify import verify_artifact
 
@@ -77,7 +78,10 @@ def _export_one(module, target, precision, src, size, calibration, images, refer
         with tempfile.TemporaryDirectory(prefix="crd-edge-export-") as work:
             job = ExportJob(model, height, width, precision, calibration, Path(work))
             start = time.perf_counter()
-            details = module.export(job, path)
+            if FORMATS[target].isolated:
+                details = export_in_child(module.__name__, job, path)
+            else:
+                details = module.export(job, path)
             seconds = time.perf_counter() - start
         if FORMATS[target].verifier == "session":  # run it and compare with torch
             verification = verify_artifact(path, images, reference, precision)
