@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crd_edge._io import file_sha256, write_json
+from crd_edge._io import file_sha256, remove_stale_temporaries, write_json
 from crd_edge.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -197,6 +197,10 @@ class ArtifactWriter:
         self.out_dir, self.force = Path(out_dir), force
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.out_dir / "manifest.json"
+        # What a killed export left behind (one export writes a folder at a time).
+        for stale in [*self.out_dir.glob(".partial-*"), *self.out_dir.glob(".replaced-*")]:
+            remove(stale)
+        remove_stale_temporaries(self.out_dir)
 
     def reserve(self, name: str) -> Path:
         tmp = self.out_dir / f".partial-{name}"  # keeps the suffix: the runtime layer verifies it

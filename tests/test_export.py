@@ -249,3 +249,15 @@ def test_a_converter_that_aborts_costs_its_artifact_not_the_export(tmp_path, mon
         ("tflite", "error"), ("onnx", "passed")]
     assert "the converter crashed" in results[0]["reason"] and "other targets are not affected" in results[0]["reason"]
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
+
+
+def test_what_a_killed_export_left_is_removed_by_the_next(run_cli, tmp_path):
+    _checkpoint(tmp_path / "c.pt")
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / ".partial-student_64_fp16.onnx").write_bytes(b"half")
+    (out / ".replaced-student_64_fp32.openvino").mkdir()
+    (out / ".manifest.json.x1y2.tmp").write_text("{")
+    code, _, err = run_cli("export", tmp_path / "c.pt", "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "student_64_fp32.onnx"]

@@ -8,13 +8,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from crd_edge.errors import UserError
-from crd_edge._io import atomic_write_text, write_json
+from crd_edge._io import append_jsonl, atomic_write_text, write_json
 
 
 def append_result(path: Path, result: dict) -> None:
+    """One line per measurement: a crash mid-run loses nothing before it, and a full disk
+    leaves no torn line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:  # one line per measurement: a crash mid-run loses nothing before it
-        fh.write(json.dumps(result) + "\n")
+    append_jsonl(path, result)
 
 
 def load_results(paths: list[Path]) -> list[dict]:
