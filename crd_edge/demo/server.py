@@ -86,11 +86,11 @@ class _BoundedServer(ThreadingHTTPServer):
     request_queue_size = 128  # the kernel's backlog: bursts of connections are accepted, not refused
 
     def __init__(self, address, handler) -> None:
-        super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._waiting: dict[socket.socket, float] = {}  # connection -> deadline for its request
         self._lock = threading.Lock()
-        self._closing = threading.Event()
+        self._closing = threading.Event()  # before binding: a failed bind calls server_close()
+        super().__init__(address, handler)
         threading.Thread(target=self._reap, name="crd-edge-mjpeg-reaper", daemon=True).start()
 
     def server_close(self) -> None:

@@ -169,7 +169,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         check_size(None, None, size, size)  # the generic rule first: before anything is loaded
     check_model_exists(model)
 
-    # Everything that can fail on user input is resolved before the slow part starts.
+    # 1. Everything that can fail on user input is resolved before the slow part starts.
     from crd_edge.eval.images import data_source, reference_source
 
     source = data_source(data, limit)
@@ -183,61 +183,102 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         from crd_edge.eval.fidelity import VGGDistance
         vgg = VGGDistance(vgg_weights)
     loaded = open_model(str(model))
-    if loaded.static_size is not None:
-        if size is not None and (size, size) != loaded.static_size:
-            h, w = loaded.static_size
-            raise UserError(f"--size {size}: {model} has a static {h}x{w} input; omit --size or pass {h}")
-        height, width = loaded.static_size
-    elif size is not None:
-        height = width = size
-        check_size(loaded.identity.get("arch"), loaded.identity.get("kwargs"), size, size)  # the model's own stride
-    else:
-        height, width = loaded.native_size or (256, 256)
-
+    height, width = _evaluation_size(loaded, size, model)
     t_model, t_identity = None, None
     if is_teacher_ref:
         t_model, t_identity, t_notes = resolve_teacher(teacher, loaded)
         notes += t_notes
 
-    # Reference features: a teacher reference is looked up now and computed in the loop below
-    # on a miss; a folder reference is computed here on a miss.
-    from crd_edge.eval import cache
-    from crd_edge.eval.fidelity import ssim_uint8
-    from crd_edge.eval.images import fit_image
-    from crd_edge.imaging import from_uint8, psnr_uint8, to_uint8
-
-    ref_stats, ref_info, ref_parts = None, None, None
+    # 2. The reference's Inception statistics: cached, or gathered while scoring (a teacher).
+    ref_stats = ref_info = ref_parts = None
     if net is not None:
-        from crd_edge.eval.inception import PREPROCESSING_VERSION
-        common = {"network_sha256": net.sha256, "preprocessing": PREPROCESSING_VERSION, "size": [height, width]}
-        if is_teacher_ref:  # on a miss, the teacher's features are gathered in the loop below
-            ref_parts = {"kind": "teacher-outputs", "data": source.key,
-                         "teacher_sha256": t_model.identity["sha256"], **common}
-            ref_stats = cache.lookup(ref_parts, cache_dir)
-            ref_info = {"hit": ref_stats is not None, "file": str(cache.cache_file(ref_parts, cache_dir)[0])}
-        else:
-            ref_parts = {"kind": "images", "data": ref_source.key, **common}
-
-            def reference_features() -> np.ndarray:
-                say(f"reference features: {ref_source.count} images of {ref_source.description}")
-                feats = [net(fit_image(img, height, width)) for _, img in ref_source.iter_images()]
-                if len(feats) < 2:
-                    raise UserError(f"--reference {reference}: fewer than 2 readable images")
-                return np.concatenate(feats)
-
-            ref_stats, ref_info = cache.cached_features(ref_parts, reference_features, cache_dir)
-
+        ref_stats, ref_info, ref_parts = _reference_statistics(net, (height, width), source, ref_source, t_model,
+                                                               cache_dir, say)
     run_teacher = t_model is not None and (bool(PIXEL_METRICS & set(wanted)) or (net is not None and ref_stats is None))
     say(f"scoring {source.count} images of {source.description} at {height}x{width}"
         + (" (model + teacher)" if run_teacher else ""))
 
+    # 3. The model (and the teacher) on every image.
+    rows, model_feats, teacher_feats = _score_images(
+        loaded, model, source, (height, width), wanted, t_model if run_teacher else None, net, vgg,
+        teacher_features=net is not None and ref_stats is None)
+
+    # 4. The figures.
+    figures = _pixel_figures(rows, vgg)
+    if net is not None:
+        from crd_edge.eval import cache
+        if ref_stats is None:  # a teacher reference, gathered in step 3
+            ref_stats = cache.store(ref_parts, np.concatenate(teacher_feats), cache_dir)
+        against = "teacher outputs" if is_teacher_ref else ref_source.description
+        figures.update(_feature_figures(net, model_feats, ref_stats, ref_info, wanted, against, fid_method,
+                                        kid_subsets, kid_subset_size, notes, source.description))
+    return {
+        "model": loaded.identity,
+        "data": {"source": source.description, "images": len(rows), "skipped": dict(source.skipped)},
+        "reference": ({"kind": "teacher", "teacher": t_identity} if is_teacher_ref else
+                      {"kind": "images", "source": ref_source.description, "skipped": dict(ref_source.skipped)}),
+        "size": [height, width],
+        "metrics": figures,
+        "per_image": rows,
+        "notes": [UINT8_NOTE, *notes],
+    }
+
+
+def _evaluation_size(loaded: Model, size: int | None, model) -> tuple[int, int]:
+    """An artifact's static input; else ``size`` (checked against the model's stride); else the
+    checkpoint's recorded size; else 256."""
+    if loaded.static_size is not None:
+        if size is not None and (size, size) != loaded.static_size:
+            h, w = loaded.static_size
+            raise UserError(f"--size {size}: {model} has a static {h}x{w} input; omit --size or pass {h}")
+        return loaded.static_size
+    if size is not None:
+        check_size(loaded.identity.get("arch"), loaded.identity.get("kwargs"), size, size)  # the model's own stride
+        return size, size
+    return loaded.native_size or (256, 256)
+
+
+def _reference_statistics(net, size: tuple[int, int], source, ref_source, t_model, cache_dir, say):
+    """(stats or None, cache info, cache key parts). A teacher reference is only looked up (on a
+    miss its features are gathered while scoring); a folder reference is computed on a miss."""
+    from crd_edge.eval import cache
+    from crd_edge.eval.images import fit_image
+    from crd_edge.eval.inception import PREPROCESSING_VERSION
+
+    height, width = size
+    common = {"network_sha256": net.sha256, "preprocessing": PREPROCESSING_VERSION, "size": [height, width]}
+    if ref_source is None:
+        parts = {"kind": "teacher-outputs", "data": source.key, "teacher_sha256": t_model.identity["sha256"], **common}
+        stats = cache.lookup(parts, cache_dir)
+        return stats, {"hit": stats is not None, "file": str(cache.cache_file(parts, cache_dir)[0])}, parts
+    parts = {"kind": "images", "data": ref_source.key, **common}
+
+    def reference_features() -> np.ndarray:
+        say(f"reference features: {ref_source.count} images of {ref_source.description}")
+        feats = [net(fit_image(img, height, width)) for _, img in ref_source.iter_images()]
+        if len(feats) < 2:
+            raise UserError(f"--reference {ref_source.description}: fewer than 2 readable images")
+        return np.concatenate(feats)
+
+    stats, info = cache.cached_features(parts, reference_features, cache_dir)
+    return stats, info, parts
+
+
+def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: list[str], t_model, net, vgg,
+                  teacher_features: bool) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray]]:
+    """Per-image rows (PSNR, SSIM, VGG distance against ``t_model`` when given), and the
+    Inception features of the model's outputs and, if ``teacher_features``, the teacher's."""
     import torch
+
+    from crd_edge.eval.fidelity import ssim_uint8
+    from crd_edge.eval.images import fit_image
+    from crd_edge.imaging import from_uint8, psnr_uint8, to_uint8
 
     rows: list[dict[str, Any]] = []
     model_feats: list[np.ndarray] = []
     teacher_feats: list[np.ndarray] = []
     for name, image in source.iter_images():
-        x_u8 = fit_image(image, height, width)
+        x_u8 = fit_image(image, *size)
         x = from_uint8(x_u8)[None]
         y = np.asarray(loaded.run(x))
         if y.shape != x.shape:
@@ -247,7 +288,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
             raise UserError(f"{model}: non-finite output (NaN/inf) on {name}; the model or artifact is broken")
         y_u8 = to_uint8(y)[0]
         row: dict[str, Any] = {"image": name}
-        if run_teacher:
+        if t_model is not None:
             t_u8 = to_uint8(t_model(torch.from_numpy(x)).cpu().numpy())[0]
             if "psnr" in wanted:
                 row["psnr"] = psnr_uint8(y_u8, t_u8)
@@ -256,18 +297,21 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
                 row["ssim"] = ssim_uint8(y_u8, t_u8)
             if vgg is not None:
                 row["vgg_dist"] = vgg(y_u8, t_u8)
-            if net is not None and ref_stats is None:
+            if net is not None and teacher_features:
                 teacher_feats.append(net(t_u8))
         if net is not None:
             model_feats.append(net(y_u8))
         rows.append(row)
     if not rows:
         raise UserError(f"no readable images in {source.description} ({source.skipped})")
-    n = len(rows)
+    return rows, model_feats, teacher_feats
 
+
+def _pixel_figures(rows: list[dict[str, Any]], vgg) -> dict[str, Any]:
+    """Mean, min and max of the per-image PSNR, SSIM and VGG distance (those that were scored)."""
     figures: dict[str, Any] = {}
     for key, unit in (("psnr", "dB"), ("ssim", ""), ("vgg_dist", "")):
-        if rows and key in rows[0]:
+        if key in rows[0]:
             values = [r[key] for r in rows]
             figure = {"value": _mean(values), "unit": unit, "against": "teacher", "min": float(np.min(values)),
                       "max": float(np.max(values))}
@@ -276,45 +320,38 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
             if key == "vgg_dist":
                 figure.update(definition=vgg.NAME, network=vgg.identity)
             figures[key] = figure
+    return figures
 
-    if net is not None:
-        from crd_edge.eval.fid import fid_against_stats, kid
-        from crd_edge.eval.inception import FEATURE_DIM, public_identity
 
-        if n < 2:
-            raise UserError(f"FID/KID need at least 2 images, {source.description} gave {n}")
-        if ref_stats is None:  # teacher reference, computed in the loop
-            ref_stats = cache.store(ref_parts, np.concatenate(teacher_feats), cache_dir)
-        feats = np.concatenate(model_feats)
-        n_ref = len(ref_stats["features"])
-        identity = public_identity(net.identity)
-        against = "teacher outputs" if is_teacher_ref else ref_source.description
-        if "fid" in wanted:
-            value = fid_against_stats(feats, ref_stats["mu"], ref_stats["sigma"], method=fid_method)
-            figures["fid"] = {"value": value, "against": against, "images": [n, n_ref], "network": identity,
-                              "method": fid_method, "reference_cache": ref_info}
-            if min(n, n_ref) < FEATURE_DIM:
-                notes.append(f"FID on {min(n, n_ref)} images (< {FEATURE_DIM}, the feature dimension) is strongly "
-                             "biased upwards: compare only FIDs computed on the same number of images; KID is unbiased")
-        if "kid" in wanted:
-            result = kid(feats, ref_stats["features"], num_subsets=kid_subsets, subset_size=kid_subset_size)
-            figures["kid"] = {"value": result["mean"], "std": result["std"], "subsets": result["subsets"],
-                              "subset_size": result["subset_size"], "against": against, "images": [n, n_ref],
-                              "network": identity, "reference_cache": ref_info}
-            if result["std"] == 0 and kid_subsets > 1:
-                notes.append("KID std is 0: the subsets are as large as the sets, so every subset is the same")
+def _feature_figures(net, model_feats: list[np.ndarray], ref_stats: dict, ref_info, wanted: list[str], against: str,
+                     fid_method: str, kid_subsets: int, kid_subset_size: int, notes: list[str],
+                     description: str) -> dict[str, Any]:
+    """FID and KID of the model's features against the reference statistics (appends caveats to ``notes``)."""
+    from crd_edge.eval.fid import fid_against_stats, kid
+    from crd_edge.eval.inception import FEATURE_DIM, public_identity
 
-    skipped = dict(source.skipped)
-    return {
-        "model": loaded.identity,
-        "data": {"source": source.description, "images": n, "skipped": skipped},
-        "reference": ({"kind": "teacher", "teacher": t_identity} if is_teacher_ref else
-                      {"kind": "images", "source": ref_source.description, "skipped": dict(ref_source.skipped)}),
-        "size": [height, width],
-        "metrics": figures,
-        "per_image": rows,
-        "notes": [UINT8_NOTE, *notes],
-    }
+    n = len(model_feats)
+    if n < 2:
+        raise UserError(f"FID/KID need at least 2 images, {description} gave {n}")
+    feats = np.concatenate(model_feats)
+    n_ref = len(ref_stats["features"])
+    identity = public_identity(net.identity)
+    figures: dict[str, Any] = {}
+    if "fid" in wanted:
+        value = fid_against_stats(feats, ref_stats["mu"], ref_stats["sigma"], method=fid_method)
+        figures["fid"] = {"value": value, "against": against, "images": [n, n_ref], "network": identity,
+                          "method": fid_method, "reference_cache": ref_info}
+        if min(n, n_ref) < FEATURE_DIM:
+            notes.append(f"FID on {min(n, n_ref)} images (< {FEATURE_DIM}, the feature dimension) is strongly "
+                         "biased upwards: compare only FIDs computed on the same number of images; KID is unbiased")
+    if "kid" in wanted:
+        result = kid(feats, ref_stats["features"], num_subsets=kid_subsets, subset_size=kid_subset_size)
+        figures["kid"] = {"value": result["mean"], "std": result["std"], "subsets": result["subsets"],
+                          "subset_size": result["subset_size"], "against": against, "images": [n, n_ref],
+                          "network": identity, "reference_cache": ref_info}
+        if result["std"] == 0 and kid_subsets > 1:
+            notes.append("KID std is 0: the subsets are as large as the sets, so every subset is the same")
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------
