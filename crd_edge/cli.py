@@ -160,7 +160,7 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Export a student or teacher to edge runtimes and verify every artifact on real photos."""
-    from crd_edge.export import render_results, status_of
+    from crd_edge.export.results import render_results
     from crd_edge.export.run import export as run_export
 
     split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
@@ -169,10 +169,9 @@ def export(
                              force=force, arch=arch):
         results.append(result)
         if not as_json:
-            name = result.get("path", f"{result['target']} {result['precision']}")
-            typer.echo(f"{name}: {status_of(result)}", err=True)
-    typer.echo(json.dumps(results, indent=2) if as_json else render_results(results))
-    if any(status_of(r) in ("failed", "error") for r in results):
+            typer.echo(f"{result.label}: {result.status}", err=True)
+    typer.echo(json.dumps([r.to_dict() for r in results], indent=2) if as_json else render_results(results))
+    if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 
@@ -231,7 +230,7 @@ def pipeline(
     """The main job in one command: distil on the built-in default, export the student to every
     target and verify, export the teacher, benchmark both here, and write one report."""
     from crd_edge.config import load_config
-    from crd_edge.export import render_results
+    from crd_edge.export.results import render_results
     from crd_edge.pipeline import run_pipeline
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}

@@ -20,8 +20,8 @@ TEACHER_PRECISIONS = ["fp32", "fp16"]
 class PipelineResult:
     run_dir: Path
     distill: object
-    exports: list[dict] = field(default_factory=list)
-    teacher_exports: list[dict] = field(default_factory=list)
+    exports: list = field(default_factory=list)          # ExportResult each
+    teacher_exports: list = field(default_factory=list)
     teacher_note: str | None = None
     bench_report: Path | None = None
 
@@ -30,7 +30,8 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
                  runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print) -> PipelineResult:
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import bench as run_bench
-    from crd_edge.export import plan, render_results, status_of
+    from crd_edge.export import plan
+    from crd_edge.export.results import render_results
     from crd_edge.export.run import export
     from crd_edge.training.loop import distill
 
@@ -45,7 +46,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     out = PipelineResult(result.run_dir, result)
     for item in export(result.checkpoint, targets):
         out.exports.append(item)
-        log(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}")
+        log(f"{item.label}: {item.status}")
     sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(out.exports)]
 
     compare = []
@@ -64,7 +65,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
             for item in export(teacher, teacher_targets, TEACHER_PRECISIONS, size=size, out_dir=folder,
                                arch=config.teacher.arch):
                 out.teacher_exports.append(item)
-                log(f"{item.get('path', item['target'] + ' ' + item['precision'])}: {status_of(item)}")
+                log(f"{item.label}: {item.status}")
             sections += ["", "## Teacher export", "", render_results(out.teacher_exports)]
             compare = [str(folder)]
     if bench:

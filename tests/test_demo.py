@@ -72,7 +72,7 @@ def student(tmp_path_factory):
         last.bias.copy_(torch.tensor([0.4, -0.1, -0.4]))
     atomic_torch_save({"format_version": 1, "student": student_record(model, SIZE)}, folder / "checkpoint.pt")
     results = list(export(folder / "checkpoint.pt", "onnx", "fp32", out_dir=folder / "export"))
-    assert results[0]["verification"]["status"] == "passed"
+    assert results[0].status == "passed"
     return folder
 
 

@@ -307,9 +307,9 @@ def test_checkpoint_and_its_onnx_export_score_the_same(tmp_path, tiny_teacher):
 
     ckpt = tmp_path / "c.pt"
     _checkpoint(ckpt, teacher=tiny_teacher)
-    (record,) = list(export(ckpt, "onnx", out_dir=tmp_path / "exp"))
-    onnx_path = tmp_path / "exp" / record["path"]
-    max_err = record["verification"]["max_abs_err"]
+    (result,) = list(export(ckpt, "onnx", out_dir=tmp_path / "exp"))
+    onnx_path = result.path
+    max_err = result.record["verification"]["max_abs_err"]
     assert max_err < 1e-3
 
     torch_model, onnx_model = open_model(ckpt), open_model(onnx_path)

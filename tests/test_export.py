@@ -194,7 +194,7 @@ def test_tensorrt_graph_check_rejects_dynamic_shapes_and_unknown_ops(tmp_path):
 
 
 def test_target_all_writes_every_installed_target_with_one_table(run_cli, tmp_path):
-    from crd_edge.export import TARGETS
+    from crd_edge.artifacts import EXPORT_TARGETS as TARGETS
     _checkpoint(tmp_path / "c.pt")
     code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "all", "--precision", "fp32",
                              "--out", tmp_path / "exp")
@@ -245,9 +245,9 @@ def test_a_converter_that_aborts_costs_its_artifact_not_the_export(tmp_path, mon
     real = export_run.target_module
     monkeypatch.setattr(export_run, "target_module", lambda t: aborting if t == "tflite" else real(t))
     results = list(export_run.export(tmp_path / "c.pt", ["tflite", "onnx"], "fp32", out_dir=tmp_path / "exp"))
-    assert [(r["target"], r.get("status") or r["verification"]["status"]) for r in results] == [
-        ("tflite", "error"), ("onnx", "passed")]
-    assert "the converter crashed" in results[0]["reason"] and "other targets are not affected" in results[0]["reason"]
+    assert [(r.target, r.status) for r in results] == [("tflite", "error"), ("onnx", "passed")]
+    assert "the converter crashed" in results[0].reason and "other targets are not affected" in results[0].reason
+    assert results[0].path is None and results[1].path == tmp_path / "exp" / "student_64_fp32.onnx"
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
 
 

@@ -24,7 +24,7 @@ def exported(tmp_path_factory):
     model = create_model("mobile_resnet_9blocks", ngf=8).eval()
     atomic_torch_save({"format_version": 1, "student": student_record(model, SIZE)}, folder / "checkpoint.pt")
     results = list(export(folder / "checkpoint.pt", "onnx", ["fp32", "fp16"], out_dir=folder / "export"))
-    assert [r["verification"]["status"] for r in results] == ["passed", "passed"]
+    assert [r.status for r in results] == ["passed", "passed"]
     return folder
 
 

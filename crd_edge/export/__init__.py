@@ -15,7 +15,6 @@ from types import ModuleType
 from crd_edge.artifacts import EXPORT_TARGETS, FORMATS, STANDARD_PRECISIONS
 from crd_edge.errors import UserError
 
-TARGETS = EXPORT_TARGETS  # in the order of --target all: the fastest to convert first
 
 
 def check_target(name: str) -> None:
@@ -48,7 +47,7 @@ def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple
 def plan(targets: list[str], precisions: list[str] | None) -> list[tuple[str, str]]:
     """(target, precision) pairs. ``all`` expands to every target; with no --precision a named
     target gets fp32 and ``all`` the standard precisions each target has. An explicit precision a named target lacks is an error."""
-    names = list(TARGETS) if "all" in targets else list(dict.fromkeys(targets))
+    names = list(EXPORT_TARGETS) if "all" in targets else list(dict.fromkeys(targets))
     pairs = []
     for name in names:
         check_target(name)
@@ -69,24 +68,3 @@ def artifact_name(role: str, size: tuple[int, int], precision: str, suffix: str)
     height, width = size
     tag = "" if size == (256, 256) else f"_{height}" if height == width else f"_{height}x{width}"
     return f"{role}{tag}_{precision}{suffix}"
-
-
-def status_of(result: dict) -> str:
-    return result.get("verification", {}).get("status", result.get("status", "?"))
-
-
-def render_results(results: list[dict]) -> str:
-    """The verification table: one row per artifact (Markdown, readable in a terminal)."""
-    rows = ["| artifact | target | precision | size MB | export s | runtime | PSNR min dB | max abs err | status |",
-            "|---|---|---|---:|---:|---|---:|---:|---|"]
-    for r in results:
-        if "verification" not in r:
-            rows.append(f"| - | {r['target']} | {r['precision']} | | | | | | {r['status']}: {r['reason']} |")
-            continue
-        v = r["verification"]
-        psnr = f"{v['psnr_db_min']:.1f} (>= {v['threshold_db']:.0f})" if "psnr_db_min" in v else "n/a"
-        err = f"{v['max_abs_err']:.1e}" if "max_abs_err" in v else "n/a"
-        note = f" ({v['numerics']})" if "numerics" in v else ""
-        rows.append(f"| {r['path']} | {r['target']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | "
-                    f"{r['export_seconds']:.1f} | {v['runtime']} | {psnr} | {err} | {v['status']}{note} |")
-    return "\n".join(rows)

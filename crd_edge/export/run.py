@@ -15,15 +15,16 @@ from typing import Iterator
 from crd_edge.artifacts import FORMATS
 from crd_edge.errors import UserError
 from crd_edge.export import artifact_name, parse_size, plan, target_module
+from crd_edge.export.results import ExportResult
 
 
 def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None, *,
            size: str | int | None = None, calib: str | Path | None = None, out_dir: str | Path | None = None,
-           force: bool = False, arch: str | None = None) -> Iterator[dict]:
+           force: bool = False, arch: str | None = None) -> Iterator[ExportResult]:
     """Export ``source`` (a crd-edge checkpoint, TorchScript, state dict or "vintagify") to each
-    (target, precision), verify each artifact and record it. Yields one result per pair as it
-    finishes: the manifest record, or ``{"target", "precision", "status": "skipped"|"error",
-    "reason"}`` for a target whose backend is missing (with ``all``) or whose conversion failed."""
+    (target, precision), verify each artifact and record it. Yields one ``ExportResult`` per pair
+    as it finishes: a written artifact with its manifest record, or a target skipped (its backend
+    is missing, with several targets) or failed (its conversion raised)."""
     import torch
 
     from crd_edge.export.base import MissingExtra
@@ -50,17 +51,18 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     for target, precision in pairs:
         module = target_module(target)
         try:
-            yield _export_one(module, target, precision, src, (height, width), calibration, images,
-                              reference, writer)
+            record = _export_one(module, target, precision, src, (height, width), calibration, images,
+                                 reference, writer)
+            yield ExportResult.written(record, out_dir)
         except MissingExtra as exc:
             if not keep_going:
                 raise
-            yield {"target": target, "precision": precision, "status": "skipped", "reason": str(exc)}
+            yield ExportResult(target, precision, "skipped", str(exc))
         except Exception as exc:  # a conversion that fails must not cost the other targets
             if not keep_going:
                 raise
             reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            yield {"target": target, "precision": precision, "status": "error", "reason": reason}
+            yield ExportResult(target, precision, "error", reason)
 
 
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
