@@ -71,6 +71,12 @@ def format_of(path: str | Path) -> Format | None:
     return max(matches, key=lambda m: m[0])[1] if matches else None
 
 
+def target_of(path: str | Path) -> str | None:
+    """The format-table target of ``path`` by its suffix; None if unknown."""
+    fmt = format_of(path)
+    return fmt.target if fmt is not None else None
+
+
 def all_suffixes() -> list[str]:
     return [s for f in FORMATS.values() for s in f.suffixes]
 

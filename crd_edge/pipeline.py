@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from crd_edge.artifacts import target_of
 from crd_edge.errors import UserError
 
 # The teacher is exported (among the student's targets) only where it can run here, at the
@@ -51,7 +52,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
 
     compare = []
     if compare_teacher:
-        if isinstance(teacher, str) and teacher.endswith(".onnx"):
+        if isinstance(teacher, str) and target_of(teacher) == "onnx":
             compare = [teacher]  # an ONNX teacher is benchmarked as it is
         elif teacher is None:
             out.teacher_note = ("teacher not exported: it is trained online, has no file, or is an ONNX network "

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from crd_edge.analysis.macs import count_macs, format_count
+from crd_edge.artifacts import target_of
 from crd_edge.errors import UserError
 from crd_edge.models import create_model, list_models, model_entry
 
 
 def _resolve(model: str):
-    if Path(model).is_file() or model.endswith((".pt", ".pth")):
+    if Path(model).is_file() or target_of(model) == "torch":
         from crd_edge.checkpoint import load_student
         net, ckpt = load_student(model)
         return net, ckpt["student"]["arch"], ckpt["student"]["kwargs"], str(model)
@@ -22,7 +23,7 @@ def _resolve(model: str):
 
 def profile_model(model: str, size: int = 256) -> dict:
     """Params, MACs in both conventions and activation memory at ``size`` x ``size`` (1 image)."""
-    if str(model).lower().endswith(".onnx"):
+    if target_of(model) in ("onnx", "tensorrt"):  # both are ONNX graphs
         return profile_onnx(model, size)
     from crd_edge.analysis.memory import count_activations
     net, arch, kwargs, source = _resolve(model)

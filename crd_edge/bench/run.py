@@ -26,16 +26,22 @@ def model_counts(item: Artifact, size: tuple[int, int]) -> dict:
     or an architecture this version does not know), read from the file's graph in its own
     dtypes (:mod:`crd_edge.analysis.onnx_counts`). ``counted_from`` says which."""
     if item.target == "torch":  # a checkpoint or a state-dict teacher names its architecture; TorchScript does not
-        from crd_edge.runtime.torch_source import load_source
-        identity = load_source(item.path).identity
-        arch, kwargs = identity.get("arch"), identity.get("kwargs") or {}
+        arch, kwargs_json = _torch_architecture(str(item.path.resolve()), item.path.stat().st_mtime_ns)
     else:
         source = item.record.get("source", {})
-        arch, kwargs = source.get("arch"), source.get("kwargs") or {}
-    counts = _counts(arch, json.dumps(kwargs, sort_keys=True), tuple(size)) if arch else ()
-    if not counts and item.path.suffix.lower() == ".onnx" and item.path.is_file():
+        arch, kwargs_json = source.get("arch"), json.dumps(source.get("kwargs") or {}, sort_keys=True)
+    counts = _counts(arch, kwargs_json, tuple(size)) if arch else ()
+    if not counts and item.target in ("onnx", "tensorrt") and item.path.is_file():  # both are ONNX graphs
         counts = _onnx_counts(str(item.path.resolve()), item.path.stat().st_mtime_ns, tuple(size))
     return dict(counts)
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_architecture(path: str, mtime_ns: int) -> tuple[str | None, str]:
+    """(architecture, kwargs as JSON) of a torch file, loaded once per file version."""
+    from crd_edge.runtime.torch_source import load_source
+    identity = load_source(path).identity
+    return identity.get("arch"), json.dumps(identity.get("kwargs") or {}, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=None)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from crd_edge.bench.parsers import parse_benchmark_model
+from crd_edge.artifacts import target_of
 from crd_edge.errors import DeviceUnreachable, UserError
 
 REMOTE_DIR = "/data/local/tmp/crd-edge"
@@ -122,7 +123,7 @@ def _check_inputs(serial: str, model: Path, benchmark_binary: Path | None, threa
         raise UserError("adb:SERIAL needs a device serial: `adb devices` lists them")
     if not model.is_file():
         raise UserError(f"{model}: no such model file")
-    if model.suffix.lower() != ".tflite":
+    if target_of(model) != "tflite":
         raise UserError(f"{model}: the adb runner benchmarks .tflite files with LiteRT's benchmark_model")
     if benchmark_binary is not None and not benchmark_binary.is_file():
         raise UserError(f"{benchmark_binary}: no such benchmark_model binary")
