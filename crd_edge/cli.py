@@ -73,7 +73,7 @@ def distill(
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
             raise UserError("--resume continues a run with its saved config; only --steps may be changed")
-        result = run_distill(load_config(), resume=resume, quiet=quiet, steps_override=steps)
+        result = run_distill(None, resume=resume, quiet=quiet, steps_override=steps)
     else:
         result = run_distill(load_config(config, set_, base=base), quiet=quiet)
     if result.summary:

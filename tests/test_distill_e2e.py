@@ -251,3 +251,14 @@ def test_gradient_clipping_bounds_each_step(run_cli, tiny_teacher, tmp_path):
     # the logged norm is the gradient's own (before clipping), the same in both runs at step 1
     assert metrics[0]["grad_norm"] == pytest.approx(free[0]["grad_norm"]) and metrics[0]["grad_norm"] > 1e-6
     assert "grad_norm" not in json.loads((tmp_path / "clip2" / "summary.json").read_text())["loss_terms"]
+
+
+def test_the_library_resumes_with_the_saved_config_only(tmp_path):
+    from crd_edge.config import load_config
+    from crd_edge.errors import UserError
+    from crd_edge.training.loop import distill
+
+    with pytest.raises(UserError, match="resume= to continue one with its saved config"):
+        distill(load_config(), resume=tmp_path)
+    with pytest.raises(UserError, match="pass a config to start a run"):
+        distill(None)

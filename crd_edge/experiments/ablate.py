@@ -95,7 +95,7 @@ def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None,
     if (run_dir / "checkpoint.pt").is_file():
         log(f"{name}: resuming")
         # the config comes from the checkpoint; --steps still decides where the run ends
-        result = distill(load_config(), resume=run_dir, steps_override=steps, quiet=True)
+        result = distill(None, resume=run_dir, steps_override=steps, quiet=True)
     else:
         sets = [*overrides, *(f"{k}={v}" for k, v in VARIANTS[variant].items())]
         cfg = load_config(config, sets, base={"train.steps": steps, "train.seed": seed, "name": name,

@@ -102,13 +102,15 @@ def lr_lambda(total_steps: int, decay_from: float):
     return factor
 
 
-def distill(cfg: RunConfig, *, resume: str | Path | None = None, quiet: bool = False,
+def distill(cfg: RunConfig | None, *, resume: str | Path | None = None, quiet: bool = False,
             steps_override: int | None = None) -> DistillResult:
     """Distil a teacher into a student as configured; returns where everything was written.
 
-    ``resume`` (a run folder or its checkpoint.pt) continues a run with its saved config;
-    ``steps_override`` then changes only its length."""
+    ``resume`` (a run folder or its checkpoint.pt) continues a run with the config saved in it,
+    so ``cfg`` must then be None; ``steps_override`` changes only the run's length."""
     checkpoint_path, ckpt = None, None
+    if (resume is None) == (cfg is None):
+        raise UserError("pass a config to start a run, or resume= to continue one with its saved config")
     if resume is not None:
         checkpoint_path, ckpt = _read_resume(Path(resume))
         cfg = config_from_dict(ckpt["config"])
