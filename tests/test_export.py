@@ -261,3 +261,34 @@ def test_what_a_killed_export_left_is_removed_by_the_next(run_cli, tmp_path):
     code, _, err = run_cli("export", tmp_path / "c.pt", "--out", out)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
+
+
+def test_every_artifact_carries_its_contract_without_the_manifest(run_cli, tmp_path):
+    """An app developer who receives only the file can read its layout, size, value range and
+    colour order from it; crd-edge's commands read the same when no manifest lists it."""
+    import shutil
+
+    from crd_edge.artifacts import find_artifacts, format_of
+    from crd_edge.artifacts.contract import read_contract
+
+    _checkpoint(tmp_path / "c.pt")
+    targets = [t for t, module in (("onnx", "onnxruntime"), ("tensorrt", "onnx"), ("openvino", "openvino"),
+                                   ("tflite", "litert_torch"), ("coreml", "coremltools"))
+               if importlib.util.find_spec(module)]
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", ",".join(targets), "--precision", "fp32",
+                             "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    for record in json.loads(out):
+        bare = tmp_path / "bare" / record["target"] / record["path"]  # the file alone: no manifest beside it
+        bare.parent.mkdir(parents=True)
+        (shutil.copytree if (tmp_path / "exp" / record["path"]).is_dir() else shutil.copy)(
+            tmp_path / "exp" / record["path"], bare)
+        contract = read_contract(bare, format_of(bare).target)
+        assert contract["layout"] == record["layout"] and contract["input_size"] == "64x64", record["target"]
+        assert (contract["value_range"], contract["color_order"], contract["role"], contract["precision"]) == \
+            ("-1,1", "RGB", "student", "fp32")
+        assert contract["preprocessing"] == "x = rgb_uint8 / 127.5 - 1"
+        (artifact,) = find_artifacts(bare)
+        assert (artifact.role, artifact.precision, artifact.input_hw) == ("student", "fp32", (64, 64))
+        assert artifact.record["layout"] == record["layout"]
+    assert {r["target"] for r in json.loads(out)} == set(targets)

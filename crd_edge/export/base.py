@@ -34,6 +34,7 @@ class ExportJob:
     precision: str                       # one of the target's PRECISIONS
     calibration: torch.Tensor | None     # (N, 3, H, W) in [-1, 1]; given for int8 precisions
     work_dir: Path                       # scratch space for intermediate files (deleted after)
+    contract: dict[str, str] = field(default_factory=dict)  # embedded in the file (artifacts.contract)
 
     def example(self) -> torch.Tensor:
         return torch.zeros(1, 3, self.height, self.width)

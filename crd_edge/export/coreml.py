@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crd_edge.artifacts.contract import KEY as CONTRACT_KEY
 from crd_edge.errors import UserError
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
 
@@ -182,6 +183,8 @@ def export(job: ExportJob, path: Path) -> dict:
     notes = _untested_torch(ct)
     model = _convert(ct, job, notes)
     _describe(model, job)
+    model.user_defined_metadata.update(
+        {f"{CONTRACT_KEY}.{k}": v for k, v in {**job.contract, "layout": "NCHW"}.items()})
     _save_reproducibly(model, path)
     versions = {"torch": tool_version("torch"), "coremltools": tool_version("coremltools")}
     return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, _conversion(job, notes)))

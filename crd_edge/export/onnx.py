@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from crd_edge.artifacts.contract import embed_onnx
 from crd_edge.export.base import ExportDetails, ExportJob, tool_version
 
 # onnxruntime runs every layer as it is; the last conv (to 3 channels) runs 11% faster in its
@@ -88,4 +89,5 @@ def export(job: ExportJob, path: Path) -> dict:
         fp32 = job.work_dir / "fp32.onnx"
         write_fp32(job, fp32)
         conversion = to_fp16(fp32, path) if job.precision == "fp16" else to_int8(fp32, path, job.calibration)
+    embed_onnx(path, {**job.contract, "layout": "NCHW"})
     return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions(), conversion))

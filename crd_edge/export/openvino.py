@@ -9,6 +9,7 @@ import dataclasses
 import io
 from pathlib import Path
 
+from crd_edge.artifacts.contract import KEY as CONTRACT_KEY
 from crd_edge.export import onnx as onnx_target
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
 
@@ -50,7 +51,8 @@ def export(job: ExportJob, path: Path) -> dict:
         conversion["method"] += ("; fp16 weights; computed in the device's native 16-bit type (bf16 on CPUs "
                                  "with AMX/AVX512-BF16, f16 on ARM and GPUs, else f32)")
     # Read back by the session: an fp16 artifact may compute in the device's native 16-bit type.
-    model.set_rt_info(job.precision, ["crd_edge", "precision"])
+    for field, value in {**job.contract, "layout": "NCHW", "precision": job.precision}.items():
+        model.set_rt_info(value, [CONTRACT_KEY, field])  # the embedded contract (crd_edge.artifacts.contract)
     path.mkdir()
     ov.save_model(model, str(path / "model.xml"), compress_to_fp16=job.precision == "fp16")
     versions = {**onnx_target.versions(), "openvino": tool_version("openvino")}

@@ -36,7 +36,8 @@ class ExportResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("passed", "skipped")
+        """Not failed: passed, skipped, or checked as far as this machine can (Core ML's spec)."""
+        return self.status not in ("failed", "error")
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest record, or {target, precision, status, reason} (``--json``)."""

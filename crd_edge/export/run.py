@@ -68,6 +68,7 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
     from crd_edge.export.base import ExportJob
     from crd_edge.artifacts import remove
+    from crd_edge.artifacts.contract import build_contract
     from crd_edge.export.isolate import export_in_child
     from crd_edge.export.rewrites import apply_rewrites
     from crd_edge.export.verify import verify_artifact
@@ -78,7 +79,8 @@ def _export_one(module, target, precision, src, size, calibration, images, refer
     path = writer.reserve(name)
     try:
         with tempfile.TemporaryDirectory(prefix="crd-edge-export-") as work:
-            job = ExportJob(model, height, width, precision, calibration, Path(work))
+            contract = build_contract(src.role, precision, height, width, src.identity.get("sha256"))
+            job = ExportJob(model, height, width, precision, calibration, Path(work), contract)
             start = time.perf_counter()
             if FORMATS[target].isolated:
                 details = export_in_child(module.__name__, job, path)

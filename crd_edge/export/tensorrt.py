@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from crd_edge.artifacts import FORMATS
+from crd_edge.artifacts.contract import embed_onnx
 from crd_edge.errors import UserError
 from crd_edge.export import onnx as onnx_target
 from crd_edge.export.base import ExportDetails, ExportJob, tool_version
@@ -93,6 +94,7 @@ def export(job: ExportJob, path: Path) -> dict:
     else:
         onnx_target.write_fp32(job, path)
         conversion = {"method": "torch.onnx.export, float32 graph; precision is set when the engine is built"}
+    embed_onnx(path, {**job.contract, "layout": "NCHW"})
     final_name = path.name.removeprefix(".partial-")
     conversion.update(check_graph(path), trtexec=trtexec_command(final_name, job.precision),
                       engine=build_engine(path, path.parent / engine_name(final_name), job.precision))

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from crd_edge.artifacts.contract import embed_tflite
 from crd_edge.errors import UserError
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
 from crd_edge.export.rewrites import REWRITES as REWRITE_TABLE
@@ -58,6 +59,7 @@ def export(job: ExportJob, path: Path) -> dict:
         conversion["quantization"] = _quantize(fp32_path, path, job)
     inp, out = _io_details(path)
     conversion["io"] = {"input": _tensor_type(inp), "output": _tensor_type(out)}
+    embed_tflite(path, {**job.contract, "layout": "NHWC"})
     versions = {name: tool_version(name)
                 for name in ("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
     return asdict(ExportDetails(inp["name"], out["name"], layout="NHWC", tool_versions=versions,

@@ -169,10 +169,17 @@ def find_artifacts(source: str | Path, role: str | None = None) -> list[Artifact
     fmt = format_of(path)
     if fmt is None:
         raise UserError(f"{source}: not a model artifact ({', '.join(all_suffixes())})")
-    record = manifest_record(path)
-    default_role = "student" if fmt.target == "torch" else path.name.split("_")[0]  # checkpoints hold students
+    record = manifest_record(path) or embedded_record(path, fmt.target)
+    default_role = record.get("role") or ("student" if fmt.target == "torch" else path.name.split("_")[0])
     return [Artifact(path, role or default_role, record.get("target", fmt.target), record.get("precision", "fp32"),
                      record)]
+
+
+def embedded_record(path: Path, target: str) -> dict:
+    """A record from the contract the artifact carries (``crd_edge.artifacts.contract``), for an
+    artifact that no manifest lists; {} when it carries none."""
+    from crd_edge.artifacts.contract import read_contract, record_from_contract
+    return record_from_contract(target, read_contract(path, target))
 
 
 def artifact_sha256(path: Path) -> str:
