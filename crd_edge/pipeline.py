@@ -33,6 +33,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     from crd_edge.bench.run import bench as run_bench
     from crd_edge.export import plan
     from crd_edge.export.results import render_results
+    from crd_edge.export.strip import COMPARISON_NAME
     from crd_edge.export.run import export
     from crd_edge.training.loop import distill
 
@@ -49,6 +50,9 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
         out.exports.append(item)
         log(f"{item.label}: {item.status}")
     sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(out.exports)]
+    if (result.run_dir / "export" / COMPARISON_NAME).is_file():
+        sections += ["", "One held-out photo through each artifact (input | torch fp32 | each precision):", "",
+                     f"![export comparison](export/{COMPARISON_NAME})"]
 
     compare = []
     if compare_teacher:
@@ -74,9 +78,11 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
         for r in run_bench([str(result.checkpoint.parent / "export")], compare=compare, runs=runs,
                            max_seconds=max_seconds, out_dir=bench_dir):
             log(f"bench {r['artifact']['name']}: {r['status']}")
-        out.bench_report = write_report([bench_dir / "results.jsonl"], bench_dir)["report"]
-        sections += ["", f"## Benchmark\n\nSee [{out.bench_report.relative_to(result.run_dir)}]"
-                         f"({out.bench_report.relative_to(result.run_dir)}) and the PNG plots beside it."]
+        written = write_report([bench_dir / "results.jsonl"], bench_dir)
+        out.bench_report, plots = written["report"], written["plots"]
+        report_dir = out.bench_report.parent.relative_to(result.run_dir)
+        sections += ["", f"## Benchmark\n\nThe tables: [{report_dir}/report.md]({report_dir}/report.md).", ""]
+        sections += [f"![{p.stem.replace('_', ' ')}]({report_dir}/{p.name})\n" for p in plots]
     if out.teacher_note:
         sections += ["", out.teacher_note]
     report = result.run_dir / "report.md"

@@ -226,7 +226,28 @@ def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_pa
     assert [r["path"] for r in teacher] == ["teacher_64_fp32.onnx", "teacher_64_fp16.onnx"]
     bench = (run / "bench" / "report.md").read_text()
     assert "| teacher | teacher_64_fp32.onnx | onnxruntime |" in bench and "Student speed-up" in bench
-    assert (run / "bench" / "latency_vs_macs.png").is_file() and bench in out
+    assert (run / "bench" / "latency_vs_macs.png").is_file()
+    # Every report embeds its pictures: each link resolves to a PNG that decodes.
+    embedded = {report: _decoded_images(report) for report in (run / "report.md", run / "bench" / "report.md")}
+    assert {"heldout_grid.png", "loss_curve.png", "export/comparison.png", "bench/latency.png",
+            "bench/latency_vs_macs.png"} <= set(embedded[run / "report.md"])
+    assert {"latency.png", "latency_vs_macs.png"} <= set(embedded[run / "bench" / "report.md"])
+    assert embedded[run / "report.md"]["export/comparison.png"][1] > 64 * 3  # input | torch | fp32 at least
+
+
+def _decoded_images(report) -> dict[str, tuple[int, int]]:
+    """{link: (height, width)} for every image the Markdown file embeds, each opened and decoded."""
+    import re
+
+    from PIL import Image
+
+    found = {}
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text()):
+        with Image.open(report.parent / link) as image:
+            image.load()
+            assert image.format == "PNG", link
+            found[link] = (image.height, image.width)
+    return found
 
 
 def test_gradient_clipping_bounds_each_step(run_cli, tiny_teacher, tmp_path):

@@ -219,8 +219,9 @@ def write_report(results_files: list[Path], out_dir: Path) -> dict:
                     and (r.get("device_spec"), r["artifact"]["name"]) not in measured}.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(rows, skipped)
-    atomic_write_text(out_dir / "report.md", markdown)
     plots = plot(rows, out_dir)
+    pictures = "".join(f"\n![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots)
+    atomic_write_text(out_dir / "report.md", markdown + pictures)  # the terminal gets the tables only
     report = {"rows": rows, "speedups": speedups(rows), "not_measured": skipped,
               "plots": [p.name for p in plots], "sources": [str(p) for p in results_files]}
     write_json(out_dir / "report.json", report)

@@ -16,6 +16,7 @@ from crd_edge.artifacts import FORMATS
 from crd_edge.errors import UserError
 from crd_edge.export import artifact_name, parse_size, plan, target_module
 from crd_edge.export.results import ExportResult
+from crd_edge.export.strip import COMPARISON_NAME, write_comparison
 
 
 def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None, *,
@@ -48,12 +49,14 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
                    if any(p.startswith("int8") for _, p in pairs) else None)
     keep_going = "all" in targets or len(pairs) > 1
 
+    done: list[ExportResult] = []
     for target, precision in pairs:
         module = target_module(target)
         try:
             record = _export_one(module, target, precision, src, (height, width), calibration, images,
                                  reference, writer)
-            yield ExportResult.written(record, out_dir)
+            done.append(ExportResult.written(record, out_dir))
+            yield done[-1]
         except MissingExtra as exc:
             if not keep_going:
                 raise
@@ -63,6 +66,8 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
                 raise
             reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             yield ExportResult(target, precision, "error", reason)
+    # One held-out photo through every artifact that runs here (comparison.png beside them).
+    write_comparison(done, images[:1].numpy(), reference[:1], out_dir / COMPARISON_NAME)
 
 
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:

@@ -1,12 +1,15 @@
-"""The learning curve of a view-based run: held-out figures and the training-set fit against
-steps, read from ``metrics.jsonl`` and drawn with matplotlib."""
+"""Curves read from ``metrics.jsonl`` and drawn with matplotlib: the learning curve of a
+view-based run (held-out figures and the training-set fit against steps) and every run's loss
+terms."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from crd_edge._io import save_figure
+from crd_edge._io import read_jsonl, save_figure
+
+# Logged beside the loss terms, not losses themselves.
+NOT_LOSSES = ("step", "epoch", "lr", "images_per_s", "grad_norm")
 
 PANELS = (("heldout_kid", "held-out KID vs teacher (lower is better)", "heldout_kid_input"),
           ("heldout_vgg_dist", "held-out vgg_dist (lower is better)", "heldout_vgg_dist_input"),
@@ -18,8 +21,31 @@ def curve_points(metrics: Path) -> list[dict]:
     """The rows of ``metrics.jsonl`` that hold curve points (written every train.eval_every steps)."""
     if not metrics.is_file():
         return []
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [r for r in rows if "train_l1" in r]
+    return [r for r in read_jsonl(metrics) if "train_l1" in r]
+
+
+def plot_losses(metrics: Path, out: Path, title: str = "") -> Path | None:
+    """``loss_curve.png``: the total loss and each weighted term (log scale) against steps, from
+    the rows logged every ``train.log_every`` steps. None when nothing was logged."""
+    rows = [r for r in read_jsonl(metrics) if "loss" in r] if metrics.is_file() else []
+    if not rows:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = sorted({k for r in rows for k in r if k not in NOT_LOSSES and isinstance(r[k], (int, float))})
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for key in terms:
+        points = [(r["step"], r[key]) for r in rows if r.get(key, 0) > 0]
+        if points:
+            ax.plot(*zip(*points), label=key, linewidth=2.0 if key == "loss" else 1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title or "training losses (weighted)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, out, dpi=100)
 
 
 def plot_curve(metrics: Path, out: Path, title: str = "") -> Path | None:

@@ -34,7 +34,7 @@ from crd_edge.runtime.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
 from crd_edge.imaging import tensor_from_uint8
-from crd_edge.training.curves import plot_curve
+from crd_edge.training.curves import plot_curve, plot_losses
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
 from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
@@ -507,6 +507,9 @@ class _Run:
         self._write_samples()
         self.save(final=not interrupted, heldout=heldout)
         summary = self._summary(interrupted, heldout)
+        losses = plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png",
+                             f"{self.run_dir.name}: training losses (weighted)")
+        summary["loss_curve"] = losses.name if losses is not None else None
         if self.views is not None:
             curve = plot_curve(self.run_dir / "metrics.jsonl", self.run_dir / "learning_curve.png", self.run_dir.name)
             summary["learning_curve"] = curve.name if curve is not None else None

@@ -50,6 +50,9 @@ def render_report(summary: dict) -> str:
     if summary.get("interrupted"):
         lines += [f"Interrupted at step {summary['step']}: resume with "
                   f"`crd-edge distill --resume {summary['run_dir']}`.", ""]
+    if summary.get("loss_curve"):
+        lines += ["Training losses (weighted, from `metrics.jsonl`):", "",
+                  f"![training losses]({summary['loss_curve']})", ""]
     lines += ["Samples (input | teacher | student): `samples/`. Per-step losses: `metrics.jsonl`.", ""]
     return "\n".join(lines)
 
