@@ -105,10 +105,11 @@ def skip_reason(kind: str, item: Artifact) -> str | None:
 
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
           threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
-          out_dir: str | Path | None = None, roofline: bool = True) -> Iterator[dict]:
+          out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True) -> Iterator[dict]:
     """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each
     result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
-    ``out_dir/results.jsonl``."""
+    ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
+    is written, unless ``require_runnable`` is off (the pipeline reports the skips instead)."""
     from crd_edge.bench.results import append_result
     items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
@@ -116,7 +117,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     runners = {device: runner_for(device) for device in devices or ["local"]}
     for device, (kind, _) in runners.items():  # before any measurement or write
         reasons = [skip_reason(kind, item) for item in items]
-        if all(reasons):
+        if require_runnable and all(reasons):
             raise UserError(f"--device {device}: none of the {len(items)} artifacts can run there ({reasons[0]}); "
                             "pass artifacts it runs, or another --device")
     for device, (kind, run) in runners.items():
