@@ -160,16 +160,20 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Export a student or teacher to edge runtimes and verify every artifact on real photos."""
+    from crd_edge._progress import progress_bar
+    from crd_edge.export import plan
     from crd_edge.export.results import render_results
     from crd_edge.export.run import export as run_export
 
     split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
     results = []
-    for result in run_export(source, split(target), split(precision) or None, size=size, calib=calib, out_dir=out,
-                             force=force, arch=arch):
-        results.append(result)
-        if not as_json:
-            typer.echo(f"{result.label}: {result.status}", err=True)
+    with progress_bar(len(plan(split(target), split(precision) or None)), "export") as advance:
+        for result in run_export(source, split(target), split(precision) or None, size=size, calib=calib,
+                                 out_dir=out, force=force, arch=arch):
+            results.append(result)
+            advance(note=f"{result.label}: {result.status}")
+            if not as_json:
+                typer.echo(f"{result.label}: {result.status}", err=True)
     typer.echo(json.dumps([r.to_dict() for r in results], indent=2) if as_json else render_results(results))
     if not all(r.ok for r in results):
         raise typer.Exit(1)
@@ -190,19 +194,23 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
+    from crd_edge._progress import progress_bar
+    from crd_edge.artifacts import find_artifacts
     from crd_edge.bench.results import typical_ms, write_report
     from crd_edge.bench.run import bench as run_bench, default_out_dir
 
     out_dir = out or default_out_dir(sources[0])
     results = []
-    for r in run_bench(sources, devices=device, compare=compare, threads=threads, warmup=warmup, runs=runs,
-                       max_seconds=max_seconds, out_dir=out_dir, roofline=not no_roofline):
-        results.append(r)
-        name = r["artifact"]["name"]
-        if r["status"] == "measured":
-            typer.echo(f"{name} [{r['runtime']}]: {typical_ms(r):.1f} ms", err=True)
-        else:
-            typer.echo(f"{name}: {r['status']}: {r['reason']}", err=True)
+    total = sum(len(find_artifacts(s)) for s in [*sources, *(compare or [])]) * len(device or ["local"])
+    with progress_bar(total, "bench") as advance:
+        for r in run_bench(sources, devices=device, compare=compare, threads=threads, warmup=warmup, runs=runs,
+                           max_seconds=max_seconds, out_dir=out_dir, roofline=not no_roofline):
+            results.append(r)
+            name = r["artifact"]["name"]
+            line = (f"{name} [{r['runtime']}]: {typical_ms(r):.1f} ms" if r["status"] == "measured"
+                    else f"{name}: {r['status']}: {r['reason']}")
+            advance(note=line[:60])
+            typer.echo(line, err=True)
     report = write_report([out_dir / "results.jsonl", *merge], out_dir)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
@@ -336,11 +344,13 @@ def eval_(
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
 ) -> None:
     """Score a model: FID/KID (Inception-v3), PSNR/SSIM/vgg_dist against the teacher, on uint8 images."""
+    from crd_edge._progress import progress_bar
     from crd_edge.eval.score import evaluate, json_safe, render_table
 
     result = evaluate(model, data=data, reference=reference, metrics=metrics or None, size=size,
                       teacher=teacher, inception=inception, vgg_weights=vgg_weights, cache_dir=cache_dir,
-                      limit=limit, log=None if quiet else (lambda line: typer.echo(line, err=True)))
+                      limit=limit, log=None if quiet else (lambda line: typer.echo(line, err=True)),
+                      progress=None if quiet else progress_bar)
     typer.echo(json.dumps(json_safe(result), indent=2) if as_json else render_table(result))
 
 

@@ -12,7 +12,7 @@ import crd_edge
 # Bottom to top. A "unit" is a top-level module (crd_edge/<name>.py) or package (crd_edge/<name>/).
 LAYERS = [
     ("errors",),
-    ("_io", "_deps", "_version", "imaging"),
+    ("_io", "_deps", "_version", "_progress", "imaging"),
     ("models",),
     ("config",),
     ("checkpoint",),

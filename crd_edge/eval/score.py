@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from crd_edge._progress import progress_bar
 from crd_edge.errors import UserError
 from crd_edge.models.registry import check_size
 from crd_edge.runtime.model import Model, check_model_exists, open_model
@@ -139,7 +140,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
              inception: str | os.PathLike[str] | None = None, vgg_weights: str | os.PathLike[str] | None = None,
              cache_dir: str | os.PathLike[str] | None = None, limit: int | None = None,
              fid_method: str = "auto", kid_subsets: int = 100, kid_subset_size: int = 1000,
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None, progress=None) -> dict[str, Any]:
     """Score ``model`` on ``data`` against ``reference``; every figure with the networks behind it.
 
     Args:
@@ -161,6 +162,8 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
             (:func:`crd_edge.eval.fid.fid_against_stats`; all equal up to round-off).
         kid_subsets, kid_subset_size: KID subsets and their size (capped at the set sizes).
         log: called with one line per stage (progress for the CLI).
+        progress: ``progress(total, description)`` -> a context yielding ``advance()``, called
+            once per scored image (the CLI's progress bar; default none).
     """
     say = log or (lambda line: None)
     is_teacher_ref = str(reference) == "teacher"
@@ -199,9 +202,11 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         + (" (model + teacher)" if run_teacher else ""))
 
     # 3. The model (and the teacher) on every image.
-    rows, model_feats, teacher_feats = _score_images(
-        loaded, model, source, (height, width), wanted, t_model if run_teacher else None, net, vgg,
-        teacher_features=net is not None and ref_stats is None)
+    bar = progress(source.count, "eval") if progress else progress_bar(source.count, "eval", enabled=False)
+    with bar as advance:
+        rows, model_feats, teacher_feats = _score_images(
+            loaded, model, source, (height, width), wanted, t_model if run_teacher else None, net, vgg,
+            teacher_features=net is not None and ref_stats is None, advance=advance)
 
     # 4. The figures.
     figures = _pixel_figures(rows, vgg)
@@ -265,7 +270,8 @@ def _reference_statistics(net, size: tuple[int, int], source, ref_source, t_mode
 
 
 def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: list[str], t_model, net, vgg,
-                  teacher_features: bool) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray]]:
+                  teacher_features: bool, advance=lambda: None
+                  ) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray]]:
     """Per-image rows (PSNR, SSIM, VGG distance against ``t_model`` when given), and the
     Inception features of the model's outputs and, if ``teacher_features``, the teacher's."""
     import torch
@@ -302,6 +308,7 @@ def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: l
         if net is not None:
             model_feats.append(net(y_u8))
         rows.append(row)
+        advance()
     if not rows:
         raise UserError(f"no readable images in {source.description} ({source.skipped})")
     return rows, model_feats, teacher_feats

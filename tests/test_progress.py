@@ -1,0 +1,61 @@
+"""Long commands show a progress bar (n/N, ETA) on a terminal and stay quiet in logs."""
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from crd_edge._io import atomic_torch_save
+from crd_edge.checkpoint import student_record
+from crd_edge.models import create_model
+
+pytestmark = pytest.mark.slow
+BAR = "━"  # rich's bar glyph
+
+
+def _run(args, terminal: bool) -> str:
+    command = [sys.executable, "-c", "from crd_edge.cli import main; main()", *map(str, args)]
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm-256color"}
+    if not terminal:
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300).stderr
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=300)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("progress")
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, folder / "c.pt")
+    return folder / "c.pt"
+
+
+def test_export_shows_a_bar_on_a_terminal_only(checkpoint, tmp_path):
+    args = ["export", checkpoint, "--precision", "fp32,fp16", "--out"]
+    shown = _run([*args, tmp_path / "tty"], terminal=True)
+    assert BAR in shown and "2/2" in shown and "export" in shown
+    logged = _run([*args, tmp_path / "log"], terminal=False)
+    assert BAR not in logged and "student_32_fp16.onnx: passed" in logged
+
+
+def test_bench_shows_a_bar_on_a_terminal(checkpoint, tmp_path):
+    _run(["export", checkpoint, "--out", tmp_path / "exp"], terminal=False)
+    shown = _run(["bench", tmp_path / "exp", "--runs", 2, "--max-seconds", 0.2, "--no-roofline"], terminal=True)
+    assert BAR in shown and "1/1" in shown
