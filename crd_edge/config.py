@@ -93,6 +93,10 @@ class LossConfig:
     d_ndf: int = 32                  # PatchGAN width (64 in CycleGAN; 32 keeps a CPU step cheap)
     d_layers: int = 3
     pixel_l1: float = 100.0          # L1 to the teacher output; 0 in the paper recipes
+    # Feature distillation from a white-box teacher (crd_edge/training/feature_distill.py): MSE
+    # between 1x1-adapted student activations and the teacher's at these points. Off by default.
+    distill_features: float = 0.0
+    distill_points: str = "encoder"  # comma-separated: encoder, middle, decoder
     vgg_weights: str | None = None   # explicit VGG16 weights file
 
 

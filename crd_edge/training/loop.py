@@ -35,6 +35,7 @@ from crd_edge.training import distributed as D
 from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
 from crd_edge.imaging import tensor_from_uint8
 from crd_edge.training.curves import plot_curve, plot_losses
+from crd_edge.training.feature_distill import FeatureDistiller, parse_points
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
 from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
@@ -190,8 +191,10 @@ class _Run:
             self.views = ViewTraining.build(cfg, self.teacher, device)
         self._build_discriminator(has_targets)
         self.cache = self._build_cache()
+        self.features = self._build_feature_distiller()
         self.model = nn.parallel.DistributedDataParallel(self.student) if dist.enabled else self.student
-        self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        trained = [*self.student.parameters(), *(self.features.adapters.parameters() if self.features else [])]
+        self.opt = torch.optim.Adam(trained, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.optim.decay_from))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -245,6 +248,18 @@ class _Run:
                                       full_image=teacher_cfg.cache == "full")
         return None
 
+    def _build_feature_distiller(self) -> FeatureDistiller | None:
+        loss = self.cfg.loss
+        if not loss.distill_features:
+            return None
+        module = getattr(self.teacher, "module", None)
+        if self.online or module is None:
+            raise UserError("loss.distill_features reads the teacher's activations: it needs a white-box teacher "
+                            "(a state dict, a crd-edge checkpoint, TorchScript or vintagify), not an ONNX one; "
+                            "set loss.distill_features=0")
+        probe = torch.zeros(1, 3, self.cfg.data.size, self.cfg.data.size, device=self.device)
+        return FeatureDistiller(self.student, module, parse_points(loss.distill_points), loss.distill_features, probe)
+
     # -- The run folder, the checkpoint and resuming ---------------------------------------------
     def open_dir(self, existing: Path | None) -> None:
         if existing is not None:
@@ -269,9 +284,10 @@ class _Run:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         # The total may have been extended (--steps): new schedule, and the LR of this step from it.
-        self.sched.lr_lambdas[0] = lr_lambda(self.total, self.cfg.optim.decay_from)
+        factor = lr_lambda(self.total, self.cfg.optim.decay_from)
+        self.sched.lr_lambdas = [factor] * len(self.opt.param_groups)
         for group in self.opt.param_groups:
-            group["lr"] = group["initial_lr"] * self.sched.lr_lambdas[0](ckpt["step"])
+            group["lr"] = group["initial_lr"] * factor(ckpt["step"])
         if state["scaler"]:  # empty when the run was on a CPU (AMP off)
             self.scaler.load_state_dict(state["scaler"])
         if self.opt_d is not None:
@@ -279,6 +295,8 @@ class _Run:
             self.opt_d.load_state_dict(state["optimizer_d"])
         if self.online:
             self.teacher.load_state_dict(state["online_teacher"])
+        if self.features is not None:
+            self.features.adapters.load_state_dict(state["feature_adapters"])
         cache_file = self.run_dir / "teacher_cache.pt"
         if self.cache is not None and cache_file.is_file():
             try:
@@ -302,7 +320,8 @@ class _Run:
                             "scaler": self.scaler.state_dict(),
                             "discriminator": self.disc.state_dict() if opt_d is not None else None,
                             "optimizer_d": opt_d.state_dict() if opt_d is not None else None,
-                            "online_teacher": self.teacher.state_dict() if self.online else None},
+                            "online_teacher": self.teacher.state_dict() if self.online else None,
+                            "feature_adapters": self.features.adapters.state_dict() if self.features else None},
         }
         atomic_torch_save(record, self.run_dir / "checkpoint.pt")
         self.saved_step = self.step
@@ -426,6 +445,8 @@ class _Run:
             out = self.model(x) if out is None else out
             terms = student_losses(out.float(), target, self.cfg.loss, vgg=self.vgg, discriminator=self.disc,
                                    condition=x if self.conditional else None, gan_mode=self.gan_mode)
+            if self.features is not None:  # the student's activations of the forward pass above
+                terms["distill_features"] = self.features.loss(x)
             loss = sum(terms.values())
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
