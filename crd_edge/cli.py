@@ -18,15 +18,26 @@ import typer
 from crd_edge.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},  # every subcommand inherits it
                   help="Distil image-to-image GAN generators (CRD) and get them onto edge devices.")
 from crd_edge.data.cli import data_app  # noqa: E402  (light: no torch)
 app.add_typer(data_app, name="data")
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from crd_edge import __version__
+        typer.echo(f"crd-edge {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
-    _state["debug"] = debug
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors (also accepted after "
+                                                            "the command)."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    _state["debug"] = _state["debug"] or debug
 
 
 @app.command()
@@ -357,6 +368,10 @@ def eval_(
 def main() -> None:
     """Console entry point. Usage mistakes (unknown option, bad value) are typer's: usage line,
     error, exit 2. UserErrors from the library become one ``error:`` line and exit status 2."""
+    # --debug anywhere on the line (`crd-edge export x.pt --debug` too): typer only knows it first.
+    if "--debug" in sys.argv[1:]:
+        _state["debug"] = True
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--debug")]
     # Library warnings (a damaged cache rebuilt, an artifact changed since export) as one line each.
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     try:

@@ -1,0 +1,30 @@
+"""Conventions every command shares: -h, --version, --debug before or after the command."""
+
+import pytest
+
+import crd_edge
+
+
+@pytest.mark.parametrize("args", [["-h"], ["export", "-h"], ["data", "download", "-h"]])
+def test_short_help_everywhere(run_cli, args):
+    code, out, _ = run_cli(*args)
+    assert code == 0 and "Usage:" in out and "--help" in out
+
+
+def test_version(run_cli):
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"crd-edge {crd_edge.__version__}"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_before_or_after_the_command_shows_the_traceback(run_cli, tmp_path, where):
+    from crd_edge.cli import _state
+    args = ["export", tmp_path / "missing.pt"]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    try:
+        with pytest.raises(crd_edge.errors.UserError, match="missing.pt: no such checkpoint"):
+            run_cli(*args)
+    finally:
+        _state["debug"] = False
+    code, _, err = run_cli("export", tmp_path / "missing.pt")  # without it: one line, exit 2
+    assert code == 2 and err.startswith("error:") and err.count("\n") == 1
