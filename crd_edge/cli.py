@@ -351,6 +351,8 @@ def eval_(
     limit: Optional[int] = typer.Option(None, min=1, help="Score at most N images (and N reference images)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Reference-statistics cache (default "
                                                         "$CRD_EDGE_FID_CACHE or ~/.cache/crd-edge/fid)."),
+    out: Optional[Path] = typer.Option(None, help="Also write a report folder: report.md with a side-by-side "
+                                                  "picture, report.json, side_by_side.png."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress lines on stderr."),
 ) -> None:
@@ -361,7 +363,7 @@ def eval_(
     result = evaluate(model, data=data, reference=reference, metrics=metrics or None, size=size,
                       teacher=teacher, inception=inception, vgg_weights=vgg_weights, cache_dir=cache_dir,
                       limit=limit, log=None if quiet else (lambda line: typer.echo(line, err=True)),
-                      progress=None if quiet else progress_bar)
+                      progress=None if quiet else progress_bar, out_dir=out)
     typer.echo(json.dumps(json_safe(result), indent=2) if as_json else render_table(result))
 
 

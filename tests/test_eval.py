@@ -366,6 +366,28 @@ def test_cli_eval_prints_a_table_and_json(run_cli, tmp_path, tiny_teacher):
     assert code == 0 and "| SSIM vs teacher |" in out and "rounded to uint8" in out
 
 
+def test_cli_eval_writes_a_report_folder(run_cli, tmp_path, tiny_teacher):
+    import re
+
+    from PIL import Image
+
+    _checkpoint(tmp_path / "c.pt")
+    code, out, err = run_cli("eval", tmp_path / "c.pt", "--teacher", tiny_teacher, "--metrics", "psnr,ssim",
+                             "--limit", "3", "--quiet", "--out", tmp_path / "report")
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| PSNR vs teacher |" in report and "## Per image" in report and report.count("\n| ") >= 3
+    (link,) = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    with Image.open(tmp_path / "report" / link) as picture:  # 3 rows of input | model | teacher
+        assert picture.format == "PNG"
+        width, height = picture.size
+    size = json.loads((tmp_path / "report" / "report.json").read_text())["size"]
+    assert (width, height) == (3 * size[1], 3 * size[0])
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli("eval", tmp_path / "c.pt", "--out", tmp_path / "file")
+    assert code == 2 and "--out" in err and "is a file" in err
+
+
 def test_cli_eval_of_a_model_against_itself_is_exact_and_strict_json(run_cli, tmp_path):
     _checkpoint(tmp_path / "c.pt")
     code, out, err = run_cli("eval", tmp_path / "c.pt", "--teacher", tmp_path / "c.pt", "--metrics", "psnr,ssim",

@@ -140,7 +140,8 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
              inception: str | os.PathLike[str] | None = None, vgg_weights: str | os.PathLike[str] | None = None,
              cache_dir: str | os.PathLike[str] | None = None, limit: int | None = None,
              fid_method: str = "auto", kid_subsets: int = 100, kid_subset_size: int = 1000,
-             log: Callable[[str], None] | None = None, progress=None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None, progress=None,
+             out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Score ``model`` on ``data`` against ``reference``; every figure with the networks behind it.
 
     Args:
@@ -164,6 +165,8 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         log: called with one line per stage (progress for the CLI).
         progress: ``progress(total, description)`` -> a context yielding ``advance()``, called
             once per scored image (the CLI's progress bar; default none).
+        out_dir: also write a report folder there: report.md (the table, per-image figures and
+            the side-by-side picture), report.json and side_by_side.png.
     """
     say = log or (lambda line: None)
     is_teacher_ref = str(reference) == "teacher"
@@ -171,6 +174,8 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     if size is not None:
         check_size(None, None, size, size)  # the generic rule first: before anything is loaded
     check_model_exists(model)
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"--out {out_dir} is a file: give a folder for the report")
 
     # 1. Everything that can fail on user input is resolved before the slow part starts.
     from crd_edge.eval.images import data_source, reference_source
@@ -204,7 +209,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     # 3. The model (and the teacher) on every image.
     bar = progress(source.count, "eval") if progress else progress_bar(source.count, "eval", enabled=False)
     with bar as advance:
-        rows, model_feats, teacher_feats = _score_images(
+        rows, model_feats, teacher_feats, examples = _score_images(
             loaded, model, source, (height, width), wanted, t_model if run_teacher else None, net, vgg,
             teacher_features=net is not None and ref_stats is None, advance=advance)
 
@@ -217,7 +222,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         against = "teacher outputs" if is_teacher_ref else ref_source.description
         figures.update(_feature_figures(net, model_feats, ref_stats, ref_info, wanted, against, fid_method,
                                         kid_subsets, kid_subset_size, notes, source.description))
-    return {
+    result = {
         "model": loaded.identity,
         "data": {"source": source.description, "images": len(rows), "skipped": dict(source.skipped)},
         "reference": ({"kind": "teacher", "teacher": t_identity} if is_teacher_ref else
@@ -227,6 +232,37 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         "per_image": rows,
         "notes": [UINT8_NOTE, *notes],
     }
+    if out_dir is not None:
+        write_report_folder(Path(out_dir), result, examples)
+    return result
+
+
+#: Images kept for the side-by-side picture of a report folder.
+EXAMPLES = 8
+
+
+def write_report_folder(out_dir: Path, result: dict[str, Any], examples: list[list[np.ndarray]]) -> Path:
+    """report.md (embedding side_by_side.png: input | model [| teacher] per row), report.json."""
+    from PIL import Image
+
+    from crd_edge._io import atomic_write_text, write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = "input | model | teacher" if examples and len(examples[0]) == 3 else "input | model"
+    picture = out_dir / "side_by_side.png"
+    tmp = picture.with_name(f".{picture.name}.tmp")
+    Image.fromarray(np.concatenate([np.concatenate(row, axis=1) for row in examples], axis=0)).save(tmp, format="PNG")
+    tmp.replace(picture)
+    keys = [k for k in ("psnr", "psnr_input", "ssim", "vgg_dist") if k in result["per_image"][0]]
+    per_image = ["| image | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    per_image += [f"| {r['image']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |" for r in result["per_image"]]
+    markdown = ["# crd-edge eval", "", render_table(result), "",
+                f"{len(examples)} of the images, {columns}:", "", f"![side by side]({picture.name})", ""]
+    if keys:
+        markdown += ["## Per image", "", *per_image, ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(markdown))
+    write_json(out_dir / "report.json", json_safe(result))
+    return out_dir / "report.md"
 
 
 def _evaluation_size(loaded: Model, size: int | None, model) -> tuple[int, int]:
@@ -270,10 +306,10 @@ def _reference_statistics(net, size: tuple[int, int], source, ref_source, t_mode
 
 
 def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: list[str], t_model, net, vgg,
-                  teacher_features: bool, advance=lambda: None
-                  ) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray]]:
-    """Per-image rows (PSNR, SSIM, VGG distance against ``t_model`` when given), and the
-    Inception features of the model's outputs and, if ``teacher_features``, the teacher's."""
+                  teacher_features: bool, advance=lambda: None) -> tuple[list, list, list, list]:
+    """Per-image rows (PSNR, SSIM, VGG distance against ``t_model`` when given), the Inception
+    features of the model's outputs and, if ``teacher_features``, the teacher's, and the first
+    ``EXAMPLES`` images as [input, output(, teacher)] uint8 triplets."""
     import torch
 
     from crd_edge.eval.fidelity import ssim_uint8
@@ -283,6 +319,7 @@ def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: l
     rows: list[dict[str, Any]] = []
     model_feats: list[np.ndarray] = []
     teacher_feats: list[np.ndarray] = []
+    examples: list[list[np.ndarray]] = []
     for name, image in source.iter_images():
         x_u8 = fit_image(image, *size)
         x = from_uint8(x_u8)[None]
@@ -294,8 +331,10 @@ def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: l
             raise UserError(f"{model}: non-finite output (NaN/inf) on {name}; the model or artifact is broken")
         y_u8 = to_uint8(y)[0]
         row: dict[str, Any] = {"image": name}
+        example = [x_u8, y_u8]
         if t_model is not None:
             t_u8 = to_uint8(t_model(torch.from_numpy(x)).cpu().numpy())[0]
+            example.append(t_u8)
             if "psnr" in wanted:
                 row["psnr"] = psnr_uint8(y_u8, t_u8)
                 row["psnr_input"] = psnr_uint8(x_u8, t_u8)  # the copy-the-input baseline
@@ -308,10 +347,12 @@ def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: l
         if net is not None:
             model_feats.append(net(y_u8))
         rows.append(row)
+        if len(examples) < EXAMPLES:
+            examples.append(example)
         advance()
     if not rows:
         raise UserError(f"no readable images in {source.description} ({source.skipped})")
-    return rows, model_feats, teacher_feats
+    return rows, model_feats, teacher_feats, examples
 
 
 def _pixel_figures(rows: list[dict[str, Any]], vgg) -> dict[str, Any]:
