@@ -25,6 +25,17 @@ app.add_typer(data_app, name="data")
 _state = {"debug": False}
 
 
+def _show_markdown(text: str) -> None:
+    """Tables as rich renders them, sized to the terminal; the Markdown itself when piped or
+    logged (and it stays in the report files either way)."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+        Console().print(Markdown(text))
+    else:
+        typer.echo(text)
+
+
 def _print_version(value: bool) -> None:
     if value:
         from crd_edge import __version__
@@ -185,7 +196,10 @@ def export(
             advance(note=f"{result.label}: {result.status}")
             if not as_json:
                 typer.echo(f"{result.label}: {result.status}", err=True)
-    typer.echo(json.dumps([r.to_dict() for r in results], indent=2) if as_json else render_results(results))
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        _show_markdown(render_results(results))
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
@@ -226,7 +240,7 @@ def bench(
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
-        typer.echo(report["markdown"])
+        _show_markdown(report["markdown"])
         typer.echo(f"report: {report['report']}; plots: {', '.join(p.name for p in report['plots'])}")
     if any(r["status"] == "error" for r in results):
         raise typer.Exit(1)
@@ -261,9 +275,9 @@ def pipeline(
         _print_interrupted(result.distill)
         raise typer.Exit(130)
     _print_summary(result.distill, quiet=False)
-    typer.echo(render_results(result.exports))
+    _show_markdown(render_results(result.exports))
     if result.bench_report:
-        typer.echo(result.bench_report.read_text())
+        _show_markdown(result.bench_report.read_text().split("\n\n![")[0])  # the tables; the plots are files
     typer.echo(f"report: {result.run_dir / 'report.md'}")
 
 
@@ -364,7 +378,10 @@ def eval_(
                       teacher=teacher, inception=inception, vgg_weights=vgg_weights, cache_dir=cache_dir,
                       limit=limit, log=None if quiet else (lambda line: typer.echo(line, err=True)),
                       progress=None if quiet else progress_bar, out_dir=out)
-    typer.echo(json.dumps(json_safe(result), indent=2) if as_json else render_table(result))
+    if as_json:
+        typer.echo(json.dumps(json_safe(result), indent=2))
+    else:
+        _show_markdown(render_table(result))
 
 
 def main() -> None:

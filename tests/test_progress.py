@@ -51,8 +51,11 @@ def test_export_shows_a_bar_on_a_terminal_only(checkpoint, tmp_path):
     args = ["export", checkpoint, "--precision", "fp32,fp16", "--out"]
     shown = _run([*args, tmp_path / "tty"], terminal=True)
     assert BAR in shown and "2/2" in shown and "export" in shown
-    logged = _run([*args, tmp_path / "log"], terminal=False)
-    assert BAR not in logged and "student_32_fp16.onnx: passed" in logged
+    assert "student_32_fp16.onnx" in shown and "|---|" not in shown  # a rich table, not Markdown source
+    logged = subprocess.run([sys.executable, "-c", "from crd_edge.cli import main; main()", *map(str, args),
+                             tmp_path / "log"], capture_output=True, text=True, timeout=300)
+    assert BAR not in logged.stderr and "student_32_fp16.onnx: passed" in logged.stderr
+    assert "| student_32_fp16.onnx | onnx | fp16 |" in logged.stdout  # piped: the Markdown
 
 
 def test_bench_shows_a_bar_on_a_terminal(checkpoint, tmp_path):
