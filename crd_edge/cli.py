@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -209,27 +210,36 @@ def bench(
     sources: List[str] = typer.Argument(..., help="Export folder or manifest.json, artifact files, or checkpoints."),
     device: List[str] = typer.Option(["local"], help="local | adb:SERIAL | ssh:[USER@]HOST[:PORT] (repeatable)."),
     compare: List[str] = typer.Option([], help="The teacher's exports (folder, manifest or artifact), same table."),
-    threads: int = typer.Option(2, min=1, help="Inference threads."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: this machine's cores; "
+                                                            "stated in the report)."),
     warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
     runs: int = typer.Option(50, min=1, help="Timed calls (at most; see --max-seconds)."),
     max_seconds: float = typer.Option(10.0, min=0.1, help="Stop timing an artifact after this long (>= 5 runs)."),
     out: Optional[Path] = typer.Option(None, help="Folder for results.jsonl and the report (default: bench/ beside the exports)."),
     merge: List[Path] = typer.Option([], help="Other results.jsonl files to merge into the report (other devices, runs)."),
     no_roofline: bool = typer.Option(False, "--no-roofline", help="Skip the matmul ceiling measurement."),
+    delegate: str = typer.Option("xnnpack", help="adb: LiteRT delegate, xnnpack | gpu | nnapi | cpu."),
+    benchmark_binary: Optional[Path] = typer.Option(None, help="adb: a benchmark_model binary to push "
+                                                               "(default: the one on the phone)."),
+    ov_device: Optional[str] = typer.Option(None, help="OpenVINO device: CPU | GPU | NPU | AUTO (default CPU)."),
+    ort_provider: List[str] = typer.Option([], help="onnxruntime execution provider, e.g. CUDAExecutionProvider "
+                                                    "(repeatable; the CPU is the fallback)."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
     from crd_edge._progress import progress_bar
     from crd_edge.artifacts import find_artifacts
     from crd_edge.bench.results import typical_ms, write_report
-    from crd_edge.bench.run import bench as run_bench, default_out_dir
+    from crd_edge.bench.run import RunnerOptions, bench as run_bench, default_out_dir
 
     out_dir = out or default_out_dir(sources[0])
     results = []
     total = sum(len(find_artifacts(s)) for s in [*sources, *(compare or [])]) * len(device or ["local"])
     with progress_bar(total, "bench") as advance:
-        for r in run_bench(sources, devices=device, compare=compare, threads=threads, warmup=warmup, runs=runs,
-                           max_seconds=max_seconds, out_dir=out_dir, roofline=not no_roofline):
+        options = RunnerOptions(delegate, benchmark_binary, ov_device, tuple(ort_provider))
+        for r in run_bench(sources, devices=device, compare=compare, threads=threads or os.cpu_count() or 1,
+                           warmup=warmup, runs=runs, max_seconds=max_seconds, out_dir=out_dir,
+                           roofline=not no_roofline, options=options):
             results.append(r)
             name = r["artifact"]["name"]
             line = (f"{name} [{r['runtime']}]: {typical_ms(r):.1f} ms" if r["status"] == "measured"

@@ -110,3 +110,23 @@ def test_peak_rss_is_the_measured_process_own(tmp_path):
             "print(peak_rss_mb())'], capture_output=True, text=True).stdout)")
     child_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
     assert 5 < child_peak < 250  # the parent peaked above 300 MB
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--delegate", "tpu", "--delegate tpu: choose one of xnnpack, gpu, nnapi, cpu"),
+    ("--ov-device", "TPU", "--ov-device TPU: choose one of CPU, GPU, NPU, AUTO"),
+    ("--ort-provider", "FooExecutionProvider", "--ort-provider FooExecutionProvider: not in this onnxruntime build"),
+    ("--benchmark-binary", "/nowhere/benchmark_model", "--benchmark-binary /nowhere/benchmark_model: no such file"),
+])
+def test_unknown_runner_options_are_one_line_before_any_work(run_cli, exports, tmp_path, option, value, message):
+    code, _, err = run_cli("bench", exports / "export", option, value, "--out", tmp_path / "b")
+    assert code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_onnxruntime_provider_reaches_the_session(exports, tmp_path):
+    from crd_edge.bench.run import RunnerOptions, bench
+
+    (r,) = bench([str(exports / "export")], out_dir=tmp_path, runs=2, max_seconds=0.1, roofline=False,
+                 options=RunnerOptions(ort_providers=("CPUExecutionProvider",)))
+    assert r["status"] == "measured" and r["runtime"] == "onnxruntime"

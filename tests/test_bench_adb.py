@@ -272,3 +272,10 @@ def test_a_device_that_can_run_none_of_the_artifacts_is_an_error_before_any_work
     code, out, err = run_cli("bench", onnx, "--device", f"adb:{SERIAL}", "--out", tmp_path / "report")
     assert code == 2 and err.startswith(f"error: --device adb:{SERIAL}: none of the 1 artifacts can run there")
     assert not (tmp_path / "report").exists()
+
+
+def test_the_bench_command_passes_the_delegate_to_the_phone(phone, model, run_cli, tmp_path):
+    _, calls = phone
+    code, _, err = run_cli("bench", model, "--device", f"adb:{SERIAL}", "--delegate", "gpu", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert any("--use_gpu=true" in " ".join(call) for call in calls())

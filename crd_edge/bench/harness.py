@@ -112,7 +112,7 @@ def _cpu_name() -> str:
 
 
 def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
-            roofline: bool = True) -> dict:
+            roofline: bool = True, session_options: dict[str, dict] | None = None) -> dict:
     """Open ``path`` through the runtime layer and measure it (see the module docstring)."""
     from crd_edge.runtime.base import input_hw
     from crd_edge.runtime.model import open_model
@@ -120,7 +120,7 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
     import torch
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    session = open_model(str(path), threads=threads).session
+    session = open_model(str(path), threads=threads, session_options=session_options).session
     load_ms = (time.perf_counter() - t0) * 1e3
     height, width = input_hw(session.input_shape) or (256, 256)  # dynamic H/W: time it at 256x256
     rng = np.random.default_rng(0)
@@ -144,6 +144,16 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
     return result
 
 
+def session_options(ov_device: str | None, ort_providers: list[str] | None) -> dict[str, dict]:
+    """The runtimes' own options from bench's flags (the CPU is each runtime's default)."""
+    options: dict[str, dict] = {}
+    if ov_device:
+        options["openvino"] = {"device": ov_device}
+    if ort_providers:
+        options["onnxruntime"] = {"providers": [*ort_providers, "CPUExecutionProvider"]}  # CPU: the fallback
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crd_edge.bench.harness",
                                      description="Measure one model artifact; prints one JSON line.")
@@ -153,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--no-roofline", action="store_true")
+    parser.add_argument("--ov-device", default=None, help="OpenVINO device: CPU, GPU, NPU, AUTO")
+    parser.add_argument("--ort-provider", action="append", default=None, help="onnxruntime execution provider")
     args = parser.parse_args(argv)
+    options = session_options(args.ov_device, args.ort_provider)
     from crd_edge.errors import UserError
     try:
-        result = measure(args.path, args.threads, args.warmup, args.runs, args.max_seconds, not args.no_roofline)
+        result = measure(args.path, args.threads, args.warmup, args.runs, args.max_seconds, not args.no_roofline,
+                         options)
     except UserError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2

@@ -12,6 +12,7 @@ import functools
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -74,22 +75,61 @@ def _onnx_counts(path: str, mtime_ns: int, size: tuple[int, int]) -> tuple:
             ("act_total_bytes", counts.memory.total_bytes), ("counted_from", "onnx"))
 
 
-def runner_for(device: str) -> tuple[str, Callable[..., dict]]:
+OV_DEVICES = ("CPU", "GPU", "NPU", "AUTO")              # OpenVINO's device names
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How each runner runs an artifact, beyond threads and timing: the phone's LiteRT
+    delegate and benchmark_model binary (adb), OpenVINO's device and onnxruntime's execution
+    providers (local and ssh; each runtime's CPU path by default)."""
+
+    delegate: str = "xnnpack"
+    benchmark_binary: Path | None = None
+    ov_device: str | None = None
+    ort_providers: tuple[str, ...] = ()
+
+    def check(self, devices: list[str]) -> None:
+        """One-line errors for unknown values, before anything runs."""
+        from crd_edge.bench.runners.adb import DELEGATE_FLAGS  # LiteRT benchmark_model's delegates
+        if self.delegate not in DELEGATE_FLAGS:
+            raise UserError(f"--delegate {self.delegate}: choose one of {', '.join(DELEGATE_FLAGS)}")
+        if self.ov_device is not None and self.ov_device.split(":")[0] not in OV_DEVICES:
+            raise UserError(f"--ov-device {self.ov_device}: choose one of {', '.join(OV_DEVICES)}")
+        if self.benchmark_binary is not None and not Path(self.benchmark_binary).is_file():
+            raise UserError(f"--benchmark-binary {self.benchmark_binary}: no such file")
+        if self.ort_providers and "local" in devices:
+            try:
+                import onnxruntime
+            except ImportError:
+                return  # no onnxruntime: no onnx artifact runs here either
+            available = onnxruntime.get_available_providers()
+            missing = [p for p in self.ort_providers if p not in available]
+            if missing:
+                raise UserError(f"--ort-provider {missing[0]}: not in this onnxruntime build (available: "
+                                f"{', '.join(available)}); onnxruntime-gpu provides CUDAExecutionProvider")
+
+
+def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[str, Callable[..., dict]]:
+    """(kind, run(path, threads, warmup, runs, max_seconds, roofline, item)) for ``device``."""
     if device == "local":
         from crd_edge.bench.runners.local import run_local
         return "local", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_local(
-            path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, roofline=roofline)
+            path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, roofline=roofline,
+            ov_device=options.ov_device, ort_providers=options.ort_providers)
     if device.startswith("adb:"):
         from crd_edge.bench.runners.adb import run_adb
         serial = device.split(":", 1)[1]
         return "adb", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_adb(
-            serial, path, threads=threads, warmup=warmup, runs=runs)
+            serial, path, benchmark_binary=options.benchmark_binary, threads=threads, delegate=options.delegate,
+            warmup=warmup, runs=runs)
     if device.startswith("ssh:"):
         from crd_edge.bench.runners.ssh import parse_ssh_target, run_ssh
         target = parse_ssh_target(device)
         return "ssh", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_ssh(
             target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
-            precision=item.precision, roofline=roofline)
+            precision=item.precision, roofline=roofline, ov_device=options.ov_device,
+            ort_providers=options.ort_providers)
     raise UserError(f"--device {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
 
 
@@ -105,7 +145,8 @@ def skip_reason(kind: str, item: Artifact) -> str | None:
 
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
           threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
-          out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True) -> Iterator[dict]:
+          out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True,
+          options: RunnerOptions = RunnerOptions()) -> Iterator[dict]:
     """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each
     result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
     ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
@@ -114,7 +155,8 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    runners = {device: runner_for(device) for device in devices or ["local"]}
+    options.check(devices or ["local"])
+    runners = {device: runner_for(device, options) for device in devices or ["local"]}
     for device, (kind, _) in runners.items():  # before any measurement or write
         reasons = [skip_reason(kind, item) for item in items]
         if require_runnable and all(reasons):

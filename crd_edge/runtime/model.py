@@ -85,10 +85,13 @@ def is_torch_spec(spec: str) -> bool:
 
 
 def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int] | None = None,
-               threads: int | None = None, option: str = "") -> Model:
+               threads: int | None = None, option: str = "",
+               session_options: dict[str, dict] | None = None) -> Model:
     """Open ``spec`` (see the module docstring). ``runtime`` picks the artifact of an export
     folder ("auto": the fastest here) and must match a single artifact's; ``size`` picks among
-    an export folder's sizes; ``option`` names the argument that gave ``spec``, for errors."""
+    an export folder's sizes; ``option`` names the argument that gave ``spec``, for errors;
+    ``session_options`` maps a runtime to its session's own options (``{"openvino": {"device":
+    "GPU"}, "onnxruntime": {"providers": [...]}}``), used when the artifact runs on it."""
     text = str(spec)
     check_model_exists(text)
     if runtime not in ("auto", *local_runtimes()):
@@ -115,7 +118,7 @@ def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int]
         warnings.warn(f"{artifact.path}: its sha256 is not the one in manifest.json: it changed after export, so "
                       "its recorded verification does not apply; export it again to verify it", stacklevel=2)
     from crd_edge.runtime import open_session
-    session = open_session(artifact.path, threads=threads)
+    session = open_session(artifact.path, threads=threads, **(session_options or {}).get(fmt.runtime, {}))
     identity = {"path": str(artifact.path), "kind": "artifact", "backend": session.backend,
                 "sha256": artifact_sha256(artifact.path)[:12], "input_shape": [str(d) for d in session.input_shape]}
     role = artifact.role if artifact.role in ("student", "teacher") else artifact.path.stem

@@ -36,6 +36,9 @@ class OnnxRuntimeSession:
         except Exception as exc:  # onnxruntime's own exception types
             raise UserError(f"{what}: not a loadable ONNX model, onnxruntime cannot load it "
                             f"({str(exc).splitlines()[0][:120]})") from None
+        used = self.session.get_providers()[0]
+        if used != "CPUExecutionProvider":  # say which accelerator ran it
+            self.backend = f"onnxruntime ({used.removesuffix('ExecutionProvider')})"
         inputs = self.session.get_inputs()
         images = [i for i in inputs if i.name not in self.constants]
         unknown = sorted(set(self.constants) - {i.name for i in inputs})

@@ -38,6 +38,8 @@ class OpenVINOSession:
             raise UserError(f"{self.path}: OpenVINO cannot load it ({str(exc).splitlines()[0][:120]})") from None
         computed = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16, f16
         self.backend = "openvino" if computed == "f32" else f"openvino ({computed})"
+        if device != "CPU":
+            self.backend += f" on {device}"
         self.request = self.compiled.create_infer_request()
         self.input_shape = tuple(self.compiled.input(0).get_shape())
 
