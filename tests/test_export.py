@@ -34,7 +34,7 @@ def test_onnx_export_is_verified_on_real_photos(run_cli, tmp_path):
     assert v["status"] == "passed" and v["psnr_db_min"] >= 60 and v["images"] == 3
     manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
     assert manifest["artifacts"] == [record]
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["comparison.png", "manifest.json", "student_64_fp32.onnx"]
 
     # The artifact runs through the runtime layer like the torch model (independent check).
     assert record["source"]["kind"] == "crd-edge checkpoint" and record["rewrites"] == [{"name": "narrow_conv_to_space_to_depth", "layers": 1}]
@@ -248,7 +248,7 @@ def test_a_converter_that_aborts_costs_its_artifact_not_the_export(tmp_path, mon
     assert [(r.target, r.status) for r in results] == [("tflite", "error"), ("onnx", "passed")]
     assert "the converter crashed" in results[0].reason and "other targets are not affected" in results[0].reason
     assert results[0].path is None and results[1].path == tmp_path / "exp" / "student_64_fp32.onnx"
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["comparison.png", "manifest.json", "student_64_fp32.onnx"]
 
 
 def test_what_a_killed_export_left_is_removed_by_the_next(run_cli, tmp_path):
@@ -260,7 +260,7 @@ def test_what_a_killed_export_left_is_removed_by_the_next(run_cli, tmp_path):
     (out / ".manifest.json.x1y2.tmp").write_text("{")
     code, _, err = run_cli("export", tmp_path / "c.pt", "--out", out)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "student_64_fp32.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "student_64_fp32.onnx"]
 
 
 def test_every_artifact_carries_its_contract_without_the_manifest(run_cli, tmp_path):
