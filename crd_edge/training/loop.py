@@ -516,6 +516,8 @@ class _Run:
 
     def finish(self, interrupted: bool) -> dict:
         """Score on held-out data (unless interrupted), save the checkpoint, write the report."""
+        if self.saved_step != self.step:
+            self.save()  # before the scoring (minutes): a Ctrl-C there must not lose the last steps
         heldout = None
         if self.heldout_x is not None and not interrupted:
             if self.heldout_t is None:
