@@ -283,3 +283,27 @@ def test_the_library_resumes_with_the_saved_config_only(tmp_path):
         distill(load_config(), resume=tmp_path)
     with pytest.raises(UserError, match="pass a config to start a run"):
         distill(None)
+
+
+def test_a_ctrl_c_during_the_checkpoint_write_leaves_a_consistent_run(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    code, _, err = run_cli(*tiny_args(tmp_path, "straight", tiny_teacher, steps=8))
+    assert code == 0, err
+    real_save, calls = torch.save, [0]
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 1:  # the first checkpoint write (step 3): half written, then Ctrl-C
+            open(f, "wb").write(b"PK\x03\x04 half")
+            raise KeyboardInterrupt
+        return real_save(obj, f, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", interrupted_save)
+        code, _, message = run_cli(*tiny_args(tmp_path, "cut", tiny_teacher, steps=8))
+    assert code == 130 and "the checkpoint holds step 3" in message
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
+    code, _, err = run_cli("distill", "--resume", tmp_path / "cut", "--quiet")
+    assert code == 0, err
+    a, _ = load_student(tmp_path / "straight" / "checkpoint.pt")
+    b, _ = load_student(tmp_path / "cut" / "checkpoint.pt")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
