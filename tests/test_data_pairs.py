@@ -122,7 +122,6 @@ def test_cli_pairs(run_cli, photo_folder, tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--out", "OUT"], "--edges"),
     (["--edges", "--out", "OUT", "--format", "gif"], "--format"),
     (["--edges", "--out", "OUT", "--test-fraction", "1.5"], "--test-fraction"),
 ])

@@ -31,22 +31,18 @@ def list_datasets() -> None:
 @data_app.command()
 def download(
     name: Optional[str] = typer.Argument(None, help="Data set, e.g. horse2zebra or pix2pix/facades "
-                                                    "(see --list)."),
+                                                    "(`crd-edge data list` lists them)."),
     dest: Path = typer.Option(Path("data"), help="Parent folder; the set lands in DEST/NAME/."),
     mirror: Optional[str] = typer.Option(None, help="Server root with the same paths as "
                                                     "https://efrosgans.eecs.berkeley.edu "
                                                     "(default: $CRD_EDGE_DATA_MIRROR, else that)."),
     force: bool = typer.Option(False, "--force", help="Download again and replace an existing folder."),
-    list_: bool = typer.Option(False, "--list", help="List the available data sets and exit."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Download a CycleGAN or pix2pix data set (resumable) and extract it for `distill --data`."""
-    from crd_edge.data.download import download_dataset, render_list
+    from crd_edge.data.download import download_dataset
 
-    if list_:
-        typer.echo(render_list())
-        return
     if not name:
         raise UserError("data download needs NAME, e.g. horse2zebra (see `crd-edge data list`)")
     result = download_dataset(name, dest, mirror=mirror, force=force, quiet=quiet)
@@ -66,8 +62,8 @@ def download(
 @data_app.command()
 def pairs(
     src: Path = typer.Argument(..., help="Folder of photos (not searched recursively)."),
-    edges: bool = typer.Option(False, "--edges",
-                               help="Make A from the photo's Canny edges (edges2shoes style)."),
+    edges: bool = typer.Option(True, "--edges", help="Make A from the photo's Canny edges (edges2shoes "
+                                                     "style): the one kind so far, and the default."),
     out: Path = typer.Option(..., help="Output folder: OUT/train and OUT/test with A|B images."),
     size: int = typer.Option(256, help="Side of each half (photos are resized and centre-cropped)."),
     test_fraction: float = typer.Option(0.1, help="Share of files for OUT/test (deterministic split)."),
@@ -77,8 +73,7 @@ def pairs(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Make a pix2pix aligned set (A | B side by side) from a folder of photos."""
-    if not edges:
-        raise UserError("data pairs needs the kind of input to make: --edges (the only kind so far)")
+    del edges  # edges are the only kind of input so far; the flag stays valid for scripts that pass it
     from crd_edge.data.pairs import make_edge_pairs
 
     result = make_edge_pairs(src, out, size=size, test_fraction=test_fraction, fmt=format_,
