@@ -305,9 +305,10 @@ def ablate(
 ) -> None:
     """Does CRD help? Train the same student with each objective (same data, seed and steps),
     score each on held-out photos against the teacher, and write a table and a plot."""
+    from crd_edge._progress import progress_bar
     from crd_edge.experiments.ablate import run_ablation
     result = run_ablation(out, variant or None, seed, steps=steps, config=config, overrides=set_, eval_crop=eval_crop,
-                          log=lambda line: typer.echo(line, err=True))
+                          log=lambda line: typer.echo(line, err=True), progress=progress_bar)
     typer.echo(result["markdown"])
     typer.echo(f"table: {result['report']}  plot: {result['plot']}")
 

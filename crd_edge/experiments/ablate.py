@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from crd_edge._io import save_figure
+from crd_edge._progress import progress_bar
 from crd_edge.errors import UserError
 from crd_edge._io import atomic_write_text
 
@@ -109,8 +110,10 @@ def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None,
 
 def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, *, steps: int | None = None,
                  config: Path | None = None, overrides: list[str] | None = None, eval_crop: int = 256,
-                 log: Callable[[str], None] = print) -> dict:
-    """Train and score every (variant, seed); write ``results.jsonl``, ``ablation.md`` and a plot."""
+                 log: Callable[[str], None] = print, progress=None) -> dict:
+    """Train and score every (variant, seed); write ``results.jsonl``, ``ablation.md`` and a plot.
+    ``progress(total, description)``: a context yielding ``advance(note=...)``, called once per
+    run (the CLI's progress bar; default none)."""
     from crd_edge.eval import evaluate
     variants = list(variants or DEFAULT_VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -127,28 +130,33 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
     # the dataset path is scored here on crops of the held-out photos.
     eval_dir = None if views else make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)
     rows = []
-    for seed in seeds:
-        for variant in variants:
-            run_dir = _train(variant, seed, steps, out / "runs", config, list(overrides or []), log)
-            summary = json.loads((run_dir / "summary.json").read_text())
-            if views:
-                rows.append(_views_row(variant, seed, steps, run_dir, summary))
-                log(f"{variant}-s{seed}: " + ", ".join(f"{m} {rows[-1][m]:.4g}" for m in METRICS
-                                                       if rows[-1][m] is not None))
+    # One step per run, on a terminal (a run takes minutes to an hour: the ETA is what one waits on).
+    bar = progress(len(seeds) * len(variants), "ablate") if progress else progress_bar(0, "ablate", enabled=False)
+    with bar as advance:
+        for seed in seeds:
+            for variant in variants:
+                run_dir = _train(variant, seed, steps, out / "runs", config, list(overrides or []), log)
+                summary = json.loads((run_dir / "summary.json").read_text())
+                if views:
+                    rows.append(_views_row(variant, seed, steps, run_dir, summary))
+                    log(f"{variant}-s{seed}: " + ", ".join(f"{m} {rows[-1][m]:.4g}" for m in METRICS
+                                                           if rows[-1][m] is not None))
+                    _write_jsonl(out / "results.jsonl", rows)
+                    advance(note=f"{variant}-s{seed} scored")
+                    continue
+                scores = evaluate(run_dir / "checkpoint.pt", data=eval_dir, reference="teacher", size=eval_crop,
+                                  metrics=["fid", "psnr", "ssim", "vgg"], cache_dir=out / "fid_cache")
+                row = {"variant": variant, "seed": seed, "steps": steps, "run_dir": str(run_dir),
+                       "train_seconds": summary.get("train_seconds"),
+                       "heldout_psnr_whole": summary["heldout"]["psnr_student_teacher"],
+                       "heldout_copy_psnr_whole": summary["heldout"]["psnr_input_teacher"],
+                       "images": scores["data"]["images"],
+                       "copy_psnr": scores["metrics"]["psnr"].get("input_baseline"),
+                       **{m: _value(scores, m) for m in METRICS}, "networks": _networks(scores)}
+                rows.append(row)
+                log(f"{variant}-s{seed}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS if row[m] is not None))
                 _write_jsonl(out / "results.jsonl", rows)
-                continue
-            scores = evaluate(run_dir / "checkpoint.pt", data=eval_dir, reference="teacher", size=eval_crop,
-                              metrics=["fid", "psnr", "ssim", "vgg"], cache_dir=out / "fid_cache")
-            row = {"variant": variant, "seed": seed, "steps": steps, "run_dir": str(run_dir),
-                   "train_seconds": summary.get("train_seconds"),
-                   "heldout_psnr_whole": summary["heldout"]["psnr_student_teacher"],
-                   "heldout_copy_psnr_whole": summary["heldout"]["psnr_input_teacher"],
-                   "images": scores["data"]["images"],
-                   "copy_psnr": scores["metrics"]["psnr"].get("input_baseline"),
-                   **{m: _value(scores, m) for m in METRICS}, "networks": _networks(scores)}
-            rows.append(row)
-            log(f"{variant}-s{seed}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS if row[m] is not None))
-            _write_jsonl(out / "results.jsonl", rows)
+                advance(note=f"{variant}-s{seed} scored")
     table = render_table(rows)
     atomic_write_text(out / "ablation.md", table)
     plot = plot_ablation(rows, out / "ablation.png")
