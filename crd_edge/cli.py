@@ -274,13 +274,14 @@ def pipeline(
     target and verify, export the teacher, benchmark both here, and write one report."""
     from crd_edge.config import load_config
     from crd_edge.export.results import render_results
+    from crd_edge._progress import progress_bar
     from crd_edge.pipeline import run_pipeline
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
     targets = [t for item in target for t in item.split(",") if t]
     result = run_pipeline(load_config(_config_or_recipe(config, recipe), set_, base=base), targets, bench=bench,
                           compare_teacher=compare_teacher, runs=runs, max_seconds=max_seconds,
-                          log=lambda line: typer.echo(line, err=True))
+                          log=lambda line: typer.echo(line, err=True), progress=progress_bar)
     if result.distill.interrupted:
         _print_interrupted(result.distill)
         raise typer.Exit(130)

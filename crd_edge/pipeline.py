@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from crd_edge.artifacts import target_of
+from crd_edge.artifacts import find_artifacts, target_of
 from crd_edge.errors import UserError
 
 # The teacher is exported (among the student's targets) only where it can run here, at the
@@ -28,7 +28,12 @@ class PipelineResult:
 
 
 def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teacher: bool = True,
-                 runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print) -> PipelineResult:
+                 runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print,
+                 progress=None) -> PipelineResult:
+    """Distil, export, export the teacher, bench, report. ``progress(total, description)``: a
+    context yielding ``advance(note=...)`` for the export and bench stages (distillation draws
+    its own bar)."""
+    from crd_edge._progress import progress_bar
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import bench as run_bench
     from crd_edge.export import plan
@@ -46,9 +51,12 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     if result.interrupted or result.checkpoint is None:
         return PipelineResult(result.run_dir, result)
     out = PipelineResult(result.run_dir, result)
-    for item in export(result.checkpoint, targets):
-        out.exports.append(item)
-        log(f"{item.label}: {item.status}")
+    stage = progress or (lambda total, what: progress_bar(total, what, enabled=False))
+    with stage(len(plan(targets, None)), "export") as advance:
+        for item in export(result.checkpoint, targets):
+            out.exports.append(item)
+            log(f"{item.label}: {item.status}")
+            advance(note=item.label)
     sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(out.exports)]
     if (result.run_dir / "export" / COMPARISON_NAME).is_file():
         sections += ["", "One held-out photo through each artifact (input | torch fp32 | each precision):", "",
@@ -75,9 +83,13 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
             compare = [str(folder)]
     if bench:
         bench_dir = result.run_dir / "bench"
-        for r in run_bench([str(result.checkpoint.parent / "export")], compare=compare, runs=runs,
-                           max_seconds=max_seconds, out_dir=bench_dir, require_runnable=False):
-            log(f"bench {r['artifact']['name']}: {r['status']}")
+        sources = [str(result.checkpoint.parent / "export")]
+        total = len(find_artifacts(sources[0])) + sum(len(find_artifacts(c, "teacher")) for c in compare)
+        with stage(total, "bench") as advance:
+            for r in run_bench(sources, compare=compare, runs=runs, max_seconds=max_seconds, out_dir=bench_dir,
+                               require_runnable=False):
+                log(f"bench {r['artifact']['name']}: {r['status']}")
+                advance(note=r["artifact"]["name"])
         written = write_report([bench_dir / "results.jsonl"], bench_dir)
         out.bench_report, plots = written["report"], written["plots"]
         report_dir = out.bench_report.parent.relative_to(result.run_dir)
