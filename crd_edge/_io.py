@@ -30,6 +30,15 @@ class DiskFullError(UserError):
         super().__init__(f"no space left in {folder} ({free:,} bytes free{need}): free some space or "
                          "choose another folder, then run the command again")
 
+    def __reduce__(self):  # crosses process boundaries (export's converter child) as its message
+        return _disk_full_from_message, (str(self),)
+
+
+def _disk_full_from_message(message: str) -> DiskFullError:
+    error = DiskFullError.__new__(DiskFullError)
+    UserError.__init__(error, message)
+    return error
+
 
 def is_nearly_full(folder: Path) -> bool:
     """Whether ``folder``'s file system has (almost) no space left: the likely cause of a
@@ -54,7 +63,7 @@ def save_figure(fig, path: Path, dpi: int = 100) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")  # format given below: the suffix need not say png
     fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     tmp.replace(path)

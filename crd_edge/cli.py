@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -210,8 +209,8 @@ def bench(
     sources: List[str] = typer.Argument(..., help="Export folder or manifest.json, artifact files, or checkpoints."),
     device: List[str] = typer.Option(["local"], help="local | adb:SERIAL | ssh:[USER@]HOST[:PORT] (repeatable)."),
     compare: List[str] = typer.Option([], help="The teacher's exports (folder, manifest or artifact), same table."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: this machine's cores; "
-                                                            "stated in the report)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: this machine's cores "
+                                                            "locally, 4 on adb/ssh devices; stated in the report)."),
     warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
     runs: int = typer.Option(50, min=1, help="Timed calls (at most; see --max-seconds)."),
     max_seconds: float = typer.Option(10.0, min=0.1, help="Stop timing an artifact after this long (>= 5 runs)."),
@@ -237,7 +236,7 @@ def bench(
     total = sum(len(find_artifacts(s)) for s in [*sources, *(compare or [])]) * len(device or ["local"])
     with progress_bar(total, "bench") as advance:
         options = RunnerOptions(delegate, benchmark_binary, ov_device, tuple(ort_provider))
-        for r in run_bench(sources, devices=device, compare=compare, threads=threads or os.cpu_count() or 1,
+        for r in run_bench(sources, devices=device, compare=compare, threads=threads,
                            warmup=warmup, runs=runs, max_seconds=max_seconds, out_dir=out_dir,
                            roofline=not no_roofline, options=options):
             results.append(r)

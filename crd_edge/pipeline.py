@@ -48,7 +48,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     teacher_targets = [t for t in TEACHER_TARGETS if t in targets or "all" in targets]
 
     result = distill(config)
-    if result.interrupted or result.checkpoint is None:
+    if result.interrupted:
         return PipelineResult(result.run_dir, result)
     out = PipelineResult(result.run_dir, result)
     stage = progress or (lambda total, what: progress_bar(total, what, enabled=False))

@@ -125,6 +125,14 @@ def test_interrupt_inside_a_step_resumes_to_an_uninterrupted_run(run_cli, tiny_t
         assert torch.equal(p, q), name
 
 
+def test_a_cut_before_the_first_checkpoint_leaves_no_run_folder(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        _send_after_optimizer_step(patch, 1, ("SIGINT", "SIGINT"))
+        code, _, message = run_cli(*tiny_args(tmp_path, "early", tiny_teacher, steps=8))
+    assert code == 130 and "nothing was saved" in message
+    assert not (tmp_path / "early").exists()  # nothing to resume: no half run for the next name to dodge
+
+
 def test_resume_survives_a_torn_metrics_line_a_damaged_cache_and_stale_temporaries(run_cli, tiny_teacher, tmp_path):
     code, _, err = run_cli(*tiny_args(tmp_path, "run", tiny_teacher, steps=3))
     assert code == 0, err

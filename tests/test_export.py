@@ -256,11 +256,15 @@ def test_what_a_killed_export_left_is_removed_by_the_next(run_cli, tmp_path):
     out = tmp_path / "exp"
     out.mkdir()
     (out / ".partial-student_64_fp16.onnx").write_bytes(b"half")
-    (out / ".replaced-student_64_fp32.openvino").mkdir()
     (out / ".manifest.json.x1y2.tmp").write_text("{")
+    (out / "teacher_64_fp32.onnx").write_bytes(b"the new one")  # its commit finished...
+    (out / ".replaced-teacher_64_fp32.onnx").write_bytes(b"the old one")  # ...before the old copy was removed
+    (out / ".replaced-other_fp32.onnx").write_bytes(b"only copy")  # killed between the two renames
     code, _, err = run_cli("export", tmp_path / "c.pt", "--out", out)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "student_64_fp32.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "manifest.json", "other_fp32.onnx",
+                                                     "student_64_fp32.onnx", "teacher_64_fp32.onnx"]
+    assert (out / "other_fp32.onnx").read_bytes() == b"only copy"  # put back, never deleted
 
 
 def test_every_artifact_carries_its_contract_without_the_manifest(run_cli, tmp_path):

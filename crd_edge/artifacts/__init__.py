@@ -210,8 +210,15 @@ class ArtifactWriter:
         self.out_dir, self.force = Path(out_dir), force
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.out_dir / "manifest.json"
-        # What a killed export left behind (one export writes a folder at a time).
-        for stale in [*self.out_dir.glob(".partial-*"), *self.out_dir.glob(".replaced-*")]:
+        # What a killed export left behind (one export writes a folder at a time). An artifact
+        # moved aside by a commit that was killed before the new one took its place goes back.
+        for aside in self.out_dir.glob(".replaced-*"):
+            final = self.out_dir / aside.name.removeprefix(".replaced-")
+            if final.exists():
+                remove(aside)
+            else:
+                os.replace(aside, final)
+        for stale in self.out_dir.glob(".partial-*"):
             remove(stale)
         remove_stale_temporaries(self.out_dir)
 

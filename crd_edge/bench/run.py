@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def _onnx_counts(path: str, mtime_ns: int, size: tuple[int, int]) -> tuple:
 
 
 OV_DEVICES = ("CPU", "GPU", "NPU", "AUTO")              # OpenVINO's device names
+REMOTE_THREADS = 4  # a phone's or board's big cores, when --threads is not given
 
 
 @dataclass(frozen=True)
@@ -144,13 +146,14 @@ def skip_reason(kind: str, item: Artifact) -> str | None:
 
 
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
-          threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
+          threads: int | None = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
           out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True,
           options: RunnerOptions = RunnerOptions()) -> Iterator[dict]:
     """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each
     result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
     ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
-    is written, unless ``require_runnable`` is off (the pipeline reports the skips instead)."""
+    is written, unless ``require_runnable`` is off (the pipeline reports the skips instead).
+    ``threads=None``: this machine's cores locally, 4 on a phone or remote host."""
     from crd_edge.bench.results import append_result
     items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
@@ -163,6 +166,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
             raise UserError(f"--device {device}: none of the {len(items)} artifacts can run there ({reasons[0]}); "
                             "pass artifacts it runs, or another --device")
     for device, (kind, run) in runners.items():
+        device_threads = threads or ((os.cpu_count() or 1) if kind == "local" else REMOTE_THREADS)
         first, unreachable = True, None
         for item in items:
             base = {"schema": 1, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -175,7 +179,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
             else:
                 try:
                     # The roofline is measured once per device and run (first artifact), same threads.
-                    measured = run(item.path, threads, warmup, runs, max_seconds, roofline and first, item)
+                    measured = run(item.path, device_threads, warmup, runs, max_seconds, roofline and first, item)
                     first = first and "matmul" not in measured
                     size = measured.get("input_size") or item.input_hw
                     result = {**base, "status": "measured", **measured, "input_size": list(size) if size else None,

@@ -398,11 +398,11 @@ def _extract_zip(archive: Path, into: Path, limit: int) -> None:
 
 
 def _extract_tar(archive: Path, into: Path, limit: int) -> None:
-    """Member by member, in one pass over the (possibly multi-GB) gzip stream: each name checked
-    by the same rule as a zip's (an absolute name is refused, not stripped), the running totals
-    against the limits, then the "data" filter (links pointing outside, device files, odd
-    permissions). Whatever was written before a refusal is in a temporary folder that the
-    caller deletes."""
+    """Member by member, in one pass over the (possibly multi-GB) gzip stream, by the same rules
+    as a zip: the running totals against the limits, the name (an absolute one is refused, not
+    stripped), and no links or special files at all (the data sets hold plain files). The "data"
+    filter then also normalises permissions. Whatever was written before a refusal is in a
+    temporary folder that the caller deletes."""
     root = into.resolve()
     with tarfile.open(archive, "r:gz") as tf:
         members = expanded = 0

@@ -53,7 +53,9 @@ BAD_IMAGE_REASONS: tuple[str, ...] = (
 #: a file is rejected as ``too_large``.
 MAX_PIXELS = 16_777_216  # 4096 x 4096
 
-#: How many bytes of large decoded images an ``ImageFiles`` keeps (the rest are read again).
+#: How many bytes of large decoded images an ``ImageFiles`` keeps, in each process that reads
+#: it (a DataLoader worker starts empty); the rest are read again. Arrays only: a reader that
+#: returns pairs keeps nothing.
 KEEP_BYTES = 512 * 1024 * 1024
 
 # Half-written files must be rejected, not silently padded with grey: this module relies on
@@ -301,9 +303,12 @@ class ImageFiles(Generic[T]):
                 self._kept_bytes += nbytes
         return image
 
-    def __getstate__(self) -> dict:  # DataLoader workers get a copy: a lock does not pickle
+    def __getstate__(self) -> dict:
+        """DataLoader workers get a copy: without the lock (it does not pickle) and without the
+        kept images (each worker would hold its own copy of up to KEEP_BYTES)."""
         state = dict(self.__dict__)
         del state["_keep_lock"]
+        state["_kept"], state["_kept_bytes"] = {}, 0
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -90,11 +90,15 @@ class _BoundedServer(ThreadingHTTPServer):
         self._waiting: dict[socket.socket, float] = {}  # connection -> deadline for its request
         self._lock = threading.Lock()
         self._closing = threading.Event()  # before binding: a failed bind calls server_close()
+        self._reaper: threading.Thread | None = None
         super().__init__(address, handler)
-        threading.Thread(target=self._reap, name="crd-edge-mjpeg-reaper", daemon=True).start()
+        self._reaper = threading.Thread(target=self._reap, name="crd-edge-mjpeg-reaper", daemon=True)
+        self._reaper.start()
 
     def server_close(self) -> None:
         self._closing.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=1.0)
         super().server_close()
 
     def process_request(self, request, client_address) -> None:

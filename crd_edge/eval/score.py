@@ -217,11 +217,13 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     figures = _pixel_figures(rows, vgg)
     if net is not None:
         from crd_edge.eval import cache
+        if len(model_feats) < 2:  # before anything is cached
+            raise UserError(f"FID/KID need at least 2 images, {source.description} gave {len(model_feats)}")
         if ref_stats is None:  # a teacher reference, gathered in step 3
             ref_stats = cache.store(ref_parts, np.concatenate(teacher_feats), cache_dir)
         against = "teacher outputs" if is_teacher_ref else ref_source.description
         figures.update(_feature_figures(net, model_feats, ref_stats, ref_info, wanted, against, fid_method,
-                                        kid_subsets, kid_subset_size, notes, source.description))
+                                        kid_subsets, kid_subset_size, notes))
     result = {
         "model": loaded.identity,
         "data": {"source": source.description, "images": len(rows), "skipped": dict(source.skipped)},
@@ -372,15 +374,12 @@ def _pixel_figures(rows: list[dict[str, Any]], vgg) -> dict[str, Any]:
 
 
 def _feature_figures(net, model_feats: list[np.ndarray], ref_stats: dict, ref_info, wanted: list[str], against: str,
-                     fid_method: str, kid_subsets: int, kid_subset_size: int, notes: list[str],
-                     description: str) -> dict[str, Any]:
+                     fid_method: str, kid_subsets: int, kid_subset_size: int, notes: list[str]) -> dict[str, Any]:
     """FID and KID of the model's features against the reference statistics (appends caveats to ``notes``)."""
     from crd_edge.eval.fid import fid_against_stats, kid
     from crd_edge.eval.inception import FEATURE_DIM, public_identity
 
     n = len(model_feats)
-    if n < 2:
-        raise UserError(f"FID/KID need at least 2 images, {description} gave {n}")
     feats = np.concatenate(model_feats)
     n_ref = len(ref_stats["features"])
     identity = public_identity(net.identity)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -66,8 +67,15 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
                 raise
             reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             yield ExportResult(target, precision, "error", reason)
-    # One held-out photo through every artifact that runs here (comparison.png beside them).
-    write_comparison(done, images[:1].numpy(), reference[:1], out_dir / COMPARISON_NAME)
+    # One held-out photo through every artifact that runs here (comparison.png beside them): an
+    # illustration, so a failure to draw it is a warning, never a failed export.
+    picture = out_dir / COMPARISON_NAME
+    try:
+        if write_comparison(done, images[:1].numpy(), reference[:1], picture) is None:
+            picture.unlink(missing_ok=True)  # not an older export's picture beside these artifacts
+    except Exception as exc:  # noqa: BLE001
+        picture.unlink(missing_ok=True)
+        warnings.warn(f"{picture}: not drawn ({type(exc).__name__}: {str(exc)[:120]})", stacklevel=1)
 
 
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:

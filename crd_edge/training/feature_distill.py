@@ -29,7 +29,7 @@ POINTS = ("encoder", "middle", "decoder")
 def point_indices(module: nn.Module) -> dict[str, int]:
     """Index in ``module.model`` (a Sequential) of each point's output."""
     layers = getattr(module, "model", None)
-    if not isinstance(layers, nn.Sequential):
+    if not isinstance(layers, nn.Sequential):  # (a TorchScript teacher's is a ScriptModule: opaque here)
         raise UserError("loss.distill_features needs a ResNet generator (a .model layer sequence) "
                         f"on both sides; {type(module).__name__} has none")
     blocks = [i for i, layer in enumerate(layers) if type(layer).__name__ == "ResidualBlock"]
@@ -64,9 +64,12 @@ class FeatureDistiller(nn.Module):
         self.teacher_layers = tuple(teacher.model[:max(self.t_index.values()) + 1])
         self._captured: dict[str, torch.Tensor] = {}
         self._hooks = [student.model[i].register_forward_hook(self._capture(p)) for p, i in self.s_index.items()]
+        was_training = student.training
+        student.eval()  # the probe must not touch any running statistics
         with torch.no_grad():  # channel counts from one small forward pass of each
             student(probe)
             t_feats = self.teacher_features(probe)
+        student.train(was_training)
         self.adapters = nn.ModuleDict({p: nn.Conv2d(self._captured[p].shape[1], t_feats[p].shape[1], 1)
                                        for p in points}).to(probe.device)
         self._captured.clear()
@@ -94,5 +97,8 @@ class FeatureDistiller(nn.Module):
         return self.weight * total / len(self.points)
 
     def remove(self) -> None:
+        """Take the hooks off the student (training is over) and drop what they held."""
         for hook in self._hooks:
             hook.remove()
+        self._hooks = []
+        self._captured.clear()

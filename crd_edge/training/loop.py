@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from crd_edge.runtime.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
 from crd_edge.imaging import tensor_from_uint8
-from crd_edge.training.curves import plot_curve, plot_losses
+from crd_edge.training.curves import NOT_LOSSES, plot_curve, plot_losses
 from crd_edge.training.feature_distill import FeatureDistiller, parse_points
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
@@ -226,8 +227,6 @@ class _Run:
         if use_gan and self.conditional and cfg.data.color_jitter > 0:
             raise UserError("data.color_jitter would break the conditional discriminator's real pairs: "
                             "set loss.gan=0 or data.color_jitter=0")
-        if cfg.teacher.cache == "full" and cfg.data.color_jitter > 0 and views is None and not self.online:
-            raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
         self.gan_mode = cfg.loss.gan_mode if views is not None else getattr(self.teacher, "gan_mode", "lsgan")
         self.gan_note = (
             f"on: {self.gan_mode}, a {cfg.loss.gan_d} PatchGAN (ndf {cfg.loss.d_ndf}) learns teacher outputs (real) "
@@ -240,6 +239,8 @@ class _Run:
         dc, teacher_cfg = self.cfg.data, self.cfg.teacher
         if self.views is not None or teacher_cfg.mode != "offline":
             return None
+        if teacher_cfg.cache == "full" and dc.color_jitter > 0:
+            raise UserError("teacher.cache=full cannot be combined with data.color_jitter; use exact or off")
         # Views repeat with no random crop (an image and its mirror) or with a fixed cycle of K
         # augmentations per image: then the exact cache runs the teacher at most 2 or K times an image.
         views_repeat = dc.augment_views > 0 or (dc.load_size == dc.size and dc.color_jitter == 0)
@@ -255,13 +256,14 @@ class _Run:
         module = getattr(self.teacher, "module", None)
         if self.online or module is None:
             raise UserError("loss.distill_features reads the teacher's activations: it needs a white-box teacher "
-                            "(a state dict, a crd-edge checkpoint, TorchScript or vintagify), not an ONNX one; "
+                            "(a state dict, a crd-edge checkpoint or vintagify), not an ONNX one; "
                             "set loss.distill_features=0")
         probe = torch.zeros(1, 3, self.cfg.data.size, self.cfg.data.size, device=self.device)
         return FeatureDistiller(self.student, module, parse_points(loss.distill_points), loss.distill_features, probe)
 
     # -- The run folder, the checkpoint and resuming ---------------------------------------------
     def open_dir(self, existing: Path | None) -> None:
+        self.created_dir = existing is None
         if existing is not None:
             self.run_dir = existing
             if self.dist.is_main:
@@ -453,6 +455,8 @@ class _Run:
         # Clipping: a student without normalisation layers can take one oversized step at a high
         # LR and saturate its tanh for good (seen once in the built-in job: held-out 3.7 dB).
         # The norm is logged either way.
+        if self.features is not None:
+            D.average_gradients(self.features.adapters.parameters(), self.dist)  # not DDP-wrapped
         self.scaler.unscale_(self.opt)
         clip = self.cfg.optim.grad_clip
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
@@ -510,14 +514,21 @@ class _Run:
                        self.device)
 
     def abandon(self) -> None:
-        """After a cut (see ``train``): stop the background work, write nothing."""
+        """After a cut (see ``train``): stop the background work, write nothing; a run folder
+        this run created and never checkpointed is removed (nothing in it can be resumed)."""
         if self.views is not None:
             self.views.bank.stop()
+        if self.features is not None:
+            self.features.remove()
+        if self.created_dir and self.saved_step is None and self.dist.is_main:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def finish(self, interrupted: bool) -> dict:
         """Score on held-out data (unless interrupted), save the checkpoint, write the report."""
         if self.saved_step != self.step:
             self.save()  # before the scoring (minutes): a Ctrl-C there must not lose the last steps
+        if self.features is not None:
+            self.features.remove()  # scoring runs the student: no more activations to keep
         heldout = None
         if self.heldout_x is not None and not interrupted:
             if self.heldout_t is None:
@@ -555,7 +566,7 @@ class _Run:
             cache_note = (CACHE_NOTES[cfg.teacher.cache].format(load=dc.load_size)
                           + f"; {self.cache.teacher_calls} teacher passes this session"
                           if self.cache is not None else "teacher run on every batch (no cache)")
-        not_terms = ("step", "epoch", "lr", "images_per_s", "loss", "grad_norm")
+        not_terms = (*NOT_LOSSES, "loss")
         return {
             "run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total, "interrupted": interrupted,
             "teacher": self.teacher.identity, "device": str(self.device), "batch_size": dc.batch_size,

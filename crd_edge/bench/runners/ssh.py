@@ -132,12 +132,16 @@ class _Ssh:
         self.ssh_base = ["ssh", *(["-p"] + port if port else []), *common]
         self.scp_base = ["scp", *(["-P"] + port if port else []), *common]
 
-    def _call(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    def _call(self, argv: list[str], timeout: float, first_contact: bool = False) -> subprocess.CompletedProcess:
+        """Run one ssh/scp line. Failures that say the host cannot be reached (the first contact
+        timing out; ssh's own connection, login and host-key errors) raise DeviceUnreachable;
+        a slow copy or measurement is that artifact's UserError."""
         host = self.target.host
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise DeviceUnreachable(f"{argv[0]} {host} timed out after {timeout:g}s") from None
+            error = DeviceUnreachable if first_contact else UserError
+            raise error(f"{argv[0]} {host} timed out after {timeout:g}s") from None
         except FileNotFoundError:
             raise UserError(f"{argv[0]} not found on this machine: install OpenSSH's client "
                             f"(Debian/Ubuntu: apt-get install openssh-client)") from None
@@ -150,17 +154,21 @@ class _Ssh:
                 hint = f" (BatchMode is on: `ssh {self._manual()}` must log in with a key, without a prompt)"
             elif "host key verification failed" in line.lower():
                 hint = f" (connect once with `ssh {self._manual()}` to accept its host key)"
-            # ssh's 255 is its own failure (connection, login, host key), never the remote command's.
-            raise DeviceUnreachable(f"{argv[0]} {self.target.destination}: {line}{hint}")
+            # 255 is ssh's own failure (connection, login, host key) unless the remote command
+            # itself exited 255, which the harness and trtexec do not: the words decide.
+            reached = not any(w in line.lower() for w in ("connect", "permission denied", "host key", "resolve"))
+            error = UserError if reached and not first_contact else DeviceUnreachable
+            raise error(f"{argv[0]} {self.target.destination}: {line}{hint}")
         return proc
 
     def _manual(self) -> str:
         return shlex.join([*(["-p", str(self.target.port)] if self.target.port is not None else []),
                            self.target.destination])
 
-    def ssh(self, remote_command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def ssh(self, remote_command: str, timeout: float | None = None,
+            first_contact: bool = False) -> subprocess.CompletedProcess:
         return self._call([*self.ssh_base, self.target.destination, "--", remote_command],
-                          self.timeout if timeout is None else timeout)
+                          self.timeout if timeout is None else timeout, first_contact)
 
     def scp_to(self, local: Path, remote_path: str) -> subprocess.CompletedProcess:
         recursive = ["-r"] if local.is_dir() else []
@@ -215,7 +223,8 @@ def run_ssh(target: SshTarget, artifact: Path, *, threads: int = 2, warmup: int 
     host = target.host
     conn = _Ssh(target, identity, list(ssh_options), connect_timeout, timeout)
 
-    probe = conn.ssh(_sh(_PROBE, remote_python, JETSON_TRTEXEC), timeout=min(timeout, connect_timeout + PROBE_SECONDS))
+    probe = conn.ssh(_sh(_PROBE, remote_python, JETSON_TRTEXEC), timeout=min(timeout, connect_timeout + PROBE_SECONDS),
+                     first_contact=True)
     info = _parse_probe(probe.stdout)
     tmp = info.get("tmp", "")
     if not _REMOTE_TMP_RE.fullmatch(tmp) or ".." in tmp:
