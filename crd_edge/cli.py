@@ -38,7 +38,7 @@ def _show_markdown(text: str) -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        from crd_edge import __version__
+        from crd_edge._version import __version__
         typer.echo(f"crd-edge {__version__}")
         raise typer.Exit()
 
