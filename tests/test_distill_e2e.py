@@ -84,6 +84,16 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(run_cli, tiny_teac
         assert torch.equal(p, q), name
 
 
+def _resume_and_compare(run_cli, run, reference) -> None:
+    """Resume ``run`` to its end; its weights must equal the uninterrupted ``reference`` run's."""
+    code, _, err = run_cli("distill", "--resume", run, "--quiet")
+    assert code == 0, err
+    a, _ = load_student(reference / "checkpoint.pt")
+    b, _ = load_student(run / "checkpoint.pt")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
 def _send_after_optimizer_step(monkeypatch, n: int, signals: tuple[str, ...]) -> None:
     """Deliver ``signals`` to this process right after the student optimiser's ``n``-th update,
     i.e. between the weights changing and the step counter moving on."""
@@ -117,12 +127,7 @@ def test_interrupt_inside_a_step_resumes_to_an_uninterrupted_run(run_cli, tiny_t
     assert code == 130
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == saved_step
     assert f"the checkpoint holds step {saved_step}; resume with" in message
-    code, _, err = run_cli("distill", "--resume", tmp_path / "cut", "--quiet")
-    assert code == 0, err
-    a, _ = load_student(tmp_path / "straight" / "checkpoint.pt")
-    b, _ = load_student(tmp_path / "cut" / "checkpoint.pt")
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
+    _resume_and_compare(run_cli, tmp_path / "cut", tmp_path / "straight")
 
 
 def test_a_cut_before_the_first_checkpoint_leaves_no_run_folder(run_cli, tiny_teacher, tmp_path, monkeypatch):
@@ -309,9 +314,4 @@ def test_a_ctrl_c_during_the_checkpoint_write_leaves_a_consistent_run(run_cli, t
         code, _, message = run_cli(*tiny_args(tmp_path, "cut", tiny_teacher, steps=8))
     assert code == 130 and "the checkpoint holds step 3" in message
     assert not list((tmp_path / "cut").glob(".*.tmp"))
-    code, _, err = run_cli("distill", "--resume", tmp_path / "cut", "--quiet")
-    assert code == 0, err
-    a, _ = load_student(tmp_path / "straight" / "checkpoint.pt")
-    b, _ = load_student(tmp_path / "cut" / "checkpoint.pt")
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
+    _resume_and_compare(run_cli, tmp_path / "cut", tmp_path / "straight")
