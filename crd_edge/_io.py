@@ -70,6 +70,21 @@ def save_figure(fig, path: Path, dpi: int = 100) -> Path:
     return path
 
 
+def save_png(image, path: str | Path) -> Path:
+    """Write a uint8 HxWx3 array as PNG atomically (grids and side-by-side pictures)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.replace(path)
+    except BaseException as exc:
+        _give_up(tmp, exc, None)
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it into place: a reader or a
     crash never sees half a file."""

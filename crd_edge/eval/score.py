@@ -245,16 +245,12 @@ EXAMPLES = 8
 
 def write_report_folder(out_dir: Path, result: dict[str, Any], examples: list[list[np.ndarray]]) -> Path:
     """report.md (embedding side_by_side.png: input | model [| teacher] per row), report.json."""
-    from PIL import Image
-
-    from crd_edge._io import atomic_write_text, write_json
+    from crd_edge._io import atomic_write_text, save_png, write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = "input | model | teacher" if examples and len(examples[0]) == 3 else "input | model"
-    picture = out_dir / "side_by_side.png"
-    tmp = picture.with_name(f".{picture.name}.tmp")
-    Image.fromarray(np.concatenate([np.concatenate(row, axis=1) for row in examples], axis=0)).save(tmp, format="PNG")
-    tmp.replace(picture)
+    picture = save_png(np.concatenate([np.concatenate(row, axis=1) for row in examples], axis=0),
+                       out_dir / "side_by_side.png")
     keys = [k for k in ("psnr", "psnr_input", "ssim", "vgg_dist") if k in result["per_image"][0]]
     per_image = ["| image | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     per_image += [f"| {r['image']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |" for r in result["per_image"]]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from crd_edge._io import save_png
 from crd_edge.imaging import psnr_tensor, tensor_to_uint8
 
 
@@ -15,11 +15,7 @@ def save_grid(path: str | Path, columns: list[torch.Tensor]) -> None:
     """One row per image, one column per tensor (each NCHW [-1, 1]), e.g. input | teacher | student."""
     rows = [np.concatenate([tensor_to_uint8(col[i]) for col in columns], axis=1)
             for i in range(columns[0].shape[0])]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
-    tmp.replace(path)
+    save_png(np.concatenate(rows, axis=0), path)
 
 
 @torch.no_grad()
