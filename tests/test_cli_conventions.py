@@ -1,5 +1,8 @@
 """Conventions every command shares: -h, --version, --debug before or after the command."""
 
+import subprocess
+import sys
+
 import pytest
 
 import crd_edge
@@ -14,6 +17,13 @@ def test_short_help_everywhere(run_cli, args):
 def test_version(run_cli):
     code, out, _ = run_cli("--version")
     assert code == 0 and out.strip() == f"crd-edge {crd_edge.__version__}"
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    # For a Python whose scripts folder is not on PATH (a container's system Python).
+    done = subprocess.run([sys.executable, "-m", "crd_edge", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"crd-edge {crd_edge.__version__}"
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -403,7 +403,7 @@ class _Run:
                 for k, v in self.teacher.train_step(batch).items():
                     meter.add(k, v)
             if not self.teacher.student_trains(self.step, self.steps_per_epoch):
-                self.sched.step()
+                self._step_schedule()
                 return
         view = aug_epoch if dc.augment_views else 0  # cache key: which cycled augmentation
         with torch.no_grad():
@@ -411,7 +411,16 @@ class _Run:
                       self.cache.targets(batch, dc.size, x, view) if self.cache is not None else self.teacher(x))
         out = self._discriminator_step(x, target, batch)
         self._student_step(x, target, out)
-        self.sched.step()
+        self._step_schedule()
+
+    def _step_schedule(self) -> None:
+        # The schedule counts training steps, not optimiser updates. With mixed precision the
+        # GradScaler skips the update of a step whose gradients overflowed (the first steps, while
+        # it finds its scale), and torch then warns that the scheduler stepped first: intended
+        # here, so that one warning is silenced.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.sched.step()
 
     def _discriminator_step(self, x: torch.Tensor, target: torch.Tensor, batch: dict) -> torch.Tensor | None:
         """Update the D this run trains, if any; returns the student's output when it was needed
