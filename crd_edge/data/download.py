@@ -40,7 +40,8 @@ from typing import IO
 from crd_edge.errors import UserError
 
 __all__ = ["DATASETS", "DEFAULT_MIRROR", "MIRROR_ENV", "DownloadResult", "RemoteDataset",
-           "download_dataset", "find_dataset", "render_list", "resolve_mirror"]
+           "check_complete", "download_dataset", "fetch", "find_dataset", "open_url", "render_list",
+           "resolve_mirror"]
 
 DEFAULT_MIRROR = "https://efrosgans.eecs.berkeley.edu"
 MIRROR_ENV = "CRD_EDGE_DATA_MIRROR"
@@ -223,12 +224,16 @@ class _RangeNotSatisfiable(Exception):
         self.total = total
 
 
-def _unreachable(url: str, reason: object) -> UserError:
-    return UserError(f"cannot reach {url} ({reason}): check the network or --mirror, or download "
-                     "the archive yourself, extract it and pass the folder to distill --data")
+# What a failed data-set download suggests; other downloads (assets) pass their own.
+DATASET_ADVICE = ("check the network or --mirror, or download the archive yourself, extract it and pass "
+                  "the folder to distill --data")
 
 
-def _open(url: str, start: int):
+def _unreachable(url: str, reason: object, advice: str) -> UserError:
+    return UserError(f"cannot reach {url} ({reason}): {advice}")
+
+
+def open_url(url: str, start: int, advice: str = DATASET_ADVICE):
     """GET ``url`` from byte ``start``; HTTP and network failures become ``UserError``."""
     headers = {"User-Agent": "crd-edge", "Accept-Encoding": "identity"}
     if start:
@@ -241,14 +246,12 @@ def _open(url: str, start: int):
         if e.code == 416 and start:
             raise _RangeNotSatisfiable(_content_range(e.headers.get("Content-Range"))[1]) from None
         if e.code == 404:
-            raise UserError(f"not found (HTTP 404): {url}: the server or --mirror does not have "
-                            "this data set") from None
-        raise UserError(f"HTTP {e.code} {e.reason} from {url}: try again later, or download it "
-                        "yourself and pass the folder to distill --data") from None
+            raise UserError(f"not found (HTTP 404): {url}: {advice}") from None
+        raise UserError(f"HTTP {e.code} {e.reason} from {url}: try again later; {advice}") from None
     except urllib.error.URLError as e:
-        raise _unreachable(url, e.reason) from None
+        raise _unreachable(url, e.reason, advice) from None
     except (OSError, ValueError, http.client.HTTPException) as e:  # timeout, reset, bad URL
-        raise _unreachable(url, e) from None
+        raise _unreachable(url, e, advice) from None
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:
@@ -296,16 +299,18 @@ def _stream(response, out: IO[bytes], advance) -> int:
         advance(len(chunk))
 
 
-def _fetch(url: str, part: Path, label: str, approx_total: int | None, quiet: bool) -> _Transfer:
-    """Download ``url`` into ``part``, resuming what is already there when the server allows."""
+def fetch(url: str, part: Path, label: str, approx_total: int | None, quiet: bool,
+          advice: str = DATASET_ADVICE) -> _Transfer:
+    """Download ``url`` into ``part``, resuming what is already there when the server allows.
+    ``advice`` ends every error message (what the user can do instead)."""
     start = part.stat().st_size if part.is_file() else 0
     try:
-        response = _open(url, start)
+        response = open_url(url, start, advice)
     except _RangeNotSatisfiable as e:
         if e.total == start:
             return _Transfer(0, start, start)  # the earlier attempt had got every byte
         part.unlink()  # the .part is longer than the file now on the server: start over
-        start, response = 0, _open(url, 0)
+        start, response = 0, open_url(url, 0, advice)
     with response:
         first, total = _content_range(response.headers.get("Content-Range"))
         if start and response.status == 206 and first == start:
@@ -329,8 +334,8 @@ def _fetch(url: str, part: Path, label: str, approx_total: int | None, quiet: bo
     return transfer
 
 
-def _check_download(part: Path, url: str, transfer: _Transfer, dataset: RemoteDataset) -> int:
-    """Size against Content-Length (a short file can be resumed), then the sha256 if known."""
+def check_complete(part: Path, url: str, transfer: _Transfer) -> int:
+    """The size against Content-Length: a short file stays for a resume, a long one is removed."""
     size = part.stat().st_size
     if transfer.total is not None and size < transfer.total:
         raise UserError(f"download of {url} stopped at {_human(size)} of "
@@ -339,6 +344,12 @@ def _check_download(part: Path, url: str, transfer: _Transfer, dataset: RemoteDa
         part.unlink()
         raise UserError(f"{url} sent {size} bytes but announced {transfer.total}: removed "
                         f"{part.name}; run the command again to download it afresh")
+    return size
+
+
+def _check_download(part: Path, url: str, transfer: _Transfer, dataset: RemoteDataset) -> int:
+    """Size against Content-Length (a short file can be resumed), then the sha256 if known."""
+    size = check_complete(part, url, transfer)
     from crd_edge._io import file_sha256
     if dataset.sha256 and file_sha256(part) != dataset.sha256.lower():
         part.unlink()
@@ -500,7 +511,7 @@ def download_dataset(name: str, dest: str | Path = "data", mirror: str | None = 
         return result
 
     part = dest / f".{dataset.folder}.part"
-    transfer = _fetch(url, part, dataset.key, dataset.approx_bytes, quiet)
+    transfer = fetch(url, part, dataset.key, dataset.approx_bytes, quiet)
     result.downloaded_bytes, result.resumed_from = transfer.received, transfer.resumed_from
     result.archive_bytes = _check_download(part, url, transfer, dataset)
     if dataset.approx_bytes and not 0.5 < result.archive_bytes / dataset.approx_bytes < 2:

