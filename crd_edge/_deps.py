@@ -34,3 +34,13 @@ def import_cv2(needed_by: str = "the demo"):
         raise UserError(f"{needed_by} needs OpenCV: pip install 'crd-edge[demo]' "
                         "(opencv-python-headless; or opencv-python for a desktop window)") from None
     return cv2
+
+
+def import_onnxruntime(needed_by: str):
+    """onnxruntime (either build), or a one-line error naming the extras that provide it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(f"{needed_by} needs onnxruntime: pip install 'crd-edge[onnxruntime]' "
+                        "(or 'crd-edge[onnxruntime-gpu]' for CUDA; not both)") from None
+    return onnxruntime

@@ -19,7 +19,7 @@ EXTRAS="test,all"
 for arg in "$@"; do
   case "$arg" in
     --with-photos) WITH_PHOTOS=1 ;;
-    --minimal) EXTRAS="test" ;;
+    --minimal) EXTRAS="test,onnxruntime" ;;
     --test-tools) TEST_TOOLS=1 ;;
     *) echo "install.sh: unknown option $arg (known: --with-photos, --minimal, --test-tools)" >&2; exit 2 ;;
   esac

@@ -19,4 +19,33 @@ def test_torch_is_a_range_that_keeps_cuda_and_jetson_builds():
 
 def test_the_all_extra_installs_every_backend_that_installs_on_linux():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    assert set(Requirement(extras["all"][0]).extras) == {"tflite", "coreml", "openvino", "demo"}
+    assert set(Requirement(extras["all"][0]).extras) == {"onnxruntime", "tflite", "coreml", "openvino", "demo"}
+
+
+def _closure(extra: str) -> set[str]:
+    """The distributions an extra brings, following crd-edge[...] references."""
+    names = set()
+    for text in PYPROJECT["project"]["optional-dependencies"][extra]:
+        req = Requirement(text)
+        names |= set().union(*map(_closure, req.extras)) if req.name == "crd-edge" else {req.name}
+    return names
+
+
+def test_onnxruntime_cpu_and_gpu_builds_are_never_both_required():
+    # Both install the module `onnxruntime`: a GPU user must be able to have only the GPU build.
+    core = {Requirement(r).name for r in PYPROJECT["project"]["dependencies"]}
+    assert not core & {"onnxruntime", "onnxruntime-gpu"}
+    assert "onnxruntime" in _closure("all") and "onnxruntime-gpu" not in _closure("all")
+    assert "onnxruntime-gpu" in _closure("all-gpu") and "onnxruntime" not in _closure("all-gpu")
+
+
+def test_without_onnxruntime_the_error_names_the_extras(monkeypatch, tmp_path):
+    import sys
+
+    from crd_edge.errors import UserError
+    from crd_edge.runtime.onnxruntime_session import OnnxRuntimeSession
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(UserError, match=r"model.onnx: running .onnx files needs onnxruntime: pip install "
+                                        r"'crd-edge\[onnxruntime\]' \(or 'crd-edge\[onnxruntime-gpu\]'"):
+        OnnxRuntimeSession(tmp_path / "model.onnx")

@@ -65,6 +65,7 @@ from pathlib import Path
 
 from crd_edge.analysis.macs import MacsReport
 from crd_edge.analysis.memory import ActivationMemory
+from crd_edge._deps import import_onnxruntime
 from crd_edge.errors import UserError
 
 ALIAS_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
@@ -166,8 +167,9 @@ class _Graph:
         """The values of constant tensors, computed by onnxruntime on the constant sub-graph."""
         if not names:
             return {}
-        import onnxruntime as ort
         from onnx import helper
+
+        ort = import_onnxruntime("counting MACs of an ONNX file with computed shapes")
         used = {i for n in self.const_nodes for i in n.input}
         sub = helper.make_model(
             helper.make_graph(self.const_nodes, "constants", [], [helper.make_empty_tensor_value_info(n) for n in names],

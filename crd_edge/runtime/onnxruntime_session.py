@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crd_edge._deps import import_onnxruntime
 from crd_edge.errors import UserError
 
 
@@ -19,10 +20,7 @@ class OnnxRuntimeSession:
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
                  constants: dict[str, np.ndarray] | None = None, spinning: bool = True, what: str | None = None) -> None:
         what = what or str(path)
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError(f"{what}: running .onnx files needs onnxruntime: pip install onnxruntime") from None
+        ort = import_onnxruntime(f"{what}: running .onnx files")
         self.path = Path(path)
         self.constants = dict(constants or {})
         options = ort.SessionOptions()
