@@ -217,6 +217,8 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="Folder for results.jsonl and the report (default: bench/ beside the exports)."),
     merge: List[Path] = typer.Option([], help="Other results.jsonl files to merge into the report (other devices, runs)."),
     no_roofline: bool = typer.Option(False, "--no-roofline", help="Skip the matmul ceiling measurement."),
+    no_op_profile: bool = typer.Option(False, "--no-op-profile", help="Skip the time-per-op-type profile "
+                                                                      "(onnxruntime, OpenVINO)."),
     delegate: str = typer.Option("xnnpack", help="adb: LiteRT delegate, xnnpack | gpu | nnapi | cpu."),
     benchmark_binary: Optional[Path] = typer.Option(None, help="adb: a benchmark_model binary to push "
                                                                "(default: the one on the phone)."),
@@ -235,7 +237,7 @@ def bench(
     results = []
     total = sum(len(find_artifacts(s)) for s in [*sources, *(compare or [])]) * len(device or ["local"])
     with progress_bar(total, "bench") as advance:
-        options = RunnerOptions(delegate, benchmark_binary, ov_device, tuple(ort_provider))
+        options = RunnerOptions(delegate, benchmark_binary, ov_device, tuple(ort_provider), not no_op_profile)
         for r in run_bench(sources, devices=device, compare=compare, threads=threads,
                            warmup=warmup, runs=runs, max_seconds=max_seconds, out_dir=out_dir,
                            roofline=not no_roofline, options=options):

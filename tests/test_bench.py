@@ -74,6 +74,45 @@ def test_bench_measures_reports_and_compares(run_cli, exports, tmp_path):
     tables, *pictures = report.split("\n\n![")
     assert tables in stdout and "![" not in stdout  # the terminal gets the tables, the file the pictures too
     assert pictures == ["latency vs macs](latency_vs_macs.png)", "latency](latency.png)\n"]
+    # Where the time goes: onnxruntime's own profiler, by op type, shares of one whole.
+    ops = {o["op"]: o for o in s["ops"]}
+    assert {"Conv", "ConvTranspose"} <= set(ops) and all(o["where"] == "CPU" and o["ms"] > 0 for o in s["ops"])
+    assert ops["ConvTranspose"]["nodes"] == 2 and sum(o["share"] for o in s["ops"]) == pytest.approx(1)
+    assert "## Where the time goes (per op type)" in report
+    assert "| student_64_fp32.onnx | onnxruntime | Conv" in report.split("## Where the time goes")[1]
+
+
+def test_no_op_profile_skips_it(run_cli, exports, tmp_path):
+    code, _, err = run_cli("bench", exports / "export", "--runs", 3, "--max-seconds", 0.2, "--no-roofline",
+                           "--no-op-profile", "--out", tmp_path)
+    assert code == 0, err
+    (row,) = load_results([tmp_path / "results.jsonl"])
+    assert row["status"] == "measured" and "ops" not in row
+    assert "Where the time goes" not in (tmp_path / "report.md").read_text()
+
+
+def test_openvino_profile_names_its_kernels(exports):
+    ov = pytest.importorskip("openvino", reason="OpenVINO not installed (crd-edge[openvino])")
+    from crd_edge.runtime.openvino_session import OpenVINOSession
+    xml = exports / "ov" / "model.xml"
+    ov.save_model(ov.convert_model(str(next((exports / "export").glob("*.onnx")))), str(xml))
+    ops = OpenVINOSession(xml, threads=1).op_profile(np.zeros((1, 3, 64, 64), np.float32), runs=2)
+    assert ops and sum(o["share"] for o in ops) == pytest.approx(1)
+    assert any(o["op"] == "Convolution" for o in ops) and all(o["where"] for o in ops)  # e.g. jit_avx2_f32
+
+
+def test_the_report_names_ops_off_the_fast_path():
+    from crd_edge.bench.results import _op_profile_section
+
+    def row(runtime, ops):
+        return {"device": {"kind": "local", "name": "local"}, "artifact": {"name": "m"}, "runtime": runtime,
+                "ops": [{"op": op, "where": where, "ms": 1.0, "share": 0.5} for op, where in ops]}
+    text = "\n".join(_op_profile_section([
+        row("onnxruntime (CUDA)", [("Conv", "CUDA"), ("Resize", "CPU")]),
+        row("onnxruntime", [("Conv", "CPU"), ("Pad", "CPU")]),
+        row("openvino", [("Convolution", "brgconv_avx512_f32"), ("Pad", "ref_f32")])]))
+    lines = [line for line in text.splitlines() if line.startswith("| local")]
+    assert [line.rsplit("|", 2)[1].strip() for line in lines] == ["Resize", "-", "Pad"]
 
 
 def test_bench_a_checkpoint_in_torch_and_merge_reports(run_cli, exports, tmp_path):

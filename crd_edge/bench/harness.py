@@ -112,7 +112,7 @@ def _cpu_name() -> str:
 
 
 def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
-            roofline: bool = True, session_options: dict[str, dict] | None = None) -> dict:
+            roofline: bool = True, session_options: dict[str, dict] | None = None, op_profile: bool = True) -> dict:
     """Open ``path`` through the runtime layer and measure it (see the module docstring)."""
     from crd_edge.runtime.base import input_hw
     from crd_edge.runtime.model import open_model
@@ -139,6 +139,13 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
               "end_to_end_fps": 1e3 / (latency["p50"] + prepost["pre"]["p50"] + prepost["post"]["p50"]),
               "peak_rss_mb": peak_rss_mb(), "machine": machine(),
               "settings": {"warmup": warmup, "runs": runs, "max_seconds": max_seconds}}
+    if op_profile and hasattr(session, "op_profile"):
+        # After the timing, in a second session of the runtime's own profiler: the measured one
+        # stays unprofiled. A profiler failure costs the breakdown, never the measurement.
+        try:
+            result["ops"] = session.op_profile(x, runs=min(10, runs))
+        except Exception as exc:  # noqa: BLE001 - each runtime's profiler raises its own types
+            result["ops_note"] = f"no per-op profile: {str(exc).splitlines()[0][:160]}"
     if roofline:
         result["matmul"] = matmul_gflops(threads)
     return result
@@ -163,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--no-roofline", action="store_true")
+    parser.add_argument("--no-op-profile", action="store_true", help="Skip the per-op-type profile")
     parser.add_argument("--ov-device", default=None, help="OpenVINO device: CPU, GPU, NPU, AUTO")
     parser.add_argument("--ort-provider", action="append", default=None, help="onnxruntime execution provider")
     args = parser.parse_args(argv)
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from crd_edge.errors import UserError
     try:
         result = measure(args.path, args.threads, args.warmup, args.runs, args.max_seconds, not args.no_roofline,
-                         options)
+                         options, not args.no_op_profile)
     except UserError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2

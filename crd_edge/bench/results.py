@@ -100,6 +100,30 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _op_profile_section(rows: list[dict], top: int = 4) -> list[str]:
+    """Where each artifact's time goes, by op type, from the runtime's own profiler; and what
+    ran off the fast path: onnxruntime ops on the CPU provider while the session's first choice
+    is an accelerator, OpenVINO ops on a reference (ref_*) kernel."""
+    profiled = [r for r in rows if r.get("ops") or r.get("ops_note")]
+    if not profiled:
+        return []
+    lines = ["## Where the time goes (per op type)", "",
+             "| device | artifact | runtime | slowest op types: ms per inference (share) | off the fast path |",
+             "|---|---|---|---|---|"]
+    for r in profiled:
+        ops = r.get("ops") or []
+        slowest = ", ".join(f"{o['op']} {o['ms']:.2f} ({o['share']:.0%})" for o in ops[:top]) or r.get("ops_note", "-")
+        accelerated = "(" in (r.get("runtime") or "") and (r.get("runtime") or "").startswith("onnxruntime")
+        slow = sorted({o["op"] for o in ops if o["where"].startswith("ref")
+                       or (accelerated and o["where"] == "CPU")})
+        lines.append(f"| {device_name(r)} | {r['artifact']['name']} | {r.get('runtime')} | {slowest} | "
+                     f"{', '.join(slow) or '-'} |")
+    lines += ["", "From onnxruntime's profiler and OpenVINO's performance counters, in a second session after "
+              "the timing (10 inferences after one warm-up); results.jsonl holds every op type with its "
+              "kernel or execution provider.", ""]
+    return lines
+
+
 def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
     lines = ["# crd-edge benchmark report", ""]
     by_device: dict[str, list[dict]] = defaultdict(list)
@@ -135,6 +159,7 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
         lines += [f"| {s['device']} | {s['runtime']} | {s['precision']} | {s['teacher_p50_ms']:.1f} | "
                   f"{s['student_p50_ms']:.1f} | {s['speedup']:.1f}x | {_fmt(s['mac_ratio'], '.1f')}x |" for s in table]
         lines.append("")
+    lines += _op_profile_section(rows)
     if skipped:
         lines += ["## Not measured", ""]
         lines += [f"- {s['artifact']['name']} on {s['device_spec']}: {s['status']}: {s['reason']}" for s in skipped]

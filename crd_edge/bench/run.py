@@ -90,6 +90,7 @@ class RunnerOptions:
     benchmark_binary: Path | None = None
     ov_device: str | None = None
     ort_providers: tuple[str, ...] = ()
+    op_profile: bool = True  # local and ssh: time per op type from the runtime's own profiler
 
     def check(self, devices: list[str]) -> None:
         """One-line errors for unknown values, before anything runs."""
@@ -118,7 +119,7 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
         from crd_edge.bench.runners.local import run_local
         return "local", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_local(
             path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, roofline=roofline,
-            ov_device=options.ov_device, ort_providers=options.ort_providers)
+            ov_device=options.ov_device, ort_providers=options.ort_providers, op_profile=options.op_profile)
     if device.startswith("adb:"):
         from crd_edge.bench.runners.adb import run_adb
         serial = device.split(":", 1)[1]
@@ -131,7 +132,7 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
         return "ssh", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_ssh(
             target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
             precision=item.precision, roofline=roofline, ov_device=options.ov_device,
-            ort_providers=options.ort_providers)
+            ort_providers=options.ort_providers, op_profile=options.op_profile)
     raise UserError(f"--device {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
 
 

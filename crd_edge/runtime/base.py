@@ -26,3 +26,19 @@ def input_hw(shape: tuple) -> tuple[int, int] | None:
         return None
     nhwc = dims[-1] == 3 and dims[1] != 3
     return (int(dims[1]), int(dims[2])) if nhwc else (int(dims[2]), int(dims[3]))
+
+
+def summarise_ops(samples: list[tuple[str, str, float]], calls: int) -> list[dict]:
+    """(op type, where it ran, ms) samples over ``calls`` inferences -> one row per op type and
+    place: nodes, ms per inference, share of the total; slowest first."""
+    rows: dict[tuple[str, str], dict] = {}
+    for op, where, ms in samples:
+        row = rows.setdefault((op, where), {"op": op, "where": where, "calls": 0, "ms": 0.0})
+        row["calls"] += 1
+        row["ms"] += ms
+    total = sum(r["ms"] for r in rows.values()) or 1.0
+    for r in rows.values():
+        r["nodes"] = round(r.pop("calls") / calls)
+        r["share"] = r["ms"] / total
+        r["ms"] = r["ms"] / calls
+    return sorted(rows.values(), key=lambda r: -r["ms"])

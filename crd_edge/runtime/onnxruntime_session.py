@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from crd_edge._deps import import_onnxruntime
+from crd_edge.runtime.base import summarise_ops
 from crd_edge.errors import UserError
 
 
@@ -23,6 +24,7 @@ class OnnxRuntimeSession:
         ort = import_onnxruntime(f"{what}: running .onnx files")
         self.path = Path(path)
         self.constants = dict(constants or {})
+        self._open = (threads, providers)  # op_profile opens a second, profiling session alike
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -50,3 +52,33 @@ class OnnxRuntimeSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32), **self.constants}
         return self.session.run(None, feed)[0]
+
+    def op_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
+        """Time per op type and call, from onnxruntime's own profiler (a second session with
+        profiling on, so the measured one stays unprofiled); each row says which execution
+        provider ran it, so an op that fell back from an accelerator to the CPU shows."""
+        import json
+        import tempfile
+
+        ort = import_onnxruntime("profiling .onnx files")
+        threads, providers = self._open
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32), **self.constants}
+        with tempfile.TemporaryDirectory() as tmp:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "ort")
+            session = ort.InferenceSession(str(self.path), options, providers=providers or ["CPUExecutionProvider"])
+            for _ in range(runs + 1):
+                session.run(None, feed)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        # The first run is a warm-up (allocations, kernel selection): its nodes are left out.
+        first = min((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"], default=None)
+        after = first["ts"] + first["dur"] if first else -1
+        return summarise_ops(
+            [(e["args"]["op_name"], e["args"].get("provider", "?").removesuffix("ExecutionProvider"), e["dur"] / 1e3)
+             for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+             and e["ts"] >= after],
+            runs)
+

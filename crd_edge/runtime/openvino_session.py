@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from crd_edge.errors import UserError
+from crd_edge.runtime.base import summarise_ops
 
 
 class OpenVINOSession:
@@ -34,6 +35,7 @@ class OpenVINOSession:
             if threads:
                 config["INFERENCE_NUM_THREADS"] = threads
             self.compiled = core.compile_model(model, device, config)
+            self._open = (core, model, device, config)  # op_profile compiles a profiling copy alike
         except Exception as exc:  # OpenVINO raises plain RuntimeErrors
             raise UserError(f"{self.path}: OpenVINO cannot load it ({str(exc).splitlines()[0][:120]})") from None
         computed = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # f32, bf16, f16
@@ -46,3 +48,18 @@ class OpenVINOSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return np.asarray(result[self.compiled.output(0)], dtype=np.float32).copy()
+
+    def op_profile(self, x: np.ndarray, runs: int = 10) -> list[dict]:
+        """Time per op type and call from OpenVINO's performance counters (a second compiled
+        model with them on); "where" is the kernel OpenVINO chose (its ISA and precision)."""
+        core, model, device, config = self._open
+        request = core.compile_model(model, device, {**config, "PERF_COUNT": True}).create_infer_request()
+        feed = {0: np.ascontiguousarray(x, dtype=np.float32)}
+        request.infer(feed)  # warm-up: its counters are replaced by the next inference's
+        samples = []
+        for _ in range(runs):
+            request.infer(feed)
+            samples += [(info.node_type, info.exec_type, info.real_time.total_seconds() * 1e3)
+                        for info in request.get_profiling_info()
+                        if info.status.name == "EXECUTED"]
+        return summarise_ops(samples, runs)

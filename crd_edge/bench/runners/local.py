@@ -13,13 +13,16 @@ from crd_edge.errors import UserError
 
 
 def harness_command(python: str, artifact: str, threads: int, warmup: int, runs: int, max_seconds: float,
-                    roofline: bool, ov_device: str | None = None, ort_providers: list[str] = ()) -> list[str]:
+                    roofline: bool, ov_device: str | None = None, ort_providers: list[str] = (),
+                    op_profile: bool = True) -> list[str]:
     cmd = [python, "-m", "crd_edge.bench.harness", artifact, "--threads", str(threads), "--warmup", str(warmup),
            "--runs", str(runs), "--max-seconds", str(max_seconds)]
     if ov_device:
         cmd += ["--ov-device", ov_device]
     for provider in ort_providers:
         cmd += ["--ort-provider", provider]
+    if not op_profile:
+        cmd.append("--no-op-profile")
     return cmd if roofline else [*cmd, "--no-roofline"]
 
 
@@ -36,10 +39,10 @@ def parse_harness_output(stdout: str, where: str) -> dict:
 
 def run_local(artifact: Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
               roofline: bool = True, timeout: float = 900, ov_device: str | None = None,
-              ort_providers: list[str] = ()) -> dict:
+              ort_providers: list[str] = (), op_profile: bool = True) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # before the runtimes start their pools
     cmd = harness_command(sys.executable, str(artifact), threads, warmup, runs, max_seconds, roofline,
-                          ov_device, ort_providers)
+                          ov_device, ort_providers, op_profile)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
