@@ -74,7 +74,8 @@ def distill(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     resume: Optional[Path] = typer.Option(None, help="Continue a run: its folder or checkpoint.pt."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar; print only the result JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (and no progress bar)."),
 ) -> None:
     """Distil a teacher generator into a small student with Content Relationship Distillation."""
     from crd_edge.config import load_config
@@ -95,11 +96,11 @@ def distill(
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
             raise UserError("--resume continues a run with its saved config; only --steps may be changed")
-        result = run_distill(None, resume=resume, quiet=quiet, steps_override=steps)
+        result = run_distill(None, resume=resume, quiet=quiet or as_json, steps_override=steps)
     else:
-        result = run_distill(load_config(config, set_, base=base), quiet=quiet)
+        result = run_distill(load_config(config, set_, base=base), quiet=quiet or as_json)
     if result.summary:
-        _print_summary(result, quiet)
+        _print_summary(result, as_json)
     if result.interrupted:
         _print_interrupted(result)
         raise typer.Exit(130)
@@ -121,11 +122,15 @@ def _config_or_recipe(config: Path | None, recipe: str | None) -> Path | None:
     return recipe_path(recipe) if recipe is not None else config
 
 
-def _print_summary(result, quiet: bool) -> None:
+def _distill_record(result) -> dict:
+    return {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "step": result.step,
+            "heldout": result.summary.get("heldout")}
+
+
+def _print_summary(result, as_json: bool) -> None:
     summary = result.summary
-    if quiet:
-        typer.echo(json.dumps({"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint),
-                               "step": result.step, "heldout": summary.get("heldout")}))
+    if as_json:
+        typer.echo(json.dumps(_distill_record(result)))
         return
     typer.echo(f"run: {result.run_dir}  checkpoint: {result.checkpoint}  report: {result.run_dir / 'report.md'}")
     h = summary.get("heldout")
@@ -207,7 +212,9 @@ def export(
 @app.command()
 def bench(
     sources: List[str] = typer.Argument(..., help="Export folder or manifest.json, artifact files, or checkpoints."),
-    device: List[str] = typer.Option(["local"], help="local | adb:SERIAL | ssh:[USER@]HOST[:PORT] (repeatable)."),
+    on: List[str] = typer.Option(["local"], "--on", help="Where to measure: local | adb:SERIAL | "
+                                                         "ssh:[USER@]HOST[:PORT] (repeatable)."),
+    old_device: List[str] = typer.Option([], "--device", hidden=True, help="The old name of --on."),
     compare: List[str] = typer.Option([], help="The teacher's exports (folder, manifest or artifact), same table."),
     threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: this machine's cores "
                                                             "locally, 4 on adb/ssh devices; stated in the report)."),
@@ -232,6 +239,10 @@ def bench(
     from crd_edge.artifacts import find_artifacts
     from crd_edge.bench.results import typical_ms, write_report
     from crd_edge.bench.run import RunnerOptions, bench as run_bench, default_out_dir
+
+    if old_device:  # --device means the training device everywhere else; the target machine is --on
+        typer.echo("warning: bench --device is now --on (the same values); --device will be removed", err=True)
+    device = old_device or on
 
     out_dir = out or default_out_dir(sources[0])
     results = []
@@ -270,6 +281,7 @@ def pipeline(
                                          help="Export and benchmark the teacher too (speed-up table)."),
     runs: int = typer.Option(50, min=1, help="Timed calls per artifact (at most)."),
     max_seconds: float = typer.Option(10.0, min=0.1, help="Time budget per artifact."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (and no progress bars)."),
 ) -> None:
     """The main job in one command: distil on the built-in default, export the student to every
     target and verify, export the teacher, benchmark both here, and write one report."""
@@ -282,11 +294,18 @@ def pipeline(
     targets = [t for item in target for t in item.split(",") if t]
     result = run_pipeline(load_config(_config_or_recipe(config, recipe), set_, base=base), targets, bench=bench,
                           compare_teacher=compare_teacher, runs=runs, max_seconds=max_seconds,
-                          log=lambda line: typer.echo(line, err=True), progress=progress_bar)
+                          log=lambda line: typer.echo(line, err=True), progress=None if as_json else progress_bar,
+                          quiet=as_json)
     if result.distill.interrupted:
         _print_interrupted(result.distill)
         raise typer.Exit(130)
-    _print_summary(result.distill, quiet=False)
+    if as_json:
+        typer.echo(json.dumps({**_distill_record(result.distill), "report": str(result.run_dir / "report.md"),
+                               "exports": [r.to_dict() for r in result.exports],
+                               "teacher_exports": [r.to_dict() for r in result.teacher_exports],
+                               "bench_report": str(result.bench_report) if result.bench_report else None}, indent=2))
+        return
+    _print_summary(result.distill, as_json=False)
     _show_markdown(render_results(result.exports))
     if result.bench_report:
         _show_markdown(result.bench_report.read_text().split("\n\n![")[0])  # the tables; the plots are files
@@ -304,13 +323,18 @@ def ablate(
     config: Optional[Path] = typer.Option(None, help="Base YAML config (default: the built-in job)."),
     set_: List[str] = typer.Option([], "--set", help="Override a base config key for every run."),
     eval_crop: int = typer.Option(256, min=64, help="Size of the held-out evaluation crops."),
+    as_json: bool = typer.Option(False, "--json", help="Print one row per run as JSON (and no progress bars)."),
 ) -> None:
     """Does CRD help? Train the same student with each objective (same data, seed and steps),
     score each on held-out photos against the teacher, and write a table and a plot."""
     from crd_edge._progress import progress_bar
     from crd_edge.experiments.ablate import run_ablation
     result = run_ablation(out, variant or None, seed, steps=steps, config=config, overrides=set_, eval_crop=eval_crop,
-                          log=lambda line: typer.echo(line, err=True), progress=progress_bar)
+                          log=lambda line: typer.echo(line, err=True), progress=None if as_json else progress_bar)
+    if as_json:
+        typer.echo(json.dumps({"rows": result["rows"], "report": str(result["report"]),
+                               "plot": str(result["plot"]) if result["plot"] else None}, indent=2, default=str))
+        return
     typer.echo(result["markdown"])
     typer.echo(f"table: {result['report']}  plot: {result['plot']}")
 

@@ -29,7 +29,7 @@ class PipelineResult:
 
 def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teacher: bool = True,
                  runs: int = 50, max_seconds: float = 10.0, log: Callable[[str], None] = print,
-                 progress=None) -> PipelineResult:
+                 progress=None, quiet: bool = False) -> PipelineResult:
     """Distil, export, export the teacher, bench, report. ``progress(total, description)``: a
     context yielding ``advance(note=...)`` for the export and bench stages (distillation draws
     its own bar)."""
@@ -47,7 +47,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     teacher = _exportable_teacher(config) if compare_teacher else None
     teacher_targets = [t for t in TEACHER_TARGETS if t in targets or "all" in targets]
 
-    result = distill(config)
+    result = distill(config, quiet=quiet)  # quiet: no training progress bar
     if result.interrupted:
         return PipelineResult(result.run_dir, result)
     out = PipelineResult(result.run_dir, result)

@@ -35,8 +35,9 @@ def test_ablation_trains_scores_and_reports_each_variant(run_cli, tmp_path, tiny
     assert [v for v in VARIANTS if VARIANTS[v]["loss.style"] > 0] == ["l1+perceptual", "crd+perceptual", "paper"]
     assert all({"loss.crd_rows", "loss.crd_patches", "loss.style", "loss.feature"} <= set(w) for w in VARIANTS.values())
     assert "| l1 |" in stdout and (out / "ablation.md").is_file() and (out / "ablation.png").stat().st_size > 1000
-    code, _, err = run_cli(*args)  # finished runs are reused, not retrained
+    code, out, err = run_cli(*args, "--json")  # finished runs are reused, not retrained
     assert code == 0 and err.count("reused") == 2
+    assert [r["variant"] for r in json.loads(out)["rows"]] == ["l1", "crd-patches"]
 
 
 def test_table_shows_mean_and_spread_over_seeds():

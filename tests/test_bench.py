@@ -133,8 +133,10 @@ def test_bench_bad_inputs(run_cli, tmp_path, exports):
     (tmp_path / "notes.txt").write_text("x")
     code, _, err = run_cli("bench", tmp_path / "notes.txt")
     assert code == 2 and "not a model artifact" in err
-    code, _, err = run_cli("bench", exports / "export", "--device", "usb:1")
-    assert code == 2 and "expected local, adb:SERIAL or ssh:" in err
+    code, _, err = run_cli("bench", exports / "export", "--on", "usb:1")
+    assert code == 2 and err == "error: --on usb:1: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]\n"
+    code, _, err = run_cli("bench", exports / "export", "--device", "usb:1")  # the old name still works, and says so
+    assert code == 2 and "warning: bench --device is now --on" in err and "error: --on usb:1: expected" in err
     (tmp_path / "bad.jsonl").write_text('{"status": "measured"}\n{"trunc')
     with pytest.raises(UserError, match="bad.jsonl:2: not a JSON line"):
         load_results([tmp_path / "bad.jsonl"])

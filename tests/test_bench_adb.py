@@ -249,7 +249,7 @@ def test_model_must_be_an_existing_tflite(phone, tmp_path):
 
 
 def test_crd_edge_bench_on_a_phone_through_the_cli(phone, model, run_cli, tmp_path):
-    """`crd-edge bench EXPORTS --device adb:SERIAL`: the .tflite runs on the phone, the rest is
+    """`crd-edge bench EXPORTS --on adb:SERIAL`: the .tflite runs on the phone, the rest is
     listed as not measured, and the report names the phone and marks the mean latency."""
     folder = model.parent
     (folder / "student_fp32.onnx").write_bytes(b"onnx stand-in")
@@ -258,7 +258,7 @@ def test_crd_edge_bench_on_a_phone_through_the_cli(phone, model, run_cli, tmp_pa
                {"path": "student_fp32.onnx", "target": "onnx", "precision": "fp32", "layout": "NCHW",
                 "input": {"name": "image", "shape": [1, 3, 256, 256]}}]
     (folder / "manifest.json").write_text(json.dumps({"format_version": 1, "artifacts": records}))
-    code, out, err = run_cli("bench", folder, "--device", f"adb:{SERIAL}", "--out", tmp_path / "report")
+    code, out, err = run_cli("bench", folder, "--on", f"adb:{SERIAL}", "--out", tmp_path / "report")
     assert code == 0, err
     assert f"## {PROPS['ro.product.model']} (adb)" in out
     assert "| my student.tflite | litert benchmark_model (xnnpack) | fp32 | 256x256 |" in out and "(mean)" in out
@@ -269,13 +269,13 @@ def test_a_device_that_can_run_none_of_the_artifacts_is_an_error_before_any_work
     onnx = tmp_path / "only" / "student_fp32.onnx"
     onnx.parent.mkdir()
     onnx.write_bytes(b"onnx stand-in")
-    code, out, err = run_cli("bench", onnx, "--device", f"adb:{SERIAL}", "--out", tmp_path / "report")
-    assert code == 2 and err.startswith(f"error: --device adb:{SERIAL}: none of the 1 artifacts can run there")
+    code, out, err = run_cli("bench", onnx, "--on", f"adb:{SERIAL}", "--out", tmp_path / "report")
+    assert code == 2 and err.startswith(f"error: --on adb:{SERIAL}: none of the 1 artifacts can run there")
     assert not (tmp_path / "report").exists()
 
 
 def test_the_bench_command_passes_the_delegate_to_the_phone(phone, model, run_cli, tmp_path):
     _, calls = phone
-    code, _, err = run_cli("bench", model, "--device", f"adb:{SERIAL}", "--delegate", "gpu", "--out", tmp_path / "r")
+    code, _, err = run_cli("bench", model, "--on", f"adb:{SERIAL}", "--delegate", "gpu", "--out", tmp_path / "r")
     assert code == 0, err
     assert any("--use_gpu=true" in " ".join(call) for call in calls())

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def tiny_args(runs, name, teacher, steps=6):
     return ["distill", "--teacher", teacher, "--student", "mobile_resnet_9blocks", "--steps", steps,
-            "--size", 64, "--runs-dir", runs, "--name", name, "--quiet",
+            "--size", 64, "--runs-dir", runs, "--name", name, "--json",
             "--set", "student.kwargs.ngf=8", "--set", "data.load_size=72", "--set", "data.test_size=64",
             "--set", "data.views=0", "--set", "data.batch_size=1",  # the dataset path (tests/test_distill_views.py: views)
             "--set", "data.augment_views=2", "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3",
@@ -225,9 +225,13 @@ def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_pa
             "data.size=64", "data.load_size=72", "data.test_size=64", f"runs_dir={tmp_path}",
             "data.views=64", "data.batch_size=2"]  # the main job's path (teacher-labelled views), tiny
     code, out, err = run_cli("pipeline", "--steps", 2, "--name", "job", "--target", "onnx", "--runs", 3,
-                             "--max-seconds", 0.2, *[a for s in sets for a in ("--set", s)])
+                             "--max-seconds", 0.2, "--json", *[a for s in sets for a in ("--set", s)])
     assert code == 0, err
     run = tmp_path / "job"
+    result = json.loads(out)  # --json: the whole stdout is one JSON document
+    assert result["run_dir"] == str(run) and result["step"] == 2 and result["report"] == str(run / "report.md")
+    assert [(e["path"], e["verification"]["status"]) for e in result["exports"]] == [("student_64_fp32.onnx", "passed")]
+    assert result["bench_report"] == str(run / "bench" / "report.md")
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert [r["path"] for r in manifest["artifacts"]] == ["student_64_fp32.onnx"]
     assert manifest["artifacts"][0]["verification"]["status"] == "passed"

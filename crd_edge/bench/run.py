@@ -133,7 +133,7 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
             target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
             precision=item.precision, roofline=roofline, ov_device=options.ov_device,
             ort_providers=options.ort_providers, op_profile=options.op_profile)
-    raise UserError(f"--device {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
+    raise UserError(f"--on {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
 
 
 def skip_reason(kind: str, item: Artifact) -> str | None:
@@ -164,8 +164,8 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     for device, (kind, _) in runners.items():  # before any measurement or write
         reasons = [skip_reason(kind, item) for item in items]
         if require_runnable and all(reasons):
-            raise UserError(f"--device {device}: none of the {len(items)} artifacts can run there ({reasons[0]}); "
-                            "pass artifacts it runs, or another --device")
+            raise UserError(f"--on {device}: none of the {len(items)} artifacts can run there ({reasons[0]}); "
+                            "pass artifacts it runs, or another --on")
     for device, (kind, run) in runners.items():
         device_threads = threads or ((os.cpu_count() or 1) if kind == "local" else REMOTE_THREADS)
         first, unreachable = True, None
