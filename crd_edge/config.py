@@ -309,7 +309,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise UserError(f"--set {item!r}: the value is not valid YAML (quote strings with spaces or brackets)") from None
-        set_key(values, key.strip(), value)
+        try:
+            set_key(values, key.strip(), value)
+        except UserError as exc:  # name the option it came from, and where the keys are listed
+            raise UserError(f"--set {item}: {exc}; a run's config.json lists every key") from None
     return config_from_dict(values)
 
 
