@@ -272,6 +272,32 @@ def test_psnr_and_ssim_of_identical_and_noisy_images():
     assert 0 < ssim_uint8(a, worse) < ssim_uint8(a, bad) < 1
 
 
+def test_ssim_has_the_published_settings():
+    """Wang et al. 2004, written out here: 11x11 Gaussian window (sigma 1.5, cut at 3.5 sigma),
+    population (co)variances, K1 = 0.01, K2 = 0.03, L = 255, mean over the valid interior and
+    over channels; scikit-image's default (7x7 uniform window, sample covariance) differs."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.metrics import structural_similarity
+
+    def reference(x, y):
+        c1, c2, pad = (0.01 * 255) ** 2, (0.03 * 255) ** 2, 5  # (11 - 1) / 2 cut from each border
+        values = []
+        for ch in range(3):
+            a, b = x[..., ch].astype(np.float64), y[..., ch].astype(np.float64)
+            blur = lambda z: gaussian_filter(z, 1.5, truncate=3.5)  # noqa: E731
+            mu_a, mu_b = blur(a), blur(b)
+            var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+            s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+            values.append(s[pad:-pad, pad:-pad].mean())
+        return float(np.mean(values))
+
+    rng = np.random.default_rng(1)
+    a = _photos(1)[0]
+    b = np.clip(a + rng.normal(0, 12, a.shape), 0, 255).astype(np.uint8)
+    assert ssim_uint8(a, b) == pytest.approx(reference(a, b), abs=1e-6)
+    assert abs(ssim_uint8(a, b) - structural_similarity(a, b, channel_axis=-1, data_range=255)) > 1e-3
+
+
 def test_vgg_dist_is_zero_for_identical_images_and_names_its_weights():
     from crd_edge.eval.fidelity import VGGDistance
     try:
@@ -290,8 +316,10 @@ def test_vgg_dist_is_zero_for_identical_images_and_names_its_weights():
 def test_metric_parsing():
     assert parse_metrics(None, True)[0] == ["fid", "kid", "psnr", "ssim", "vgg"]
     assert parse_metrics(None, False)[0] == ["fid", "kid"]
-    names, notes = parse_metrics(["psnr,lpips", "fid"], True)
-    assert names == ["fid", "psnr", "vgg"] and "no learned LPIPS weights" in notes[0]
+    names, notes = parse_metrics(["psnr,vgg_dist", "fid"], True)
+    assert names == ["fid", "psnr", "vgg"]
+    with pytest.raises(UserError, match="--metrics lpips: not computed: LPIPS needs its learned layer weights"):
+        parse_metrics("psnr,lpips", True)  # never a silent substitute
     with pytest.raises(UserError, match="did you mean 'psnr'"):
         parse_metrics("psrn", True)
     with pytest.raises(UserError, match="pixel metrics compare with the teacher"):

@@ -22,13 +22,21 @@ import numpy as np
 __all__ = ["ssim_uint8", "VGGDistance"]
 
 
+SSIM_SETTINGS = "Gaussian window sigma 1.5, population covariance, K1 0.01, K2 0.03, per channel then averaged"
+
+
 def ssim_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM between two uint8 HxWx3 images (scikit-image, ``data_range=255``)."""
+    """SSIM between two uint8 HxWx3 images with the settings papers report (Wang et al. 2004:
+    :data:`SSIM_SETTINGS`), not scikit-image's default 7x7 uniform window and sample covariance.
+    The two differ little here (copying the input vs the vintagify teacher on 120 held-out crops:
+    0.756 vs 0.758 by default; vs the style-transfer teacher 0.108 vs 0.119), but only this one
+    compares with published SSIMs."""
     from skimage.metrics import structural_similarity
 
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-    return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False))
 
 
 class VGGDistance:

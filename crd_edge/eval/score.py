@@ -40,7 +40,7 @@ from crd_edge.runtime.model import Model, check_model_exists, open_model
 METRICS: tuple[str, ...] = ("fid", "kid", "psnr", "ssim", "vgg")
 PIXEL_METRICS = frozenset({"psnr", "ssim", "vgg"})
 FEATURE_METRICS = frozenset({"fid", "kid"})
-ALIASES = {"vgg_dist": "vgg", "lpips": "vgg"}
+ALIASES = {"vgg_dist": "vgg"}
 UINT8_NOTE = "every image is rounded to uint8 (round((y + 1) * 127.5), not truncated) before scoring"
 
 __all__ = ["evaluate", "parse_metrics", "render_table", "METRICS"]
@@ -53,8 +53,9 @@ __all__ = ["evaluate", "parse_metrics", "render_table", "METRICS"]
 def parse_metrics(metrics: str | list[str] | None, reference_is_teacher: bool) -> tuple[list[str], list[str]]:
     """Validated metric names (in :data:`METRICS` order) and notes about how they were read.
 
-    ``None`` means every metric the reference allows. ``lpips`` is read as ``vgg`` (there are
-    no learned LPIPS weights offline; a note says so)."""
+    ``None`` means every metric the reference allows. ``lpips`` is refused with the reason rather
+    than replaced: real LPIPS needs its learned layers and a torchvision backbone, neither of
+    which crd-edge has."""
     notes: list[str] = []
     if metrics is None:
         names = list(METRICS) if reference_is_teacher else ["fid", "kid"]
@@ -66,11 +67,12 @@ def parse_metrics(metrics: str | list[str] | None, reference_is_teacher: bool) -
     chosen: list[str] = []
     for name in names:
         if name == "lpips":
-            notes.append("lpips: no learned LPIPS weights are available, reported as vgg_dist "
-                         "(VGG-16 features, unit-normalised, without LPIPS' learned layer weights)")
+            raise UserError("--metrics lpips: not computed: LPIPS needs its learned layer weights and torchvision's "
+                            "pretrained backbone, which crd-edge does not ship; --metrics vgg is the nearest "
+                            "(LPIPS's VGG-16 features, unit-normalised, without the learned weights)")
         name = ALIASES.get(name, name)
         if name not in METRICS:
-            close = difflib.get_close_matches(name, list(METRICS) + list(ALIASES), n=1)
+            close = difflib.get_close_matches(name, [*METRICS, *ALIASES, "lpips"], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(f"--metrics {name}: unknown metric{hint}; choose from {','.join(METRICS)}")
         if name not in chosen:
