@@ -124,6 +124,22 @@ def test_kid_is_the_unbiased_polynomial_mmd():
         kid(x[:1], y)
 
 
+def test_fid_and_kid_match_clean_fid_on_the_same_features():
+    """The reference implementation, where it installs: clean-fid imports torchvision, which
+    does not install beside every torch (not beside this project's pinned one)."""
+    try:
+        from cleanfid import fid as clean
+    except Exception as exc:  # noqa: BLE001 - ImportError, or torchvision failing to load
+        pytest.skip(f"clean-fid not importable here ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(200, 64)), rng.normal(size=(200, 64)) * 1.1 + 0.2
+    assert fid_from_features(x, y) == pytest.approx(clean.fid_from_feats(x, y), rel=1e-6)
+    # One subset holding every feature: clean-fid's random subset is then a permutation, which
+    # the MMD does not see, so both are deterministic and must agree.
+    assert kid(x, y, num_subsets=1, subset_size=200)["mean"] == pytest.approx(
+        clean.kernel_distance(x, y, num_subsets=1, max_subset_size=200), rel=1e-9)
+
+
 # -- the Inception network ---------------------------------------------------------------------
 
 
