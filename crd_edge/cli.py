@@ -17,6 +17,17 @@ import typer
 
 from crd_edge.errors import UserError
 
+def _flags_show_no_type() -> None:
+    """typer labels every option of the help with its type, flags too (`--force <bool>`), which
+    reads as if they took a value. typer has no setting for it (and --help itself is a flag it
+    builds), so its help renderer is told that a flag has no type to show."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
+
+
+_flags_show_no_type()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},  # every subcommand inherits it
                   help="Distil image-to-image GAN generators (CRD) and get them onto edge devices.")

@@ -14,6 +14,14 @@ def test_short_help_everywhere(run_cli, args):
     assert code == 0 and "Usage:" in out and "--help" in out
 
 
+@pytest.mark.parametrize("command", [["distill"], ["export"], ["bench"], ["assets", "install"]])
+def test_flags_do_not_look_like_they_take_a_value(run_cli, command):
+    code, out, _ = run_cli(*command, "-h")
+    flags = [line for line in out.splitlines() if "--json" in line or "--quiet" in line or "--help" in line]
+    assert code == 0 and flags and not any("<bool>" in line for line in flags), flags
+    assert "<bool>" not in out
+
+
 def test_version(run_cli):
     code, out, _ = run_cli("--version")
     assert code == 0 and out.strip() == f"crd-edge {crd_edge.__version__}"
