@@ -351,7 +351,7 @@ def test_nothing_is_downloaded_at_import(monkeypatch):
 
 
 def test_cli_download_and_list(run_cli, server, tmp_path):
-    code, out, _ = run_cli("data", "download", "horse2zebra", "--dest", tmp_path, "--mirror",
+    code, out, _ = run_cli("data", "download", "horse2zebra", "--out", tmp_path, "--mirror",
                            server.url, "--quiet")
     assert code == 0 and "layout: unaligned" in out and str(tmp_path / "horse2zebra") in out
     code, out, _ = run_cli("data", "list")
@@ -367,7 +367,7 @@ def test_cli_download_and_list(run_cli, server, tmp_path):
     ([], "needs NAME"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(run_cli, server, tmp_path, args, expected):
-    code, _, err = run_cli("data", "download", *args, "--dest", tmp_path, "--mirror", server.url,
+    code, _, err = run_cli("data", "download", *args, "--out", tmp_path, "--mirror", server.url,
                            "--quiet")
     assert code == 2
     lines = err.strip().splitlines()

@@ -32,7 +32,8 @@ def list_datasets() -> None:
 def download(
     name: Optional[str] = typer.Argument(None, help="Data set, e.g. horse2zebra or pix2pix/facades "
                                                     "(`crd-edge data list` lists them)."),
-    dest: Path = typer.Option(Path("data"), help="Parent folder; the set lands in DEST/NAME/."),
+    dest: Path = typer.Option(Path("data"), "--out", "--dest", help="Parent folder; the set lands in OUT/NAME/ "
+                                                                      "(--out as in every command; --dest: old name)."),
     mirror: Optional[str] = typer.Option(None, help="Server root with the same paths as "
                                                     "https://efrosgans.eecs.berkeley.edu "
                                                     "(default: $CRD_EDGE_DATA_MIRROR, else that)."),

@@ -484,7 +484,7 @@ def _detect(final: Path, dataset: RemoteDataset, result: DownloadResult) -> None
 def _destination(dest: str | Path) -> Path:
     dest = Path(dest).expanduser()
     if dest.exists() and not dest.is_dir():
-        raise UserError(f"--dest {dest} is a file: give a folder to download into")
+        raise UserError(f"--out {dest} is a file: give a folder to download into")
     dest.mkdir(parents=True, exist_ok=True)
     return dest
 
