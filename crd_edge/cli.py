@@ -324,6 +324,45 @@ def pipeline(
 
 
 @app.command()
+def sweep(
+    widths: str = typer.Option("8,12,16,24,32", help="Widths (first-layer channels), comma-separated."),
+    blocks: str = typer.Option("3,6,9", help="Residual block counts, comma-separated."),
+    block: str = typer.Option("dw", help="Block types, comma-separated: dw (depthwise-separable) | conv (plain 3x3)."),
+    target: List[str] = typer.Option(["openvino"], help="Export targets (repeatable or comma-separated)."),
+    precision: List[str] = typer.Option([], help="Precisions (default fp32; repeatable or comma-separated)."),
+    size: int = typer.Option(256, min=8, help="Input size the latency is measured at (square)."),
+    on: str = typer.Option("local", "--on", help="Where to measure: local | adb:SERIAL | ssh:[USER@]HOST[:PORT]."),
+    out: Path = typer.Option(Path("runs/sweep"), help="Folder for sweep.jsonl (reused), the members, table and plot."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default as in bench)."),
+    runs: int = typer.Option(30, min=1, help="Timed calls per artifact (at most)."),
+    max_seconds: float = typer.Option(5.0, min=0.1, help="Time budget per artifact."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON (and no progress bar)."),
+) -> None:
+    """Measure the student family's latency on a device: each member exported (random weights)
+    and benchmarked, in one table and plot that later runs extend instead of re-measuring."""
+    from crd_edge._progress import progress_bar
+    from crd_edge.bench.sweep import run_sweep
+    from crd_edge.models.family import family_grid
+
+    def numbers(text: str, option: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(f"{option} {text}: expected comma-separated whole numbers, e.g. 8,16,32") from None
+
+    split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
+    members = family_grid(numbers(widths, "--widths"), numbers(blocks, "--blocks"), split([block]))
+    result = run_sweep(members, split(target), split(precision), size=size, on=on, out=out, threads=threads,
+                       runs=runs, max_seconds=max_seconds, log=lambda line: typer.echo(line, err=True),
+                       progress=None if as_json else progress_bar)
+    if as_json:
+        typer.echo(json.dumps(result["rows"], indent=2, default=str))
+        return
+    _show_markdown(result["table"].read_text())
+    typer.echo(f"table: {result['table']}  plot: {result['plot']}")
+
+
+@app.command()
 def ablate(
     out: Path = typer.Option(Path("runs/ablation"), help="Folder for the runs, results.jsonl, ablation.md and the plot."),
     variant: List[str] = typer.Option([], help="l1 | l1+perceptual | l1+gan | crd | crd-rows-cols | crd-patches | "

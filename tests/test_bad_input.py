@@ -45,6 +45,10 @@ TABLE = [
     (["demo", "vintagify", "--source", "{tmp}/nope.mp4"], "--source {tmp}/nope.mp4: no such video file"),
     # pipeline checks its export options before training
     (["pipeline", "--target", "tpu"], "--target tpu: unknown target"),
+    # sweep: the family grid and its export options
+    (["sweep", "--block", "sep"], "--block sep: expected one of dw, conv"),
+    (["sweep", "--widths", "8,x"], "--widths 8,x: expected comma-separated whole numbers"),
+    (["sweep", "--target", "tpu"], "--target tpu: unknown target"),
     # data and assets
     (["data", "download", "nope"], "unknown dataset 'nope'"),
     (["assets", "install", "nope"], "unknown asset 'nope': choose from vintagify"),

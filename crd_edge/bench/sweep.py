@@ -1,0 +1,129 @@
+"""``crd-edge sweep``: measured latency of the student family on one device, to choose a student
+by latency instead of by MACs (a 16-channel network cannot fill a matrix engine, so MACs and
+latency part ways in the precisions that use one).
+
+Each member gets random weights (latency does not depend on them), is exported to each target
+and precision with the usual verification, and benchmarked one process per artifact, as
+``crd-edge bench`` does. Every measurement is appended to ``OUT/sweep.jsonl`` with the member
+beside it; a member already measured there on that device, target and precision is not measured
+again, so a sweep can be widened or resumed. ``OUT/sweep.md`` and ``OUT/sweep.png`` (latency
+against true MACs, one line per runtime and precision) are rendered from the whole file.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, save_figure
+from crd_edge.bench.results import typical_ms
+from crd_edge.bench.run import RunnerOptions, bench
+from crd_edge.models.family import FAMILY_BASE, Member
+
+__all__ = ["run_sweep", "render_sweep"]
+
+
+def _key(row: dict) -> tuple:
+    a = row["artifact"]
+    return row["member"]["name"], row["device_spec"], a["target"], a["precision"], tuple(row.get("input_size") or ())
+
+
+def _checkpoint(member: Member, folder: Path, size: int) -> Path:
+    import torch
+
+    from crd_edge._io import atomic_torch_save
+    from crd_edge.checkpoint import FORMAT_VERSION, student_record
+    from crd_edge.models import create_model
+
+    path = folder / "checkpoint.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        model = create_model(FAMILY_BASE, **member.kwargs())
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"format_version": FORMAT_VERSION, "student": student_record(model, size)}, path)
+    return path
+
+
+def run_sweep(members: list[Member], targets: list[str], precisions: list[str], *, size: int = 256,
+              on: str = "local", out: str | Path = "runs/sweep", threads: int | None = None, runs: int = 30,
+              max_seconds: float = 5.0, log: Callable[[str], None] = print, progress=None) -> dict:
+    """Export and measure each member (skipping what ``OUT/sweep.jsonl`` already holds); returns
+    the rows of this device and the paths of the table and plot."""
+    from crd_edge._progress import progress_bar
+    from crd_edge.export import plan
+    from crd_edge.export.run import export
+
+    out = Path(out)
+    results = out / "sweep.jsonl"
+    pairs = plan(targets, precisions or None)  # checks the targets and precisions before any work
+    done = {_key(r) for r in read_jsonl(results)} if results.is_file() else set()
+    wanted = {(m, t, p) for m in members for t, p in pairs}
+    missing = sorted({m for m, t, p in wanted if (m.name, on, t, p, (size, size)) not in done})
+    log(f"sweep: {len(members)} members, {len(members) - len(missing)} already measured on {on}")
+    bar = progress(len(missing), "sweep") if progress else progress_bar(0, "sweep", enabled=False)
+    with bar as advance:
+        for member in missing:
+            folder = out / "members" / member.name
+            checkpoint = _checkpoint(member, folder, size)
+            for result in export(checkpoint, targets, precisions or None, size=size, out_dir=folder / "export"):
+                if not result.ok:  # measured anyway where the artifact exists; the log says why it failed
+                    log(f"{member.name}: {result.label}: {result.status} {result.reason or ''}".rstrip())
+            for row in bench([str(folder / "export")], devices=[on], threads=threads, runs=runs,
+                             max_seconds=max_seconds, out_dir=folder / "bench", roofline=False,
+                             options=RunnerOptions(op_profile=False)):
+                append_jsonl(results, {**row, "member": member.as_dict()})
+            advance(note=member.name)
+    rows = [r for r in read_jsonl(results) if r.get("status") == "measured" and r["device_spec"] == on]
+    table, plot = render_sweep(rows, out)
+    return {"rows": rows, "table": table, "plot": plot}
+
+
+def render_sweep(rows: list[dict], out: Path) -> tuple[Path, Path | None]:
+    """``sweep.md`` (one row per member, one latency column per runtime and precision) and
+    ``sweep.png`` (latency against true MACs, one line per runtime and precision)."""
+    columns = sorted({(r["runtime"], r["artifact"]["precision"]) for r in rows})
+    members: dict[str, dict] = {}
+    for r in rows:
+        entry = members.setdefault(r["member"]["name"], {"member": r["member"], "model": r.get("model", {}),
+                                                         "ms": {}})
+        entry["ms"][(r["runtime"], r["artifact"]["precision"])] = typical_ms(r)
+    ordered = sorted(members.values(), key=lambda e: e["model"].get("macs_true") or 0)
+    lines = ["# Student family: measured latency", "",
+             "| member | width | blocks | block | true GMACs | params | act. MB | "
+             + " | ".join(f"{rt} {p} ms" for rt, p in columns) + " |",
+             "|---|---:|---:|---|---:|---:|---:|" + "---:|" * len(columns)]
+    for e in ordered:
+        m, counts = e["member"], e["model"]
+        cells = [f"{e['ms'][c]:.2f}" if c in e["ms"] else "-" for c in columns]
+        lines.append(f"| {m['name']} | {m['width']} | {m['blocks']} | {m['block']} | "
+                     f"{(counts.get('macs_true') or 0) / 1e9:.3f} | {counts.get('params', 0):,} | "
+                     f"{(counts.get('act_peak_bytes') or 0) / 1e6:.1f} | " + " | ".join(cells) + " |")
+    lines += ["", "Random weights (latency does not depend on them); p50 of the timed calls, one process per "
+              "artifact; true GMACs at the measured size.", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "sweep.md"
+    atomic_write_text(table, "\n".join(lines))
+    return table, _plot(ordered, columns, out / "sweep.png") if ordered else None
+
+
+def _plot(entries: list[dict], columns: list[tuple[str, str]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = defaultdict(list)
+    for e in entries:
+        for column, ms in e["ms"].items():
+            lines[column].append(((e["model"].get("macs_true") or 0) / 1e9, ms))
+    for (runtime, precision), points in sorted(lines.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=f"{runtime} {precision}")
+    ax.set_xlabel("true GMACs per image")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title("Student family: latency against MACs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,63 @@
+"""The student family: the default student's design (norm-free, zero-padded ResNet with an input
+skip and k4 transposed-conv upsampling, so every layer fuses and quantises) at other widths,
+depths and block types, to pick the one that fits a latency budget on a given device.
+
+A member is named ``w{width}-b{blocks}-{block}``: ``width`` the first layer's channels (ngf;
+the residual blocks run at 4x that), ``blocks`` residual blocks, ``block`` ``dw``
+(depthwise-separable, the paper's mobile block) or ``conv`` (two plain 3x3 convolutions: more
+MACs, but dense work that matrix engines and int8 kernels run well). Each member is the
+registered default student with those constructor arguments, so checkpoints, export and the
+size rule treat it like any other student.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from crd_edge.errors import UserError
+
+__all__ = ["FAMILY_BASE", "BLOCK_TYPES", "Member", "family_grid", "parse_member"]
+
+FAMILY_BASE = "mobile_resnet_9blocks_ngf16_lite"  # the default student's registered design
+BLOCK_TYPES = ("dw", "conv")
+
+
+@dataclass(frozen=True, order=True)
+class Member:
+    width: int
+    blocks: int
+    block: str = "dw"
+
+    @property
+    def name(self) -> str:
+        return f"w{self.width}-b{self.blocks}-{self.block}"
+
+    def kwargs(self) -> dict:
+        """Constructor arguments on top of :data:`FAMILY_BASE`'s."""
+        return {"ngf": self.width, "n_blocks": self.blocks, "mobile": self.block == "dw"}
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "width": self.width, "blocks": self.blocks, "block": self.block,
+                "arch": FAMILY_BASE, "kwargs": self.kwargs()}
+
+
+def parse_member(text: str, option: str = "--member") -> Member:
+    """``w24-b6-dw`` -> Member(24, 6, "dw"); a malformed name is a one-line error."""
+    match = re.fullmatch(r"w(\d+)-b(\d+)-(\w+)", text.strip())
+    if not match or match.group(3) not in BLOCK_TYPES or not 4 <= int(match.group(1)) <= 256 \
+            or not 1 <= int(match.group(2)) <= 32:
+        raise UserError(f"{option} {text}: expected wWIDTH-bBLOCKS-BLOCK with WIDTH 4-256, BLOCKS 1-32 and "
+                        f"BLOCK one of {', '.join(BLOCK_TYPES)}, e.g. w24-b6-dw")
+    return Member(int(match.group(1)), int(match.group(2)), match.group(3))
+
+
+def family_grid(widths: list[int], blocks: list[int], block_types: list[str]) -> list[Member]:
+    """Every combination, in a fixed order (smallest first)."""
+    for value, what, low, high in [(w, "--widths", 4, 256) for w in widths] + [(b, "--blocks", 1, 32) for b in blocks]:
+        if not low <= value <= high:
+            raise UserError(f"{what} {value}: expected {low}-{high}")
+    unknown = [b for b in block_types if b not in BLOCK_TYPES]
+    if unknown:
+        raise UserError(f"--block {unknown[0]}: expected one of {', '.join(BLOCK_TYPES)}")
+    return sorted({Member(w, b, t) for w in widths for b in blocks for t in block_types})

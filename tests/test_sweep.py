@@ -1,0 +1,45 @@
+"""`crd-edge sweep`: the student family exported and measured, one table that later runs extend."""
+
+import json
+
+import pytest
+
+from crd_edge.errors import UserError
+from crd_edge.models import create_model
+from crd_edge.models.family import FAMILY_BASE, Member, family_grid, parse_member
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--blocks", "1", "--target", "onnx", "--size", "32", "--runs", "3", "--max-seconds", "0.2"]
+
+
+def test_members_are_the_default_student_at_other_sizes():
+    default = create_model(FAMILY_BASE)
+    member = create_model(FAMILY_BASE, **Member(16, 9, "dw").kwargs())
+    assert default.crd_spec == member.crd_spec  # w16-b9-dw is the default student itself
+    assert parse_member("w24-b6-conv") == Member(24, 6, "conv") and Member(24, 6, "conv").name == "w24-b6-conv"
+    assert [m.name for m in family_grid([16, 8], [3], ["dw", "conv"])] == ["w8-b3-conv", "w8-b3-dw", "w16-b3-conv",
+                                                                        "w16-b3-dw"]
+    plain, separable = (sum(p.numel() for p in create_model(FAMILY_BASE, **Member(16, 3, b).kwargs()).parameters())
+                        for b in ("conv", "dw"))
+    assert plain > 2 * separable
+    with pytest.raises(UserError, match="expected wWIDTH-bBLOCKS-BLOCK"):
+        parse_member("w24-b6-sep")
+
+
+def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, err = run_cli("sweep", "--widths", "8,12", *ARGS, "--out", out)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [(r["member"]["name"], r["status"], r["artifact"]["target"]) for r in rows] == [
+        ("w8-b1-dw", "measured", "onnx"), ("w12-b1-dw", "measured", "onnx")]
+    assert rows[0]["model"]["macs_true"] < rows[1]["model"]["macs_true"] and rows[0]["input_size"] == [32, 32]
+    assert "| w8-b1-dw | 8 | 1 | dw |" in stdout and "onnxruntime fp32 ms" in stdout
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A wider sweep measures only the new member; the table holds all three.
+    code, out_json, err = run_cli("sweep", "--widths", "8,12,16", *ARGS, "--out", out, "--json")
+    assert code == 0 and "2 already measured" in err
+    assert len((out / "sweep.jsonl").read_text().splitlines()) == 3
+    assert [r["member"]["name"] for r in json.loads(out_json)] == ["w8-b1-dw", "w12-b1-dw", "w16-b1-dw"]
+    assert "| w16-b1-dw |" in (out / "sweep.md").read_text()
