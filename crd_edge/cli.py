@@ -87,6 +87,13 @@ def distill(
     resume: Optional[Path] = typer.Option(None, help="Continue a run: its folder or checkpoint.pt."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (and no progress bar)."),
+    latency_budget: Optional[str] = typer.Option(None, help="Choose the student: the largest of the family "
+                                                           "within this latency, e.g. 5ms (see `crd-edge sweep`)."),
+    latency_table: Path = typer.Option(Path("runs/sweep"), help="The sweep (folder or sweep.jsonl) for "
+                                                               "--latency-budget."),
+    latency_runtime: Optional[str] = typer.Option(None, help="Runtime for --latency-budget (default: the table's only one)."),
+    latency_precision: Optional[str] = typer.Option(None, help="Precision for --latency-budget (default: the table's only one)."),
+    latency_on: str = typer.Option("local", help="Device of the --latency-budget measurements (as sweep --on)."),
 ) -> None:
     """Distil a teacher generator into a small student with Content Relationship Distillation."""
     from crd_edge.config import load_config
@@ -104,6 +111,18 @@ def distill(
     base = {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None
             or k == "teacher.source" and online}  # --online alone: no pretrained teacher
     config = _config_or_recipe(config, recipe)
+    if latency_budget is not None:
+        if student is not None or resume is not None:
+            raise UserError("--latency-budget chooses the student: drop --student (and --resume: a run keeps its student)")
+        from crd_edge.bench.sweep import choose_student, parse_budget
+        from crd_edge.models.family import FAMILY_BASE
+        choice = choose_student(latency_table, parse_budget(latency_budget), runtime=latency_runtime,
+                                precision=latency_precision, on=latency_on)
+        chosen = choice["chosen"]
+        typer.echo(f"student: {chosen['name']} ({chosen['ms']:.2f} ms in {choice['runtime']} {choice['precision']} "
+                   f"on {choice['device']}, {chosen['true_gmacs']:.3f} true GMACs; budget {latency_budget})", err=True)
+        base.update({"student.arch": FAMILY_BASE, "student.kwargs": chosen["member"]["kwargs"],
+                     "student.selection": choice})
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
             raise UserError("--resume continues a run with its saved config; only --steps may be changed")

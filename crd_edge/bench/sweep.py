@@ -19,9 +19,10 @@ from pathlib import Path
 from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, save_figure
 from crd_edge.bench.results import typical_ms
 from crd_edge.bench.run import RunnerOptions, bench
+from crd_edge.errors import UserError
 from crd_edge.models.family import FAMILY_BASE, Member
 
-__all__ = ["run_sweep", "render_sweep"]
+__all__ = ["choose_student", "parse_budget", "run_sweep", "render_sweep"]
 
 
 def _key(row: dict) -> tuple:
@@ -127,3 +128,54 @@ def _plot(entries: list[dict], columns: list[tuple[str, str]], path: Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def parse_budget(text: str) -> float:
+    """``5ms``, ``5 ms`` or ``5`` -> 5.0 (milliseconds)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms)?\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"--latency-budget {text}: expected milliseconds, e.g. 5ms")
+    return float(match.group(1))
+
+
+def _only(values: set[str], option: str, table: Path) -> str:
+    if len(values) != 1:
+        raise UserError(f"{option}: {table} holds several ({', '.join(sorted(values))}): name one")
+    return next(iter(values))
+
+
+def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None = None, precision: str | None = None,
+                   on: str = "local") -> dict:
+    """The member with the most true MACs whose measured p50 in ``runtime`` ``precision`` on
+    ``on`` is within the budget (MACs stand for capacity; latency decides), the runner-up and
+    every candidate, from a sweep's ``sweep.jsonl``."""
+    table = Path(table)
+    if table.is_dir():
+        table = table / "sweep.jsonl"
+    if not table.is_file():
+        raise UserError(f"--latency-table {table}: no such file; measure one with `crd-edge sweep --on {on}`")
+    rows = [r for r in read_jsonl(table) if r.get("status") == "measured" and r.get("device_spec") == on]
+    if not rows:
+        raise UserError(f"--latency-table {table}: nothing measured on {on}; run `crd-edge sweep --on {on}`")
+    runtime = runtime or _only({r["runtime"].split(" (")[0] for r in rows}, "--latency-runtime", table)
+    # "openvino" also matches "openvino (bf16)": the runtime names the compute type it chose
+    rows = [r for r in rows if r["runtime"] == runtime or r["runtime"].startswith(f"{runtime} (")]
+    if not rows:
+        raise UserError(f"--latency-runtime {runtime}: not in {table}")
+    precision = precision or _only({r["artifact"]["precision"] for r in rows}, "--latency-precision", table)
+    rows = [r for r in rows if r["artifact"]["precision"] == precision]
+    if not rows:
+        raise UserError(f"--latency-precision {precision}: {table} has no {runtime} {precision} measurement")
+    latest = {r["member"]["name"]: r for r in rows}  # the last measurement of each member
+    candidates = sorted(({"name": name, "member": r["member"], "ms": typical_ms(r),
+                          "true_gmacs": (r.get("model", {}).get("macs_true") or 0) / 1e9} for name, r in latest.items()),
+                        key=lambda c: (c["true_gmacs"], -c["ms"]))
+    within = [c for c in candidates if c["ms"] <= budget_ms]
+    if not within:
+        fastest = min(candidates, key=lambda c: c["ms"])
+        raise UserError(f"--latency-budget {budget_ms:g}ms: no member of {table} is that fast in {runtime} "
+                        f"{precision} on {on} (the fastest, {fastest['name']}, takes {fastest['ms']:.2f} ms)")
+    return {"budget_ms": budget_ms, "runtime": runtime, "precision": precision, "device": on, "table": str(table),
+            "chosen": within[-1], "runner_up": within[-2] if len(within) > 1 else None, "candidates": candidates}

@@ -35,7 +35,7 @@ from crd_edge.runtime.teachers import load_teacher
 from crd_edge.training import distributed as D
 from crd_edge.checkpoint import FORMAT_VERSION, read_checkpoint, student_record
 from crd_edge.imaging import tensor_from_uint8
-from crd_edge.training.curves import NOT_LOSSES, plot_curve, plot_losses
+from crd_edge.training.curves import NOT_LOSSES, plot_curve, plot_latency_choice, plot_losses
 from crd_edge.training.feature_distill import FeatureDistiller, parse_points
 from crd_edge.training.evaluate import heldout_fidelity, save_grid
 from crd_edge.training.gan_losses import hinge_d_loss, lsgan_loss
@@ -550,6 +550,9 @@ class _Run:
         self._write_samples()
         self.save(final=not interrupted, heldout=heldout)
         summary = self._summary(interrupted, heldout)
+        if summary["student"]["selection"]:
+            plot = plot_latency_choice(summary["student"]["selection"], self.run_dir / "latency_choice.png")
+            summary["student"]["selection"] = {**summary["student"]["selection"], "plot": plot.name}
         losses = plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png",
                              f"{self.run_dir.name}: training losses (weighted)")
         summary["loss_curve"] = losses.name if losses is not None else None
@@ -581,7 +584,8 @@ class _Run:
             "teacher": self.teacher.identity, "device": str(self.device), "batch_size": dc.batch_size,
             "crop_size": dc.size, "test_size": dc.test_size, "world_size": self.dist.world_size,
             "student": {"arch": cfg.student.arch, "kwargs": cfg.student.kwargs, "params": macs.params,
-                        "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9},
+                        "true_gmacs": macs.true_macs / 1e9, "paper_gmacs": macs.paper_macs / 1e9,
+                        "selection": cfg.student.selection or None},
             "data": data,
             "train_seconds": self.train_seconds,
             "images_per_second": self.images_seen / max(self.train_seconds, 1e-9),

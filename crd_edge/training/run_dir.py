@@ -53,6 +53,7 @@ def render_report(summary: dict) -> str:
     if summary.get("loss_curve"):
         lines += ["Training losses (weighted, from `metrics.jsonl`):", "",
                   f"![training losses]({summary['loss_curve']})", ""]
+    lines += _selection_lines(summary["student"].get("selection"))
     lines += ["Samples (input | teacher | student): `samples/`. Per-step losses: `metrics.jsonl`.", ""]
     return "\n".join(lines)
 
@@ -97,3 +98,24 @@ def _views_section(summary: dict, h: dict) -> list[str]:
     lines += ["For a closer student, run the full recipe: "
               "`crd-edge distill --recipe look` (about an hour on a 2-core CPU, or add `--device cuda`).", ""]
     return lines
+
+
+def _selection_lines(selection: dict | None) -> list[str]:
+    """Why this student (``distill --latency-budget``): the budget, the chosen member and the
+    runner-up, and the measured table it was chosen from."""
+    if not selection:
+        return []
+    chosen, runner = selection["chosen"], selection.get("runner_up")
+    lines = ["## Why this student", "",
+             f"The largest student of the family (most true MACs) measured within {selection['budget_ms']:g} ms "
+             f"in {selection['runtime']} {selection['precision']} on {selection['device']} "
+             f"(`{selection['table']}`): **{chosen['name']}**, {chosen['ms']:.2f} ms, "
+             f"{chosen['true_gmacs']:.3f} true GMACs."]
+    if runner:
+        lines.append(f"Runner-up: {runner['name']}, {runner['ms']:.2f} ms, {runner['true_gmacs']:.3f} true GMACs.")
+    lines += ["", "| member | true GMACs | p50 ms | within budget |", "|---|---:|---:|---|"]
+    lines += [f"| {c['name']} | {c['true_gmacs']:.3f} | {c['ms']:.2f} | {'yes' if c['ms'] <= selection['budget_ms'] else 'no'} |"
+              for c in selection["candidates"]]
+    if selection.get("plot"):
+        lines += ["", f"![latency against MACs, with the budget]({selection['plot']})"]
+    return lines + [""]
