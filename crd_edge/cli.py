@@ -47,6 +47,11 @@ def _show_markdown(text: str) -> None:
         typer.echo(text)
 
 
+def _csv(values: list[str]) -> list[str]:
+    """Repeatable options that also take comma-separated values: ``--target onnx,tflite``."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
 def _print_version(value: bool) -> None:
     if value:
         from crd_edge._version import __version__
@@ -222,10 +227,9 @@ def export(
     from crd_edge.export.results import render_results
     from crd_edge.export.run import export as run_export
 
-    split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
     results = []
-    with progress_bar(len(plan(split(target), split(precision) or None)), "export") as advance:
-        for result in run_export(source, split(target), split(precision) or None, size=size, calib=calib,
+    with progress_bar(len(plan(_csv(target), _csv(precision) or None)), "export") as advance:
+        for result in run_export(source, _csv(target), _csv(precision) or None, size=size, calib=calib,
                                  out_dir=out, force=force, arch=arch):
             results.append(result)
             advance(note=f"{result.label}: {result.status}")
@@ -321,7 +325,7 @@ def pipeline(
     from crd_edge.pipeline import run_pipeline
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
-    targets = [t for item in target for t in item.split(",") if t]
+    targets = _csv(target)
     result = run_pipeline(load_config(_config_or_recipe(config, recipe), set_, base=base), targets, bench=bench,
                           compare_teacher=compare_teacher, runs=runs, max_seconds=max_seconds,
                           log=lambda line: typer.echo(line, err=True), progress=None if as_json else progress_bar,
@@ -369,9 +373,8 @@ def sweep(
         except ValueError:
             raise UserError(f"{option} {text}: expected comma-separated whole numbers, e.g. 8,16,32") from None
 
-    split = lambda values: [v.strip() for item in values for v in item.split(",") if v.strip()]  # noqa: E731
-    members = family_grid(numbers(widths, "--widths"), numbers(blocks, "--blocks"), split([block]))
-    result = run_sweep(members, split(target), split(precision), size=size, on=on, out=out, threads=threads,
+    members = family_grid(numbers(widths, "--widths"), numbers(blocks, "--blocks"), _csv([block]))
+    result = run_sweep(members, _csv(target), _csv(precision), size=size, on=on, out=out, threads=threads,
                        runs=runs, max_seconds=max_seconds, log=lambda line: typer.echo(line, err=True),
                        progress=None if as_json else progress_bar)
     if as_json:
