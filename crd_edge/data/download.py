@@ -233,9 +233,11 @@ def _unreachable(url: str, reason: object, advice: str) -> UserError:
     return UserError(f"cannot reach {url} ({reason}): {advice}")
 
 
-def open_url(url: str, start: int, advice: str = DATASET_ADVICE):
+def open_url(url: str, start: int, advice: str = DATASET_ADVICE, accept: str | None = None):
     """GET ``url`` from byte ``start``; HTTP and network failures become ``UserError``."""
     headers = {"User-Agent": "crd-edge", "Accept-Encoding": "identity"}
+    if accept:
+        headers["Accept"] = accept
     if start:
         headers["Range"] = f"bytes={start}-"
     request = urllib.request.Request(url, headers=headers)
