@@ -115,13 +115,15 @@ def _plot(entries: list[dict], columns: list[tuple[str, str]], path: Path) -> Pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    lines = defaultdict(list)
+    lines = defaultdict(list)  # one line per runtime and precision (colour) and block type (style)
     for e in entries:
         for column, ms in e["ms"].items():
-            lines[column].append(((e["model"].get("macs_true") or 0) / 1e9, ms))
-    for (runtime, precision), points in sorted(lines.items()):
+            lines[(*column, e["member"]["block"])].append(((e["model"].get("macs_true") or 0) / 1e9, ms))
+    colours = {column: f"C{i}" for i, column in enumerate(columns)}
+    for (runtime, precision, block), points in sorted(lines.items()):
         xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o", label=f"{runtime} {precision}")
+        ax.plot(xs, ys, marker="o" if block == "dw" else "s", linestyle="-" if block == "dw" else "--",
+                color=colours[(runtime, precision)], label=f"{runtime} {precision}, {block} blocks")
     ax.set_xlabel("true GMACs per image")
     ax.set_ylabel("p50 latency (ms)")
     ax.set_title("Student family: latency against MACs")
