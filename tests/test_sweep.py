@@ -14,6 +14,8 @@ ARGS = ["--blocks", "1", "--target", "onnx", "--size", "32", "--runs", "3", "--m
 
 
 def test_members_are_the_default_student_at_other_sizes():
+    from crd_edge.config import RunConfig
+    assert FAMILY_BASE == RunConfig().student.arch
     default = create_model(FAMILY_BASE)
     member = create_model(FAMILY_BASE, **Member(16, 9, "dw").kwargs())
     assert default.crd_spec == member.crd_spec  # w16-b9-dw is the default student itself

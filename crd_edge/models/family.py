@@ -1,6 +1,6 @@
 """The student family: the default student's design (norm-free, zero-padded ResNet with an input
-skip and k4 transposed-conv upsampling, so every layer fuses and quantises) at other widths,
-depths and block types, to pick the one that fits a latency budget on a given device.
+skip, k4 transposed-conv upsampling and a global colour head, so every layer fuses and
+quantises) at other widths, depths and block types, to pick the one that fits a latency budget on a given device.
 
 A member is named ``w{width}-b{blocks}-{block}``: ``width`` the first layer's channels (ngf;
 the residual blocks run at 4x that), ``blocks`` residual blocks, ``block`` ``dw``
@@ -19,7 +19,7 @@ from crd_edge.errors import UserError
 
 __all__ = ["FAMILY_BASE", "BLOCK_TYPES", "Member", "family_grid", "parse_member"]
 
-FAMILY_BASE = "mobile_resnet_9blocks_ngf16_lite"  # the default student's registered design
+FAMILY_BASE = "mobile_resnet_9blocks_ngf16_colour"  # the default student (config.py's student.arch)
 BLOCK_TYPES = ("dw", "conv")
 
 
