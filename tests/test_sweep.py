@@ -6,7 +6,7 @@ import pytest
 
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
-from crd_edge.models.family import FAMILY_BASE, Member, family_grid, parse_member
+from crd_edge.models.family import FAMILY_BASE, Member, family_grid
 
 pytestmark = pytest.mark.slow
 
@@ -19,14 +19,14 @@ def test_members_are_the_default_student_at_other_sizes():
     default = create_model(FAMILY_BASE)
     member = create_model(FAMILY_BASE, **Member(16, 9, "dw").kwargs())
     assert default.crd_spec == member.crd_spec  # w16-b9-dw is the default student itself
-    assert parse_member("w24-b6-conv") == Member(24, 6, "conv") and Member(24, 6, "conv").name == "w24-b6-conv"
+    assert Member(24, 6, "conv").name == "w24-b6-conv"
     assert [m.name for m in family_grid([16, 8], [3], ["dw", "conv"])] == ["w8-b3-conv", "w8-b3-dw", "w16-b3-conv",
                                                                         "w16-b3-dw"]
     plain, separable = (sum(p.numel() for p in create_model(FAMILY_BASE, **Member(16, 3, b).kwargs()).parameters())
                         for b in ("conv", "dw"))
     assert plain > 2 * separable
-    with pytest.raises(UserError, match="expected wWIDTH-bBLOCKS-BLOCK"):
-        parse_member("w24-b6-sep")
+    with pytest.raises(UserError, match="--block sep: expected one of dw, conv"):
+        family_grid([8], [3], ["sep"])
 
 
 def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path):
@@ -45,6 +45,11 @@ def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path
     assert len((out / "sweep.jsonl").read_text().splitlines()) == 3
     assert [r["member"]["name"] for r in json.loads(out_json)] == ["w8-b1-dw", "w12-b1-dw", "w16-b1-dw"]
     assert "| w16-b1-dw |" in (out / "sweep.md").read_text()
+    # Another target for one member: only its new artifact is measured, the onnx row is kept.
+    code, _, err = run_cli("sweep", "--widths", "8", *ARGS[:2], "--target", "onnx,openvino", *ARGS[4:], "--out", out)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert [(r["member"]["name"], r["artifact"]["target"]) for r in rows[3:]] == [("w8-b1-dw", "openvino")]
 
 
 def test_a_latency_budget_picks_the_largest_member_within_it_and_says_why(run_cli, tmp_path, tiny_teacher):

@@ -67,12 +67,15 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
         for member in missing:
             folder = out / "members" / member.name
             checkpoint = _checkpoint(member, folder, size)
+            new = []  # only the artifacts not measured yet (a widened sweep keeps the earlier rows)
             for result in export(checkpoint, targets, precisions or None, size=size, out_dir=folder / "export"):
                 if not result.ok:  # measured anyway where the artifact exists; the log says why it failed
                     log(f"{member.name}: {result.label}: {result.status} {result.reason or ''}".rstrip())
-            for row in bench([str(folder / "export")], devices=[on], threads=threads, runs=runs,
-                             max_seconds=max_seconds, out_dir=folder / "bench", roofline=False,
-                             options=RunnerOptions(op_profile=False)):
+                if result.record and (member.name, on, result.target, result.precision, (size, size)) not in done:
+                    new.append(str(folder / "export" / result.record["path"]))
+            measured = bench(new, devices=[on], threads=threads, runs=runs, max_seconds=max_seconds,
+                             out_dir=folder / "bench", roofline=False, options=RunnerOptions(op_profile=False))
+            for row in measured if new else []:
                 append_jsonl(results, {**row, "member": member.as_dict()})
             advance(note=member.name)
     rows = [r for r in read_jsonl(results) if r.get("status") == "measured" and r["device_spec"] == on]

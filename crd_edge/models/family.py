@@ -12,12 +12,11 @@ size rule treat it like any other student.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from crd_edge.errors import UserError
 
-__all__ = ["FAMILY_BASE", "BLOCK_TYPES", "Member", "family_grid", "parse_member"]
+__all__ = ["FAMILY_BASE", "BLOCK_TYPES", "Member", "family_grid"]
 
 FAMILY_BASE = "mobile_resnet_9blocks_ngf16_colour"  # the default student (config.py's student.arch)
 BLOCK_TYPES = ("dw", "conv")
@@ -40,16 +39,6 @@ class Member:
     def as_dict(self) -> dict:
         return {"name": self.name, "width": self.width, "blocks": self.blocks, "block": self.block,
                 "arch": FAMILY_BASE, "kwargs": self.kwargs()}
-
-
-def parse_member(text: str, option: str = "--member") -> Member:
-    """``w24-b6-dw`` -> Member(24, 6, "dw"); a malformed name is a one-line error."""
-    match = re.fullmatch(r"w(\d+)-b(\d+)-(\w+)", text.strip())
-    if not match or match.group(3) not in BLOCK_TYPES or not 4 <= int(match.group(1)) <= 256 \
-            or not 1 <= int(match.group(2)) <= 32:
-        raise UserError(f"{option} {text}: expected wWIDTH-bBLOCKS-BLOCK with WIDTH 4-256, BLOCKS 1-32 and "
-                        f"BLOCK one of {', '.join(BLOCK_TYPES)}, e.g. w24-b6-dw")
-    return Member(int(match.group(1)), int(match.group(2)), match.group(3))
 
 
 def family_grid(widths: list[int], blocks: list[int], block_types: list[str]) -> list[Member]:

@@ -417,7 +417,10 @@ class _Run:
         # The schedule counts training steps, not optimiser updates. With mixed precision the
         # GradScaler skips the update of a step whose gradients overflowed (the first steps, while
         # it finds its scale), and torch then warns that the scheduler stepped first: intended
-        # here, so that one warning is silenced.
+        # here, so that one warning is silenced (only then: this runs every step).
+        if not self.amp:
+            self.sched.step()
+            return
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             self.sched.step()
