@@ -350,6 +350,9 @@ def pipeline(
 def sweep(
     widths: str = typer.Option("8,12,16,24,32", help="Widths (first-layer channels), comma-separated."),
     blocks: str = typer.Option("3,6,9", help="Residual block counts, comma-separated."),
+    mids: str = typer.Option("", help="Residual-block widths, comma-separated (default: 4 x each width)."),
+    ends: str = typer.Option("conv7", help="Full-resolution layers, comma-separated: conv7 (7x7 convs) | shuffle "
+                                           "(space-to-depth in, depth-to-space out)."),
     block: str = typer.Option("dw", help="Block types, comma-separated: dw (depthwise-separable) | conv (plain 3x3)."),
     target: List[str] = typer.Option(["openvino"], help="Export targets (repeatable or comma-separated)."),
     precision: List[str] = typer.Option([], help="Precisions (default fp32; repeatable or comma-separated)."),
@@ -373,7 +376,8 @@ def sweep(
         except ValueError:
             raise UserError(f"{option} {text}: expected comma-separated whole numbers, e.g. 8,16,32") from None
 
-    members = family_grid(numbers(widths, "--widths"), numbers(blocks, "--blocks"), _csv([block]))
+    members = family_grid(numbers(widths, "--widths"), numbers(blocks, "--blocks"), _csv([block]),
+                          numbers(mids, "--mids"), _csv([ends]))
     result = run_sweep(members, _csv(target), _csv(precision), size=size, on=on, out=out, threads=threads,
                        runs=runs, max_seconds=max_seconds, log=lambda line: typer.echo(line, err=True),
                        progress=None if as_json else progress_bar)

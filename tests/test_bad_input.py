@@ -55,6 +55,8 @@ TABLE = [
     # sweep: the family grid and its export options
     (["sweep", "--block", "sep"], "--block sep: expected one of dw, conv"),
     (["sweep", "--widths", "8,x"], "--widths 8,x: expected comma-separated whole numbers"),
+    (["sweep", "--ends", "full"], "--ends full: expected one of conv7, shuffle"),
+    (["sweep", "--mids", "4"], "--mids 4: expected 8-1024"),
     (["sweep", "--target", "tpu"], "--target tpu: unknown target"),
     # data and assets
     (["data", "download", "nope"], "unknown dataset 'nope'"),

@@ -74,6 +74,15 @@ def test_bad_export_options(run_cli, tmp_path, args, message):
     assert code == 2 and message in err and err.startswith("error: ")
 
 
+def test_a_run_folder_exports_its_checkpoint_into_the_run(run_cli, tmp_path):
+    run = tmp_path / "runs" / "main"
+    run.mkdir(parents=True)
+    _checkpoint(run / "checkpoint.pt")
+    code, _, err = run_cli("export", run, "--target", "onnx", "--precision", "fp32")
+    assert code == 0, err
+    assert (run / "export" / "student_64_fp32.onnx").is_file()
+
+
 def test_bad_export_inputs(run_cli, tmp_path):
     code, _, err = run_cli("export", tmp_path / "missing.pt")
     assert code == 2 and "no such checkpoint or model file" in err
@@ -170,6 +179,19 @@ def test_tensorrt_ready_graph_has_no_pad_and_a_trtexec_command(run_cli, tmp_path
     assert record["verification"]["psnr_db_min"] >= 60  # the graph itself, in fp32
     if importlib.util.find_spec("tensorrt") is None:
         assert conversion["engine"].startswith("not built here")
+
+
+def test_the_shuffle_student_exports_and_verifies_where_the_default_does(run_cli, tmp_path):
+    """No full-resolution convs: SpaceToDepth/DepthToSpace (or their reshapes) in every graph."""
+    from crd_edge.models.family import FAMILY_BASE
+    torch.manual_seed(0)
+    model = create_model(FAMILY_BASE, ngf=8, n_blocks=2, ends="shuffle").eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 64)}, tmp_path / "c.pt")
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "onnx,openvino,tensorrt",
+                             "--precision", "fp32,int8", "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    records = json.loads(out[out.index("["):])
+    assert len(records) == 6 and all(r["verification"]["status"] == "passed" for r in records), records
 
 
 def test_tensorrt_graph_check_rejects_dynamic_shapes_and_unknown_ops(tmp_path):

@@ -29,6 +29,26 @@ def test_members_are_the_default_student_at_other_sizes():
         family_grid([8], [3], ["sep"])
 
 
+def test_wide_middle_and_shuffle_ends_are_members_too():
+    import torch
+    from torch import nn
+
+    assert [m.name for m in family_grid([16], [3], ["conv"], [64, 96], ["conv7", "shuffle"])] == [
+        "w16-b3-conv", "w16-b3-conv-shuffle", "w16-m96-b3-conv", "w16-m96-b3-conv-shuffle"]  # m64 = 4 x 16
+    wide = create_model(FAMILY_BASE, **Member(16, 3, "conv", 96).kwargs())
+    assert max(m.out_channels for m in wide.modules() if isinstance(m, nn.Conv2d)) == 96
+    # shuffle: not one convolution runs at the input's resolution, and the output keeps its size
+    shuffle = create_model(FAMILY_BASE, **Member(16, 9, "dw", ends="shuffle").kwargs()).eval()
+    sizes = []
+    for m in shuffle.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            m.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[-1]))
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert shuffle(x).shape == x.shape and max(sizes) == 32
+    with pytest.raises(UserError, match="--ends full: expected one of conv7, shuffle"):
+        family_grid([8], [3], ["dw"], ends=["full"])
+
+
 def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path):
     out = tmp_path / "sweep"
     code, stdout, err = run_cli("sweep", "--widths", "8,12", *ARGS, "--out", out)
@@ -37,7 +57,7 @@ def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path
     assert [(r["member"]["name"], r["status"], r["artifact"]["target"]) for r in rows] == [
         ("w8-b1-dw", "measured", "onnx"), ("w12-b1-dw", "measured", "onnx")]
     assert rows[0]["model"]["macs_true"] < rows[1]["model"]["macs_true"] and rows[0]["input_size"] == [32, 32]
-    assert "| w8-b1-dw | 8 | 1 | dw |" in stdout and "onnxruntime fp32 ms" in stdout
+    assert "| w8-b1-dw | 8 | 32 | 1 | dw |" in stdout and "onnxruntime fp32 ms" in stdout
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A wider sweep measures only the new member; the table holds all three.
     code, out_json, err = run_cli("sweep", "--widths", "8,12,16", *ARGS, "--out", out, "--json")
@@ -50,6 +70,22 @@ def test_sweep_measures_each_member_once_and_extends_the_table(run_cli, tmp_path
     assert code == 0, err
     rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
     assert [(r["member"]["name"], r["artifact"]["target"]) for r in rows[3:]] == [("w8-b1-dw", "openvino")]
+
+
+def test_a_table_from_another_machine_is_not_this_machines_latency(run_cli, tmp_path):
+    from crd_edge.bench.sweep import choose_student
+
+    out = tmp_path / "sweep"
+    assert run_cli("sweep", "--widths", "8", *ARGS, "--out", out)[0] == 0
+    rows = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    for r in rows:  # as if measured on another computer and copied here
+        r["device"]["processor"] = "Some Other CPU"
+    (out / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match="nothing measured on local \\(this machine\\)"):
+        choose_student(out, 1e6)
+    code, _, err = run_cli("sweep", "--widths", "8", *ARGS, "--out", out)
+    assert code == 0 and "0 already measured" in err  # measured again, here
+    assert choose_student(out, 1e6)["chosen"]["name"] == "w8-b1-dw"
 
 
 def test_a_latency_budget_picks_the_largest_member_within_it_and_says_why(run_cli, tmp_path, tiny_teacher):

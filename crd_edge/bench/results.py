@@ -4,6 +4,7 @@ report.md and PNG plots. A report can merge several runs, devices and results fi
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,9 +39,20 @@ def latest(results: list[dict]) -> list[dict]:
     for r in results:
         if r.get("status") != "measured":
             continue
-        key = (device_name(r), r["artifact"]["name"], r.get("runtime"), r.get("threads"))
+        key = (device_name(r), r["artifact"].get("path") or r["artifact"]["name"], r.get("runtime"), r.get("threads"))
         rows[key] = r
     return list(rows.values())
+
+
+def artifact_label(r: dict, rows: list[dict]) -> str:
+    """The artifact's file name, or folder/name where two measured artifacts share a name (two
+    students benchmarked side by side, each exported as student_fp32.openvino)."""
+    a = r["artifact"]
+    paths = {x["artifact"].get("path") for x in rows if x["artifact"]["name"] == a["name"]}
+    if len(paths) > 1 and None not in paths:
+        # the part of the path that tells them apart: runs/a/export/x, runs/b/export/x -> a/export/x
+        return os.path.relpath(a["path"], os.path.commonpath(list(paths)))
+    return a["name"]
 
 
 def device_name(r: dict) -> str:
@@ -79,20 +91,54 @@ def _attach_roofline(rows: list[dict], results: list[dict]) -> None:
 def speedups(rows: list[dict]) -> list[dict]:
     """Teacher p50 / student p50 per device, runtime, precision and input size, pairing only a
     teacher and a student measured in the same run (a merged report holds several runs)."""
-    groups: dict[tuple, dict] = defaultdict(dict)
+    groups: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         a = r["artifact"]
         size = "x".join(map(str, r.get("input_size") or []))
-        groups[(device_name(r), r.get("runtime") or "", a["precision"], size, r.get("run_id") or "")][a["role"]] = r
+        groups[(device_name(r), r.get("runtime") or "", a["precision"], size, r.get("run_id") or "")][a["role"]].append(r)
     out = []
     for (device, runtime, precision, _, _), roles in sorted(groups.items()):
-        if "teacher" in roles and "student" in roles:
-            t, s = roles["teacher"], roles["student"]
-            tm, sm = t.get("model", {}).get("macs_true"), s.get("model", {}).get("macs_true")
-            out.append({"device": device, "runtime": runtime, "precision": precision,
+        for t in roles["teacher"][:1]:
+            for s in roles["student"]:  # several students against one teacher: a row each
+                tm, sm = t.get("model", {}).get("macs_true"), s.get("model", {}).get("macs_true")
+                out.append({"device": device, "runtime": runtime, "precision": precision,
+                            "student": artifact_label(s, rows),
+                            "teacher_p50_ms": typical_ms(t), "student_p50_ms": typical_ms(s),
+                            "speedup": typical_ms(t) / typical_ms(s),
+                            "mac_ratio": tm / sm if tm and sm else None})
+    return out
+
+
+def _runtime_family(runtime: str) -> str:
+    """"openvino (bf16)" -> "openvino": the precision a runtime computes in is a choice within it."""
+    return runtime.split(" (")[0]
+
+
+def best_speedups(rows: list[dict]) -> list[dict]:
+    """Per device and runtime, the teacher's fastest verified artifact against the student's:
+    the comparison a user ships, where each model runs in the quickest precision that still
+    matches its torch original (an int8 student that fails verification does not count, nor
+    does a teacher whose int8 export fails). Same-run pairs only, as in :func:`speedups`."""
+    best: dict[tuple, dict] = defaultdict(dict)
+    for r in rows:
+        a = r["artifact"]
+        if a.get("verification_status") != "passed":
+            continue
+        size = "x".join(map(str, r.get("input_size") or []))
+        # one teacher per group; one student per folder (several students benchmarked together)
+        who = "teacher" if a["role"] == "teacher" else str(Path(a.get("path") or "").parent)
+        group = best[(device_name(r), _runtime_family(r.get("runtime") or ""), size, r.get("run_id") or "")]
+        if who not in group or typical_ms(r) < typical_ms(group[who]):
+            group[who] = r
+    out = []
+    for (device, runtime, _, _), fastest in sorted(best.items()):
+        t = fastest.pop("teacher", None)
+        for s in fastest.values() if t else []:
+            out.append({"device": device, "runtime": runtime,
+                        "teacher": t["artifact"]["name"], "teacher_precision": t["artifact"]["precision"],
+                        "student": artifact_label(s, rows), "student_precision": s["artifact"]["precision"],
                         "teacher_p50_ms": typical_ms(t), "student_p50_ms": typical_ms(s),
-                        "speedup": typical_ms(t) / typical_ms(s),
-                        "mac_ratio": tm / sm if tm and sm else None})
+                        "speedup": typical_ms(t) / typical_ms(s)})
     return out
 
 
@@ -144,7 +190,7 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
             psnr = a.get("verification_psnr_db")
             status = a.get("verification_status")
             psnr_text = ("-" if psnr is None else f"{psnr:.1f}") + ("" if status in (None, "passed") else f" ({status})")
-            lines.append(f"| {a['role']} | {a['name']} | {r.get('runtime')} | {a['precision']} | {size} | "
+            lines.append(f"| {a['role']} | {artifact_label(r, rows)} | {r.get('runtime')} | {a['precision']} | {size} | "
                          f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
                          f"{_fmt(m.get('act_peak_bytes') and m['act_peak_bytes'] / 1e6, '.1f')} | "
                          f"{typical_ms(r):.1f}{'' if lat.get('p50') is not None else ' (mean)'} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
@@ -154,11 +200,20 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
     table = speedups(rows)
     if table:
         lines += ["## Student speed-up over the teacher (same device, runtime and precision)", "",
-                  "| device | runtime | precision | teacher p50 ms | student p50 ms | speed-up | true-MAC ratio |",
-                  "|---|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {s['device']} | {s['runtime']} | {s['precision']} | {s['teacher_p50_ms']:.1f} | "
+                  "| device | runtime | precision | student | teacher p50 ms | student p50 ms | speed-up | true-MAC ratio |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {s['device']} | {s['runtime']} | {s['precision']} | {s['student']} | {s['teacher_p50_ms']:.1f} | "
                   f"{s['student_p50_ms']:.1f} | {s['speedup']:.1f}x | {_fmt(s['mac_ratio'], '.1f')}x |" for s in table]
         lines.append("")
+    best = best_speedups(rows)
+    if best:
+        lines += ["## Student speed-up, each model at its fastest verified precision", "",
+                  "| device | runtime | teacher | teacher p50 ms | student | student p50 ms | speed-up |",
+                  "|---|---|---|---:|---|---:|---:|"]
+        lines += [f"| {b['device']} | {b['runtime']} | {b['teacher']} | {b['teacher_p50_ms']:.1f} | {b['student']} | "
+                  f"{b['student_p50_ms']:.1f} | {b['speedup']:.1f}x |" for b in best]
+        lines += ["", "What a user ships: each model in the quickest precision whose export passed verification "
+                  "against its torch original (a failed int8 export is left out).", ""]
     lines += _op_profile_section(rows)
     if skipped:
         lines += ["## Not measured", ""]
@@ -215,6 +270,9 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
                                               r["artifact"]["precision"]))
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
         labels = [f"{r['artifact']['role']} {r.get('runtime')} {r['artifact']['precision']}" for r in ordered]
+        repeated = {label for label in labels if labels.count(label) > 1}  # two students: say whose bar
+        labels = [f"{label} ({artifact_label(r, rows)})" if label in repeated else label
+                  for label, r in zip(labels, ordered)]
         p50 = [typical_ms(r) for r in ordered]
         p90 = [r["latency_ms"].get("p90") or typical_ms(r) for r in ordered]
         ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
@@ -238,16 +296,17 @@ def write_report(results_files: list[Path], out_dir: Path) -> dict:
     rows = latest(results)
     _attach_roofline(rows, results)
     # Artifacts that were skipped or failed and never measured later on that device.
-    measured = {(r.get("device_spec"), r["artifact"]["name"]) for r in rows}
-    skipped = list({(r["device_spec"], r["artifact"]["name"]): r for r in results
-                    if r.get("status") in ("skipped", "error")
-                    and (r.get("device_spec"), r["artifact"]["name"]) not in measured}.values())
+    def which(r: dict) -> tuple:
+        return r.get("device_spec"), r["artifact"].get("path") or r["artifact"]["name"]
+    measured = {which(r) for r in rows}
+    skipped = list({which(r): r for r in results
+                    if r.get("status") in ("skipped", "error") and which(r) not in measured}.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(rows, skipped)
     plots = plot(rows, out_dir)
     pictures = "".join(f"\n![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots)
     atomic_write_text(out_dir / "report.md", markdown + pictures)  # the terminal gets the tables only
-    report = {"rows": rows, "speedups": speedups(rows), "not_measured": skipped,
+    report = {"rows": rows, "speedups": speedups(rows), "best_speedups": best_speedups(rows), "not_measured": skipped,
               "plots": [p.name for p in plots], "sources": [str(p) for p in results_files]}
     write_json(out_dir / "report.json", report)
     return {"markdown": markdown, "report": out_dir / "report.md", "plots": plots}

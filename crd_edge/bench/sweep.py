@@ -5,13 +5,14 @@ latency part ways in the precisions that use one).
 Each member gets random weights (latency does not depend on them), is exported to each target
 and precision with the usual verification, and benchmarked one process per artifact, as
 ``crd-edge bench`` does. Every measurement is appended to ``OUT/sweep.jsonl`` with the member
-beside it; a member already measured there on that device, target and precision is not measured
-again, so a sweep can be widened or resumed. ``OUT/sweep.md`` and ``OUT/sweep.png`` (latency
+beside it; a member already measured there on that device (locally: this CPU, same threads),
+target and precision is not measured again, so a sweep can be widened or resumed. ``OUT/sweep.md`` and ``OUT/sweep.png`` (latency
 against true MACs, one line per runtime and precision) are rendered from the whole file.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,18 @@ __all__ = ["choose_student", "parse_budget", "run_sweep", "render_sweep"]
 def _key(row: dict) -> tuple:
     a = row["artifact"]
     return row["member"]["name"], row["device_spec"], a["target"], a["precision"], tuple(row.get("input_size") or ())
+
+
+def _on_device(rows: list[dict], on: str, threads: int | None = None) -> list[dict]:
+    """The rows measured on ``on``. ``local`` also means this machine, by its CPU (and the threads,
+    when given): a table copied from another computer or measured with other threads is not
+    this machine's latency. ``adb:``/``ssh:`` specs name their device."""
+    rows = [r for r in rows if r.get("device_spec") == on]
+    if on != "local":
+        return rows
+    from crd_edge.bench.harness import machine
+    cpu = machine()["processor"]
+    return [r for r in rows if r.get("device", {}).get("processor") == cpu and (threads is None or r.get("threads") == threads)]
 
 
 def _checkpoint(member: Member, folder: Path, size: int) -> Path:
@@ -58,7 +71,8 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
     out = Path(out)
     results = out / "sweep.jsonl"
     pairs = plan(targets, precisions or None)  # checks the targets and precisions before any work
-    done = {_key(r) for r in read_jsonl(results)} if results.is_file() else set()
+    local_threads = (threads or os.cpu_count() or 1) if on == "local" else threads  # as bench resolves it
+    done = {_key(r) for r in _on_device(read_jsonl(results), on, local_threads)} if results.is_file() else set()
     wanted = {(m, t, p) for m in members for t, p in pairs}
     missing = sorted({m for m, t, p in wanted if (m.name, on, t, p, (size, size)) not in done})
     log(f"sweep: {len(members)} members, {len(members) - len(missing)} already measured on {on}")
@@ -78,7 +92,7 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
             for row in measured if new else []:
                 append_jsonl(results, {**row, "member": member.as_dict()})
             advance(note=member.name)
-    rows = [r for r in read_jsonl(results) if r.get("status") == "measured" and r["device_spec"] == on]
+    rows = [r for r in _on_device(read_jsonl(results), on, local_threads) if r.get("status") == "measured"]
     table, plot = render_sweep(rows, out)
     return {"rows": rows, "table": table, "plot": plot}
 
@@ -94,13 +108,13 @@ def render_sweep(rows: list[dict], out: Path) -> tuple[Path, Path | None]:
         entry["ms"][(r["runtime"], r["artifact"]["precision"])] = typical_ms(r)
     ordered = sorted(members.values(), key=lambda e: e["model"].get("macs_true") or 0)
     lines = ["# Student family: measured latency", "",
-             "| member | width | blocks | block | true GMACs | params | act. MB | "
+             "| member | width | mid | blocks | block | true GMACs | params | act. MB | "
              + " | ".join(f"{rt} {p} ms" for rt, p in columns) + " |",
-             "|---|---:|---:|---|---:|---:|---:|" + "---:|" * len(columns)]
+             "|---|---:|---:|---:|---|---:|---:|---:|" + "---:|" * len(columns)]
     for e in ordered:
         m, counts = e["member"], e["model"]
         cells = [f"{e['ms'][c]:.2f}" if c in e["ms"] else "-" for c in columns]
-        lines.append(f"| {m['name']} | {m['width']} | {m['blocks']} | {m['block']} | "
+        lines.append(f"| {m['name']} | {m['width']} | {m.get('mid') or 4 * m['width']} | {m['blocks']} | {m['block']} | "
                      f"{(counts.get('macs_true') or 0) / 1e9:.3f} | {counts.get('params', 0):,} | "
                      f"{(counts.get('act_peak_bytes') or 0) / 1e6:.1f} | " + " | ".join(cells) + " |")
     lines += ["", "Random weights (latency does not depend on them); p50 of the timed calls, one process per "
@@ -117,21 +131,29 @@ def _plot(entries: list[dict], columns: list[tuple[str, str]], path: Path) -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    lines = defaultdict(list)  # one line per runtime and precision (colour) and block type (style)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    # One line per runtime and precision (colour) and design: block type (marker), ends (line
+    # style), wide middle or not (hollow markers).
+    lines = defaultdict(list)
     for e in entries:
+        m = e["member"]
+        design = (m["block"], m.get("ends", "conv7"), bool(m.get("mid")) and m["mid"] != 4 * m["width"])
         for column, ms in e["ms"].items():
-            lines[(*column, e["member"]["block"])].append(((e["model"].get("macs_true") or 0) / 1e9, ms))
+            lines[(*column, *design)].append(((e["model"].get("macs_true") or 0) / 1e9, ms))
     colours = {column: f"C{i}" for i, column in enumerate(columns)}
-    for (runtime, precision, block), points in sorted(lines.items()):
+    for (runtime, precision, block, ends, wide), points in sorted(lines.items()):
         xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o" if block == "dw" else "s", linestyle="-" if block == "dw" else "--",
-                color=colours[(runtime, precision)], label=f"{runtime} {precision}, {block} blocks")
+        label = f"{runtime} {precision}, {block} blocks" + (", shuffle ends" if ends == "shuffle" else "")
+        ax.plot(xs, ys, marker="o" if block == "dw" else "s", linestyle=":" if ends == "shuffle" else
+                "-" if block == "dw" else "--", color=colours[(runtime, precision)],
+                markerfacecolor="none" if wide else colours[(runtime, precision)],
+                label=label + (", wide middle" if wide else ""))
     ax.set_xlabel("true GMACs per image")
     ax.set_ylabel("p50 latency (ms)")
     ax.set_title("Student family: latency against MACs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the points, not over them
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -161,9 +183,10 @@ def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None =
         table = table / "sweep.jsonl"
     if not table.is_file():
         raise UserError(f"--latency-table {table}: no such file; measure one with `crd-edge sweep --on {on}`")
-    rows = [r for r in read_jsonl(table) if r.get("status") == "measured" and r.get("device_spec") == on]
+    rows = [r for r in _on_device(read_jsonl(table), on) if r.get("status") == "measured"]
     if not rows:
-        raise UserError(f"--latency-table {table}: nothing measured on {on}; run `crd-edge sweep --on {on}`")
+        here = " (this machine)" if on == "local" else ""
+        raise UserError(f"--latency-table {table}: nothing measured on {on}{here}; run `crd-edge sweep --on {on}`")
     runtime = runtime or _only({r["runtime"].split(" (")[0] for r in rows}, "--latency-runtime", table)
     # "openvino" also matches "openvino (bf16)": the runtime names the compute type it chose
     rows = [r for r in rows if r["runtime"] == runtime or r["runtime"].startswith(f"{runtime} (")]

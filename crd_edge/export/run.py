@@ -41,7 +41,8 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     height, width = parse_size(size, src.native_size)
     from crd_edge.models.registry import check_size
     check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
-    out_dir = Path(out_dir) if out_dir else (Path(source).parent / "export" if src.role == "student" else Path("export"))
+    default_out = Path(src.identity["path"]).parent / "export" if src.role == "student" else Path("export")
+    out_dir = Path(out_dir) if out_dir else default_out
     writer = ArtifactWriter(out_dir, force=force)
     images = verification_images(height, width)
     with torch.no_grad():

@@ -22,8 +22,10 @@ from crd_edge.export import onnx as onnx_target
 from crd_edge.export.base import ExportDetails, ExportJob, tool_version
 
 REWRITES = ("reflect_pad_to_slices",)
-# ONNX ops of these generators that TensorRT 8.6-10 parses natively.
+# ONNX ops of these generators that TensorRT 8.6-10 parses natively (onnx-tensorrt's
+# docs/operators.md support matrix; DepthToSpace/SpaceToDepth: the ``shuffle`` students' ends).
 SUPPORTED_OPS = frozenset({"Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization",
+                           "DepthToSpace", "SpaceToDepth",
                            "Relu", "LeakyRelu", "Tanh", "Add", "Sub", "Mul", "Div", "Concat", "Slice",
                            "Resize", "Constant", "Identity", "QuantizeLinear", "DequantizeLinear",
                            "Transpose", "Reshape", "Clip", "Sigmoid", "Abs", "Neg", "Exp", "Log", "Sqrt",

@@ -39,9 +39,12 @@ def load_source(source: str | Path, arch: str | None = None, option: str = "") -
 
     text = str(source)
     path = Path(text)
+    if path.is_dir() and (path / "checkpoint.pt").is_file():  # a run folder: runs/<name>
+        path = path / "checkpoint.pt"
+        text = str(path)
     if text != "vintagify" and not path.is_file():
         raise UserError(f"{path}: no such checkpoint or model file; `crd-edge distill` writes "
-                        "runs/<name>/checkpoint.pt (or pass 'vintagify' for the built-in teacher)")
+                        "runs/<name>/checkpoint.pt (pass it or its run folder; or 'vintagify' for the built-in teacher)")
     if text != "vintagify" and path.suffix.lower() == ".onnx":
         raise UserError(f"{path}: already an ONNX file; export takes the torch model it came from "
                         "(a crd-edge checkpoint, TorchScript or state dict)")
