@@ -28,3 +28,9 @@ def progress_bar(total: int | None, description: str, enabled: bool | None = Non
         def advance(steps: int = 1, note: str = "") -> None:
             bar.update(task, advance=steps, note=note)
         yield advance
+
+
+def optional_bar(factory: Callable | None, total: int | None, description: str):
+    """``factory(total, description)`` where a caller passed a bar factory (the CLI passes
+    :func:`progress_bar`), else a silent bar: library calls draw nothing unless asked."""
+    return factory(total, description) if factory else progress_bar(total, description, enabled=False)

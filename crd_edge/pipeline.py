@@ -33,7 +33,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     """Distil, export, export the teacher, bench, report. ``progress(total, description)``: a
     context yielding ``advance(note=...)`` for the export and bench stages (distillation draws
     its own bar)."""
-    from crd_edge._progress import progress_bar
+    from crd_edge._progress import optional_bar
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import bench as run_bench
     from crd_edge.export import plan
@@ -51,7 +51,8 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     if result.interrupted:
         return PipelineResult(result.run_dir, result)
     out = PipelineResult(result.run_dir, result)
-    stage = progress or (lambda total, what: progress_bar(total, what, enabled=False))
+    def stage(total, what):
+        return optional_bar(progress, total, what)
     with stage(len(plan(targets, None)), "export") as advance:
         for item in export(result.checkpoint, targets):
             out.exports.append(item)

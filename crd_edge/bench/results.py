@@ -109,7 +109,7 @@ def speedups(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _runtime_family(runtime: str) -> str:
+def runtime_family(runtime: str) -> str:
     """"openvino (bf16)" -> "openvino": the precision a runtime computes in is a choice within it."""
     return runtime.split(" (")[0]
 
@@ -127,7 +127,7 @@ def best_speedups(rows: list[dict]) -> list[dict]:
         size = "x".join(map(str, r.get("input_size") or []))
         # one teacher per group; one student per folder (several students benchmarked together)
         who = "teacher" if a["role"] == "teacher" else str(Path(a.get("path") or "").parent)
-        group = best[(device_name(r), _runtime_family(r.get("runtime") or ""), size, r.get("run_id") or "")]
+        group = best[(device_name(r), runtime_family(r.get("runtime") or ""), size, r.get("run_id") or "")]
         if who not in group or typical_ms(r) < typical_ms(group[who]):
             group[who] = r
     out = []

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, save_figure
-from crd_edge.bench.results import typical_ms
+from crd_edge.bench.results import runtime_family, typical_ms
 from crd_edge.bench.run import RunnerOptions, bench
 from crd_edge.errors import UserError
 from crd_edge.models.family import FAMILY_BASE, Member
@@ -64,7 +64,7 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
               max_seconds: float = 5.0, log: Callable[[str], None] = print, progress=None) -> dict:
     """Export and measure each member (skipping what ``OUT/sweep.jsonl`` already holds); returns
     the rows of this device and the paths of the table and plot."""
-    from crd_edge._progress import progress_bar
+    from crd_edge._progress import optional_bar
     from crd_edge.export import plan
     from crd_edge.export.run import export
 
@@ -76,7 +76,7 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
     wanted = {(m, t, p) for m in members for t, p in pairs}
     missing = sorted({m for m, t, p in wanted if (m.name, on, t, p, (size, size)) not in done})
     log(f"sweep: {len(members)} members, {len(members) - len(missing)} already measured on {on}")
-    bar = progress(len(missing), "sweep") if progress else progress_bar(0, "sweep", enabled=False)
+    bar = optional_bar(progress, len(missing), "sweep")
     with bar as advance:
         for member in missing:
             folder = out / "members" / member.name
@@ -187,9 +187,8 @@ def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None =
     if not rows:
         here = " (this machine)" if on == "local" else ""
         raise UserError(f"--latency-table {table}: nothing measured on {on}{here}; run `crd-edge sweep --on {on}`")
-    runtime = runtime or _only({r["runtime"].split(" (")[0] for r in rows}, "--latency-runtime", table)
-    # "openvino" also matches "openvino (bf16)": the runtime names the compute type it chose
-    rows = [r for r in rows if r["runtime"] == runtime or r["runtime"].startswith(f"{runtime} (")]
+    runtime = runtime or _only({runtime_family(r["runtime"]) for r in rows}, "--latency-runtime", table)
+    rows = [r for r in rows if runtime_family(r["runtime"]) == runtime]
     if not rows:
         raise UserError(f"--latency-runtime {runtime}: not in {table}")
     precision = precision or _only({r["artifact"]["precision"] for r in rows}, "--latency-precision", table)

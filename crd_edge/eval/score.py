@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from crd_edge._progress import progress_bar
+from crd_edge._progress import optional_bar
 from crd_edge.errors import UserError
 from crd_edge.models.registry import check_size
 from crd_edge.runtime.model import Model, check_model_exists, open_model
@@ -209,7 +209,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         + (" (model + teacher)" if run_teacher else ""))
 
     # 3. The model (and the teacher) on every image.
-    bar = progress(source.count, "eval") if progress else progress_bar(source.count, "eval", enabled=False)
+    bar = optional_bar(progress, source.count, "eval")
     with bar as advance:
         rows, model_feats, teacher_feats, examples = _score_images(
             loaded, model, source, (height, width), wanted, t_model if run_teacher else None, net, vgg,

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from crd_edge._io import save_figure
-from crd_edge._progress import progress_bar
+from crd_edge._progress import optional_bar
 from crd_edge.errors import UserError
 from crd_edge._io import atomic_write_text
 
@@ -131,7 +131,7 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
     eval_dir = None if views else make_eval_set(out / f"eval_images_{eval_crop}", eval_crop)
     rows = []
     # One step per run, on a terminal (a run takes minutes to an hour: the ETA is what one waits on).
-    bar = progress(len(seeds) * len(variants), "ablate") if progress else progress_bar(0, "ablate", enabled=False)
+    bar = optional_bar(progress, len(seeds) * len(variants), "ablate")
     with bar as advance:
         for seed in seeds:
             for variant in variants:
