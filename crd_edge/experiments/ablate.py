@@ -241,24 +241,36 @@ def _fmt(value, digits: int) -> str:
 
 
 def plot_ablation(rows: list[dict], path: Path) -> Path:
-    """PSNR and FID per variant: one dot per seed, a bar at the mean."""
+    """PSNR, KID (FID for runs without it) and VGG distance per variant: one dot per seed, a mark
+    at the mean, and a dashed line at copying the input where the rows carry it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     variants = sorted({r["variant"] for r in rows}, key=list(VARIANTS).index)  # canonical order, not training order
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    second = ("kid", "KID vs teacher outputs (lower is better)") if rows[0].get("kid") is not None \
-        else ("fid", "FID vs teacher outputs (lower is better)")
-    for ax, metric, label in ((axes[0], "psnr", "PSNR vs teacher (dB, higher is better)"), (axes[1], *second)):
+    panels = [("psnr", "PSNR vs teacher (dB, higher is better)"),
+              ("kid", "KID vs teacher outputs (lower is better)") if rows[0].get("kid") is not None
+              else ("fid", "FID vs teacher outputs (lower is better)")]
+    if rows[0].get("vgg_dist") is not None:
+        panels.append(("vgg_dist", "VGG distance to teacher (lower is better)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, (metric, label) in zip(axes, panels):
         for i, variant in enumerate(variants):
             values = [r[metric] for r in rows if r["variant"] == variant and r[metric] is not None]
             if values:
-                ax.bar(i, statistics.mean(values), color="#9ecae1")
+                # a mark at the mean, not a bar: the axis is zoomed, and a bar's length would lie
+                ax.hlines(statistics.mean(values), i - 0.3, i + 0.3, color="#08519c", linewidth=2)
                 ax.scatter([i] * len(values), values, color="#08519c", zorder=3, s=14)
+        copy = rows[0].get(f"copy_{metric}")
+        if copy is not None:
+            ax.axhline(copy, color="grey", linestyle="--", linewidth=1, label="copy the input")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(variants)), variants, rotation=20)
+        ax.set_xlim(-0.6, len(variants) - 0.4)
+        ax.grid(axis="y", alpha=0.3)
         ax.set_title(label, fontsize=10)
-        if metric == "psnr":
-            lows = [r[metric] for r in rows if r[metric] is not None]
-            ax.set_ylim(min(lows) - 1.0, max(lows) + 0.5)
+        values = [r[metric] for r in rows if r[metric] is not None] + ([copy] if copy is not None else [])
+        spread = max(values) - min(values) or abs(max(values)) * 0.1 or 1.0
+        # the differences between objectives are small against the values: zoom on them
+        ax.set_ylim(min(values) - 0.6 * spread, max(values) + 0.4 * spread)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
