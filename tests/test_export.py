@@ -181,8 +181,9 @@ def test_tensorrt_ready_graph_has_no_pad_and_a_trtexec_command(run_cli, tmp_path
         assert conversion["engine"].startswith("not built here")
 
 
-def test_the_shuffle_student_exports_and_verifies_where_the_default_does(run_cli, tmp_path):
-    """No full-resolution convs: SpaceToDepth/DepthToSpace (or their reshapes) in every graph."""
+def test_the_shuffle_student_exports_verifies_and_ends_in_depth_to_space(run_cli, tmp_path):
+    import onnx
+    pytest.importorskip("openvino")
     from crd_edge.models.family import FAMILY_BASE
     torch.manual_seed(0)
     model = create_model(FAMILY_BASE, ngf=8, n_blocks=2, ends="shuffle").eval()
@@ -192,6 +193,10 @@ def test_the_shuffle_student_exports_and_verifies_where_the_default_does(run_cli
     assert code == 0, err
     records = json.loads(out[out.index("["):])
     assert len(records) == 6 and all(r["verification"]["status"] == "passed" for r in records), records
+    for r in records:
+        if r["target"] in ("onnx", "tensorrt"):
+            ops = {n.op_type for n in onnx.load(str(tmp_path / "exp" / r["path"])).graph.node}
+            assert "DepthToSpace" in ops, (r["path"], ops)
 
 
 def test_tensorrt_graph_check_rejects_dynamic_shapes_and_unknown_ops(tmp_path):

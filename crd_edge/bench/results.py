@@ -39,19 +39,26 @@ def latest(results: list[dict]) -> list[dict]:
     for r in results:
         if r.get("status") != "measured":
             continue
-        key = (device_name(r), r["artifact"].get("path") or r["artifact"]["name"], r.get("runtime"), r.get("threads"))
+        key = (device_name(r), artifact_id(r), r.get("runtime"), r.get("threads"))
         rows[key] = r
     return list(rows.values())
+
+
+def artifact_id(r: dict) -> str:
+    """Which file a row measured: its absolute path (the same file typed two ways is one
+    artifact), or its name where the row has no path."""
+    path = r["artifact"].get("path")
+    return os.path.abspath(path) if path else r["artifact"]["name"]
 
 
 def artifact_label(r: dict, rows: list[dict]) -> str:
     """The artifact's file name, or folder/name where two measured artifacts share a name (two
     students benchmarked side by side, each exported as student_fp32.openvino)."""
     a = r["artifact"]
-    paths = {x["artifact"].get("path") for x in rows if x["artifact"]["name"] == a["name"]}
-    if len(paths) > 1 and None not in paths:
+    paths = {artifact_id(x) for x in rows if x["artifact"]["name"] == a["name"]}
+    if len(paths) > 1 and a.get("path"):
         # the part of the path that tells them apart: runs/a/export/x, runs/b/export/x -> a/export/x
-        return os.path.relpath(a["path"], os.path.commonpath(list(paths)))
+        return os.path.relpath(artifact_id(r), os.path.commonpath(list(paths)))
     return a["name"]
 
 
@@ -297,7 +304,7 @@ def write_report(results_files: list[Path], out_dir: Path) -> dict:
     _attach_roofline(rows, results)
     # Artifacts that were skipped or failed and never measured later on that device.
     def which(r: dict) -> tuple:
-        return r.get("device_spec"), r["artifact"].get("path") or r["artifact"]["name"]
+        return r.get("device_spec"), artifact_id(r)
     measured = {which(r) for r in rows}
     skipped = list({which(r): r for r in results
                     if r.get("status") in ("skipped", "error") and which(r) not in measured}.values())

@@ -40,7 +40,9 @@ def _on_device(rows: list[dict], on: str, threads: int | None = None) -> list[di
         return rows
     from crd_edge.bench.harness import machine
     cpu = machine()["processor"]
-    return [r for r in rows if r.get("device", {}).get("processor") == cpu and (threads is None or r.get("threads") == threads)]
+    # only a measurement has a machine; a skipped or failed artifact stays done wherever it was tried
+    return [r for r in rows if r.get("status") != "measured" or (
+        r.get("device", {}).get("processor") == cpu and (threads is None or r.get("threads") == threads))]
 
 
 def _checkpoint(member: Member, folder: Path, size: int) -> Path:
