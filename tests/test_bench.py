@@ -79,7 +79,9 @@ def test_bench_measures_reports_and_compares(run_cli, exports, tmp_path):
     assert {"Conv", "ConvTranspose"} <= set(ops) and all(o["where"] == "CPU" and o["ms"] > 0 for o in s["ops"])
     assert ops["ConvTranspose"]["nodes"] == 2 and sum(o["share"] for o in s["ops"]) == pytest.approx(1)
     assert "## Where the time goes (per op type)" in report
-    assert "| student_64_fp32.onnx | onnxruntime | Conv" in report.split("## Where the time goes")[1]
+    # the slowest op type first (which one it is depends on the machine's load: not asserted)
+    slowest = max(s["ops"], key=lambda o: o["ms"])["op"]
+    assert f"| student_64_fp32.onnx | onnxruntime | {slowest} " in report.split("## Where the time goes")[1]
 
 
 def test_no_op_profile_skips_it(run_cli, exports, tmp_path):

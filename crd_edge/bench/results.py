@@ -149,6 +149,13 @@ def best_speedups(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines; a header ending in ":" is a right-aligned (number) column."""
+    names = [h.removesuffix(":") for h in header]
+    rule = ["---:" if h.endswith(":") else "---" for h in header]
+    return [f"| {' | '.join(names)} |", f"|{'|'.join(rule)}|", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
 def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
@@ -206,19 +213,19 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
         lines.append("")
     table = speedups(rows)
     if table:
-        lines += ["## Student speed-up over the teacher (same device, runtime and precision)", "",
-                  "| device | runtime | precision | student | teacher p50 ms | student p50 ms | speed-up | true-MAC ratio |",
-                  "|---|---|---|---|---:|---:|---:|---:|"]
-        lines += [f"| {s['device']} | {s['runtime']} | {s['precision']} | {s['student']} | {s['teacher_p50_ms']:.1f} | "
-                  f"{s['student_p50_ms']:.1f} | {s['speedup']:.1f}x | {_fmt(s['mac_ratio'], '.1f')}x |" for s in table]
+        lines += ["## Student speed-up over the teacher (same device, runtime and precision)", ""]
+        lines += _table(["device", "runtime", "precision", "student", "teacher p50 ms:", "student p50 ms:",
+                         "speed-up:", "true-MAC ratio:"],
+                        [[s["device"], s["runtime"], s["precision"], s["student"], f"{s['teacher_p50_ms']:.1f}",
+                          f"{s['student_p50_ms']:.1f}", f"{s['speedup']:.1f}x", f"{_fmt(s['mac_ratio'], '.1f')}x"]
+                         for s in table])
         lines.append("")
     best = best_speedups(rows)
     if best:
-        lines += ["## Student speed-up, each model at its fastest verified precision", "",
-                  "| device | runtime | teacher | teacher p50 ms | student | student p50 ms | speed-up |",
-                  "|---|---|---|---:|---|---:|---:|"]
-        lines += [f"| {b['device']} | {b['runtime']} | {b['teacher']} | {b['teacher_p50_ms']:.1f} | {b['student']} | "
-                  f"{b['student_p50_ms']:.1f} | {b['speedup']:.1f}x |" for b in best]
+        lines += ["## Student speed-up, each model at its fastest verified precision", ""]
+        lines += _table(["device", "runtime", "teacher", "teacher p50 ms:", "student", "student p50 ms:", "speed-up:"],
+                        [[b["device"], b["runtime"], b["teacher"], f"{b['teacher_p50_ms']:.1f}", b["student"],
+                          f"{b['student_p50_ms']:.1f}", f"{b['speedup']:.1f}x"] for b in best])
         lines += ["", "What a user ships: each model in the quickest precision whose export passed verification "
                   "against its torch original (a failed int8 export is left out).", ""]
     lines += _op_profile_section(rows)

@@ -34,17 +34,22 @@ class Member:
     ends: str = "conv7"
 
     @property
+    def wide(self) -> bool:
+        """Residual blocks at another width than 4 x width."""
+        return bool(self.mid) and self.mid != 4 * self.width
+
+    @property
     def middle(self) -> int:
         return self.mid or 4 * self.width
 
     @property
     def name(self) -> str:
-        mid = f"-m{self.mid}" if self.mid and self.mid != 4 * self.width else ""
+        mid = f"-m{self.mid}" if self.wide else ""
         return f"w{self.width}{mid}-b{self.blocks}-{self.block}" + ("-shuffle" if self.ends == "shuffle" else "")
 
     def kwargs(self) -> dict:
         """Constructor arguments on top of :data:`FAMILY_BASE`'s."""
-        extra = {"mid": self.mid} if self.mid and self.mid != 4 * self.width else {}
+        extra = {"mid": self.mid} if self.wide else {}
         if self.ends != "conv7":
             extra["ends"] = self.ends
         return {"ngf": self.width, "n_blocks": self.blocks, "mobile": self.block == "dw", **extra}

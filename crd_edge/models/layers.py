@@ -12,7 +12,6 @@ from torch import nn
 PADDINGS = ("reflect", "replicate", "zero")
 NORMS = ("instance", "batch", "none")
 UPSAMPLES = ("convt3", "convt4", "nearest")
-ENDS = ("conv7", "shuffle")  # ResnetGenerator: full-resolution layers
 
 
 def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:

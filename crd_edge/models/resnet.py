@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from crd_edge.models.layers import ENDS, check_choice, conv_bias, norm_layer, padded_conv, upsample_conv
+from crd_edge.models.family import ENDS  # the one list: sweep's --ends checks it too
+from crd_edge.models.layers import check_choice, conv_bias, norm_layer, padded_conv, upsample_conv
 from crd_edge.models.registry import register_model
 
 
