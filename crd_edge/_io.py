@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from crd_edge.errors import UserError
@@ -98,6 +99,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         _give_up(Path(tmp), exc, len(text.encode()))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[Any], None]) -> None:
+    """``write(binary file)`` into a unique temporary file beside ``path``, then rename it into
+    place (numpy's ``np.save``/``np.savez`` and the like): concurrent writers of the same file
+    (two runs filling one shared cache) never collide on a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _give_up(Path(tmp), exc, None)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -23,7 +23,9 @@ def _flags_show_no_type() -> None:
     builds), so its help renderer is told that a flag has no type to show."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # another typer version (it is a private hook): keep its own help
+        return
     TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
 
 

@@ -245,6 +245,34 @@ def test_float32_angle_kernel_in_uneven_anchor_blocks_matches_autograd():
     torch.testing.assert_close(grad, grad2, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("plan", [(3, 7), (2, 20), (1, 3)])
+def test_angle_kernel_over_blocks_of_images_matches_autograd(monkeypatch, plan):
+    # The GPU plan (several images per call, anchors in blocks that leave a remainder), forced
+    # on the CPU: the same loss and gradient as plain autograd.
+    from crd_edge.training import losses
+
+    monkeypatch.setattr(losses, "_blocking", lambda x: plan)
+    s = random_items(n=5, m=20, d=7, dtype=torch.float32).requires_grad_(True)
+    t = random_items(n=5, m=20, d=5, dtype=torch.float32, seed=1)
+    loss = rkd_angle_loss(s, t)
+    (grad,) = torch.autograd.grad(loss, s)
+    s2 = s.detach().clone().requires_grad_(True)
+    plain = F.smooth_l1_loss(angle_relations(s2), angle_relations(t), beta=1.0)
+    (grad2,) = torch.autograd.grad(plain, s2)
+    torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad, grad2, rtol=1e-4, atol=1e-7)
+
+
+def test_gpu_blocking_bounds_the_cubic_block():
+    from crd_edge.training.losses import GPU_BLOCK_ELEMENTS, _blocking
+
+    assert _blocking(torch.zeros(64, 128, 3)) == (1, 8)  # CPU: one image, cache-sized blocks
+    meta = torch.zeros(64, 128, 3, device="meta")
+    images, anchors = _blocking(meta)
+    assert images == 64 and anchors * 64 * 128 * 128 <= GPU_BLOCK_ELEMENTS and anchors == 16
+    assert _blocking(torch.zeros(2, 16, 3, device="meta")) == (2, 16)  # every anchor in one call
+
+
 def test_vectorised_losses_match_naive_reference():
     s, t = random_items(n=2, m=5, d=4), random_items(n=2, m=5, d=3, seed=1)
     assert_close(rkd_angle_loss(s, t), naive_angle_loss(s, t))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crd_edge._io import atomic_write_with
 from crd_edge.data.views import heldout_views
 from crd_edge.imaging import psnr_each, tensor_from_uint8, tensor_to_uint8
 
@@ -59,10 +60,8 @@ def build_heldout(photos: list[tuple[str, np.ndarray]], size: int, labeller, fol
             pass  # unreadable: label again
     targets = np.concatenate([labeller(inputs[i:i + 64]) for i in range(0, len(inputs), 64)]) if len(inputs) \
         else inputs.copy()
-    tmp = folder / ".heldout.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, x=inputs, y=targets)
-    tmp.replace(cache)
+    # Two runs sharing the cache may label the same split at once: a unique temporary each.
+    atomic_write_with(cache, lambda fh: np.savez(fh, x=inputs, y=targets))
     return HeldoutSet(inputs, targets, names, folder, getattr(labeller, "info", {}))
 
 
@@ -96,10 +95,7 @@ def _features(held: HeldoutSet, name: str, images: np.ndarray, inception) -> np.
         if len(feats) == len(images):
             return feats
     feats = inception(images)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, feats)
-    tmp.replace(path)
+    atomic_write_with(path, lambda fh: np.save(fh, feats))
     return feats
 
 

@@ -272,14 +272,15 @@ def _angle_parts(items: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _cosines(gram: Tensor, a: Tensor, r: Tensor) -> Tensor:
-    """``cos[j, i, k]`` for a block of anchors ``j``: ``gram`` ``(M, M)``, ``a``/``r`` ``(C, M)``."""
-    return (gram - a.unsqueeze(2) - a.unsqueeze(1)) * r.unsqueeze(2) * r.unsqueeze(1)
+    """``cos[..., j, i, k]`` for a block of anchors ``j``: ``gram`` ``(..., M, M)``, ``a``/``r``
+    ``(..., C, M)`` (the leading dimension, when present, is a block of images)."""
+    return (gram.unsqueeze(-3) - a.unsqueeze(-1) - a.unsqueeze(-2)) * r.unsqueeze(-1) * r.unsqueeze(-2)
 
 
 def _angle_loss_and_grads(g: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Tensor, rt: Tensor):
-    """For one image and a chunk of anchors ``j`` (rows of ``a``/``r``: ``(C, M)``; Gram
-    matrices ``(M, M)``): the smooth-L1 sum over the chunk's triplets and its gradients w.r.t.
-    ``(G, a, r)`` of the student, in one pass over the ``(C, M, M)`` cubic block. With ``S``/``T``
+    """For a block of images and of anchors ``j`` (``a``/``r``: ``(B, C, M)``; Gram matrices
+    ``(B, M, M)``): the smooth-L1 sum over the block's triplets and its gradients w.r.t.
+    ``(G, a, r)`` of the student, in one pass over the ``(B, C, M, M)`` cubic block. With ``S``/``T``
     the student/teacher cosines, ``R = clamp(S - T, -1, 1)`` (the Huber derivative) and
     ``W = R r_ji r_jk``: ``dL/dG_ik = sum_j W_jik``, ``dL/da_ji = -2 sum_k W_jik``,
     ``dL/dr_ji = 2 sum_k R_jik S_jik / r_ji`` (the factors 2 come from the symmetry of ``S`` and
@@ -290,27 +291,41 @@ def _angle_loss_and_grads(g: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: T
     quad = absd.clamp(max=1.0)
     huber = (quad * (absd - 0.5 * quad)).sum()
     slope = diff.clamp(-1.0, 1.0)
-    weighted = slope * rs.unsqueeze(2) * rs.unsqueeze(1)
-    return huber, weighted.sum(0), weighted.sum(2), (slope * cos_s).sum(2)
+    weighted = slope * rs.unsqueeze(-1) * rs.unsqueeze(-2)
+    return huber, weighted.sum(-3), weighted.sum(-1), (slope * cos_s).sum(-1)
 
 
-# Anchors per block: the (C, M, M) block stays in cache. Measured for 256 rows (forward and
-# gradient, 2 CPU cores, compiled): all 256 anchors at once 53 ms, blocks of 64 / 16 / 8 / 4:
-# 39 / 18 / 16 / 17 ms.
+# Blocks on a CPU: one image and 8 anchors at a time, so the (C, M, M) block stays in cache.
+# Measured for 256 rows (forward and gradient, 2 CPU cores, compiled): all 256 anchors at once
+# 53 ms, blocks of 64 / 16 / 8 / 4: 39 / 18 / 16 / 17 ms.
 ANCHOR_CHUNK = 8
+# Elsewhere (a GPU) the cost is the number of calls, not the cache: every image at once and as
+# many anchors as keep the cubic block under this many elements (64 MiB in fp32). Per image and
+# per 8 anchors, a batch of 64 at 128 px made ~2200 calls a step: 5 s a step on an H200.
+GPU_BLOCK_ELEMENTS = 1 << 24
+
+
+def _blocking(x: Tensor) -> tuple[int, int]:
+    """``(images, anchors)`` per kernel call for items ``x`` ``(N, M, ...)``."""
+    n, m = x.shape[:2]
+    if x.device.type == "cpu":
+        return 1, ANCHOR_CHUNK
+    return n, max(1, min(m, GPU_BLOCK_ELEMENTS // (n * m * m)))
 
 
 def _angle_sums(kernel, gs: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Tensor, rt: Tensor):
-    """:func:`_angle_loss_and_grads` over every image and block of anchors, summed."""
+    """:func:`_angle_loss_and_grads` over every block of images and anchors, summed."""
     huber = gs.new_zeros(())
     d_gram, d_a, d_r = torch.zeros_like(gs), torch.empty_like(a_s), torch.empty_like(rs)
-    for n in range(gs.shape[0]):
-        for j in range(0, gs.shape[1], ANCHOR_CHUNK):
-            block = slice(j, j + ANCHOR_CHUNK)
-            h, dg, da, dr = kernel(gs[n], a_s[n, block], rs[n, block], gt[n], a_t[n, block], rt[n, block])
+    per_call, chunk = _blocking(gs)
+    for n in range(0, gs.shape[0], per_call):
+        images = slice(n, n + per_call)
+        for j in range(0, gs.shape[1], chunk):
+            block = (images, slice(j, j + chunk))
+            h, dg, da, dr = kernel(gs[images], a_s[block], rs[block], gt[images], a_t[block], rt[block])
             huber = huber + h
-            d_gram[n] += dg
-            d_a[n, block], d_r[n, block] = da, dr
+            d_gram[images] += dg
+            d_a[block], d_r[block] = da, dr
     return huber, d_gram, d_a, d_r
 
 

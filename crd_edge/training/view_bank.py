@@ -19,9 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crd_edge._io import atomic_write_with
 from crd_edge.data.views import ViewSpec, sample_view
 from crd_edge.imaging import psnr_tensor, tensor_from_uint8, tensor_to_uint8
 
@@ -177,10 +176,7 @@ class ViewBank:
             return False
         x = self._views(k)
         y = self.labeller(x)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".views_{k:05d}.", suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, x=x, y=y)
-        os.replace(tmp, self._path(k))
+        atomic_write_with(self._path(k), lambda fh: np.savez(fh, x=x, y=y))
         self._add(x, y)
         return True
 
