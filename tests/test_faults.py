@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from crd_edge import _io
-from crd_edge._io import DiskFullError, append_jsonl, atomic_torch_save, atomic_write_text, read_jsonl
+from crd_edge._io import (DiskFullError, append_jsonl, atomic_torch_save, atomic_write_text, atomic_write_with,
+                          read_jsonl)
 
 
 def test_append_jsonl_cuts_a_torn_line_back_off(tmp_path, monkeypatch):
@@ -55,6 +56,39 @@ def test_other_failures_are_not_reported_as_a_full_disk(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="something else"):
         atomic_torch_save({}, tmp_path / "x.pt")
     assert not list(tmp_path.iterdir())
+
+
+def test_concurrent_writers_of_one_file_do_not_collide(tmp_path):
+    # Two runs sharing a cache label the same held-out split at once: with one temporary name
+    # for both, the second rename found its temporary gone (seen on a GPU machine).
+    import threading
+
+    import numpy as np
+
+    from crd_edge.training.heldout import build_heldout
+
+    photos = [("a", np.full((160, 200, 3), 90, np.uint8))]
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def label():
+        try:
+            start.wait()
+            for _ in range(10):
+                build_heldout(photos, 64, lambda x: 255 - x, tmp_path / "held")
+                (tmp_path / "held" / "heldout.npz").unlink(missing_ok=True)  # label again next time
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=label) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    atomic_write_with(tmp_path / "x.npy", lambda fh: np.save(fh, np.arange(3)))
+    assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "held").iterdir()) == []  # no temporaries left
 
 
 def test_atomic_write_text_on_a_full_disk(tmp_path, monkeypatch):

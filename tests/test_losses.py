@@ -231,11 +231,10 @@ def naive_distance_loss(s, t):
     return torch.stack([F.smooth_l1_loss(dist(a), dist(b)) for a, b in zip(s, t)]).mean()
 
 
-def test_float32_angle_kernel_in_uneven_anchor_blocks_matches_autograd():
-    # 20 items: blocks of 8, 8 and 4 anchors through the (compiled) float32 kernel; loss and
-    # gradient equal plain autograd through angle_relations.
-    s = random_items(n=2, m=20, d=7, dtype=torch.float32).requires_grad_(True)
-    t = random_items(n=2, m=20, d=5, dtype=torch.float32, seed=1)
+def assert_angle_kernel_matches_autograd(n: int, m: int = 20):
+    """The fused float32 kernel's loss and gradient equal plain autograd through angle_relations."""
+    s = random_items(n=n, m=m, d=7, dtype=torch.float32).requires_grad_(True)
+    t = random_items(n=n, m=m, d=5, dtype=torch.float32, seed=1)
     loss = rkd_angle_loss(s, t)
     (grad,) = torch.autograd.grad(loss, s)
     s2 = s.detach().clone().requires_grad_(True)
@@ -243,6 +242,11 @@ def test_float32_angle_kernel_in_uneven_anchor_blocks_matches_autograd():
     (grad2,) = torch.autograd.grad(plain, s2)
     torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grad, grad2, rtol=1e-4, atol=1e-7)
+
+
+def test_float32_angle_kernel_in_uneven_anchor_blocks_matches_autograd():
+    # 20 items: blocks of 8, 8 and 4 anchors through the (compiled) kernel, one image a call.
+    assert_angle_kernel_matches_autograd(n=2)
 
 
 @pytest.mark.parametrize("plan", [(3, 7), (2, 20), (1, 3)])
@@ -252,15 +256,7 @@ def test_angle_kernel_over_blocks_of_images_matches_autograd(monkeypatch, plan):
     from crd_edge.training import losses
 
     monkeypatch.setattr(losses, "_blocking", lambda x: plan)
-    s = random_items(n=5, m=20, d=7, dtype=torch.float32).requires_grad_(True)
-    t = random_items(n=5, m=20, d=5, dtype=torch.float32, seed=1)
-    loss = rkd_angle_loss(s, t)
-    (grad,) = torch.autograd.grad(loss, s)
-    s2 = s.detach().clone().requires_grad_(True)
-    plain = F.smooth_l1_loss(angle_relations(s2), angle_relations(t), beta=1.0)
-    (grad2,) = torch.autograd.grad(plain, s2)
-    torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(grad, grad2, rtol=1e-4, atol=1e-7)
+    assert_angle_kernel_matches_autograd(n=5)
 
 
 def test_gpu_blocking_bounds_the_cubic_block():
