@@ -138,12 +138,17 @@ def test_two_students_benchmarked_together_each_keep_their_row():
                              "verification_status": "passed"}}
     rows = latest([row("runs/a/export", "student", "fp32", 6.0), row("runs/b/export", "student", "fp32", 3.0),
                    row("t", "teacher", "fp32", 210.0)])
+    for r in rows:  # each profiled: the per-op table names them apart as well
+        r["ops"] = [{"op": "Conv", "ms": r["latency_ms"]["p50"], "share": 1.0, "where": "CPU"}]
     assert len(rows) == 3  # same file name, two folders: two students, not one replacing the other
     assert sorted(s["speedup"] for s in speedups(rows)) == [35.0, 70.0]
     assert sorted(b["speedup"] for b in best_speedups(rows)) == [35.0, 70.0]
     table = render_markdown(rows, [])
     assert "| student | export/student_fp32.openvino |" not in table  # the label needs the run, not 'export'
     assert table.count("student_fp32.openvino |") >= 2
+    ops = table.split("## Where the time goes")[1]
+    assert "| a/export/student_fp32.openvino | openvino | Conv 6.00" in ops
+    assert "| b/export/student_fp32.openvino | openvino | Conv 3.00" in ops
 
 
 def test_one_size_rule_knows_each_architecture(run_cli, tmp_path):

@@ -176,7 +176,7 @@ def _op_profile_section(rows: list[dict], top: int = 4) -> list[str]:
         accelerated = "(" in (r.get("runtime") or "") and (r.get("runtime") or "").startswith("onnxruntime")
         slow = sorted({o["op"] for o in ops if o["where"].startswith("ref")
                        or (accelerated and o["where"] == "CPU")})
-        lines.append(f"| {device_name(r)} | {r['artifact']['name']} | {r.get('runtime')} | {slowest} | "
+        lines.append(f"| {device_name(r)} | {artifact_label(r, rows)} | {r.get('runtime')} | {slowest} | "
                      f"{', '.join(slow) or '-'} |")
     lines += ["", "From onnxruntime's profiler and OpenVINO's performance counters, in a second session after "
               "the timing (10 inferences after one warm-up); results.jsonl holds every op type with its "
