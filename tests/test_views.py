@@ -160,6 +160,16 @@ def test_bank_labels_views_and_reuses_them_from_disk(tmp_path):
     assert larger.loaded_from_disk == 2 * SHARD and larger.fill_shard() and invert.calls == 3 * SHARD
 
 
+def test_bank_knows_which_photo_each_view_came_from(tmp_path):
+    # Flat photos of distinct colours: a view's colour names its photo (no photometric change).
+    colours = [(200, 10, 10), (10, 200, 10), (10, 10, 200)]
+    photos = [np.full((64 + 8 * i, 80, 3), c, np.uint8) for i, c in enumerate(colours)]
+    bank = ViewBank(tmp_path, photos, ViewSpec(size=16, max_short=64, jitter=0.0), invert, capacity=2 * SHARD).fill()
+    x, _ = bank.first(len(bank))
+    seen = [colours.index(tuple(int(v) for v in ((x[i, :, 0, 0] + 1) * 127.5).round())) for i in range(len(x))]
+    assert bank.photo_indices() == seen and len(set(seen)) == 3
+
+
 def test_bank_relabels_a_torn_shard_and_reports_labeller_errors(tmp_path):
     photos, spec = [photo()], ViewSpec(size=32, max_short=64)
     ViewBank(tmp_path, photos, spec, invert, capacity=SHARD).fill()

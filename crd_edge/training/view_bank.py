@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -164,10 +164,20 @@ class ViewBank:
     def complete(self) -> bool:
         return len(self._x) >= self.n_shards
 
-    def _views(self, k: int) -> np.ndarray:
+    def _draws(self, k: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Shard ``k``'s views, each with the index of the photo it was cut from."""
         rng = random.Random(f"views/{self.seed}/{k}")
-        return np.stack([sample_view(self.photos[rng.randrange(len(self.photos))], rng, self.spec)
-                         for _ in range(SHARD)])
+        for _ in range(SHARD):
+            index = rng.randrange(len(self.photos))
+            yield index, sample_view(self.photos[index], rng, self.spec)
+
+    def _views(self, k: int) -> np.ndarray:
+        return np.stack([view for _, view in self._draws(k)])
+
+    def photo_indices(self) -> list[int]:
+        """The photo each view held now came from, in bank order (``first``'s): the views are
+        drawn again (crops only, no teacher), since a shard stores none."""
+        return [index for k in range(len(self._x)) for index, _ in self._draws(k)]
 
     def fill_shard(self) -> bool:
         """Label the next missing shard and store it; False when the bank is full."""
