@@ -14,9 +14,8 @@
 
 ``python -m crd_edge.experiments.anatomy --out runs/anatomy`` (the main job's config: its bank and
 held-out split, labelled once and reused; the teacher-feature predictor needs a white-box
-teacher). The figures are
-in docs/distill.md. A research tool, not a product command: it answers "is my student short of
-data, capacity or texture?" for the built-in teacher, and the same code runs on any config.
+teacher). The figures are in docs/distill.md. A research tool, not a product command: it
+answers "is my student short of data, capacity or texture?", and runs on any run config.
 """
 
 from __future__ import annotations
