@@ -1,9 +1,12 @@
 """The colour-map arithmetic behind ``python -m crd_edge.experiments.anatomy``."""
 
+import pytest
 import torch
+from PIL import Image
 
 from crd_edge.experiments.anatomy import (IDENTITY, apply_colour_maps, colour_map_mse, colour_moments,
-                                          fit_colour_maps, fit_predictor, gaussian_blur, tiled_colour_maps)
+                                          fit_colour_maps, fit_predictor, gaussian_blur, main,
+                                          tiled_colour_maps)
 
 
 def random_maps(n, gen, scale=0.3):
@@ -71,3 +74,14 @@ def test_predictor_learns_a_colour_map_that_a_feature_explains():
     xv, yv, fv = views(64)
     held = colour_moments(xv, yv)
     assert colour_map_mse(predict(fv.float()), held).mean() < 0.1 * colour_map_mse(IDENTITY.expand(64, 3, 4), held).mean()
+
+
+def test_a_photo_set_without_held_out_photos_is_a_one_line_error(tmp_path, capsys):
+    folder = tmp_path / "photos" / "trainA"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(torch.randint(0, 255, (140, 140, 3), dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "out"), "--set", f"data.data={tmp_path / 'photos'}"])
+    assert exit_info.value.code == 2 and "held-out" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from crd_edge._io import atomic_write_text
+from crd_edge.errors import UserError
 
 IDENTITY = torch.cat([torch.eye(3), torch.zeros(3, 1)], 1)  # the map that copies the input
 
@@ -144,7 +146,8 @@ def predictor_rows(views, teacher, bx: torch.Tensor, bank_m, hx: torch.Tensor, h
     """Part 3: held-out PSNR of colour maps predicted from global features, trained on the bank's
     views of a quarter, half and all of the training photos."""
     features = {"input channel mean and deviation": (channel_stats(bx), channel_stats(hx))}
-    if teacher.module is not None and hasattr(teacher.module, "model"):
+    layers = getattr(teacher.module, "model", ())  # a white-box ResNet teacher's layers, else none
+    if any(type(layer).__name__ == "ResidualBlock" for layer in layers):
         features["teacher bottleneck, pooled"] = (bottleneck_stats(teacher.module, bx.float()),
                                                   bottleneck_stats(teacher.module, hx.float()))
     photo = torch.tensor(views.bank.photo_indices())  # which photo each bank view came from
@@ -180,8 +183,11 @@ def run(config: str | None, out: Path, overrides: list[str]) -> dict:
     cfg = load_config(config, overrides)
     teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs)
     views = ViewTraining.build(cfg, teacher, torch.device("cpu"))
-    views.bank.fill()
     held = views.heldout
+    if held is None or len(held) < 2:
+        raise UserError("the anatomy scores held-out crops: the config's photos have no held-out split "
+                        "(a --data folder needs testA/ or enough photos for the held-out rule)")
+    views.bank.fill()
     hx, hy = tensor_from_uint8(held.inputs).double(), tensor_from_uint8(held.targets).double()
     bx, by = views.bank.first(len(views.bank))
     held_m, bank_m = colour_moments(hx, hy), colour_moments(bx, by)
@@ -218,7 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     random.seed(0)
-    run(args.config, args.out, args.overrides)
+    try:
+        run(args.config, args.out, args.overrides)
+    except UserError as exc:  # one line and exit 2, as the CLI does
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
