@@ -5,8 +5,9 @@ import torch
 from PIL import Image
 
 from crd_edge.experiments.anatomy import (IDENTITY, apply_colour_maps, colour_map_mse, colour_moments,
-                                          fit_colour_maps, fit_predictor, gaussian_blur, main,
-                                          tiled_colour_maps)
+                                          bottleneck_stats, fit_colour_maps, fit_predictor, gaussian_blur,
+                                          last_residual_block, main, tiled_colour_maps)
+from crd_edge.models.resnet import ResidualBlock, ResnetGenerator
 
 
 def random_maps(n, gen, scale=0.3):
@@ -85,3 +86,13 @@ def test_a_photo_set_without_held_out_photos_is_a_one_line_error(tmp_path, capsy
         main(["--out", str(tmp_path / "out"), "--set", f"data.data={tmp_path / 'photos'}"])
     assert exit_info.value.code == 2 and "held-out" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_bottleneck_features_are_read_after_the_last_residual_block():
+    net = ResnetGenerator(ngf=4, n_blocks=2).eval()
+    last = last_residual_block(net)
+    assert isinstance(net.model[last], ResidualBlock) and not isinstance(net.model[last + 1], ResidualBlock)
+    assert last_residual_block(None) is None and last_residual_block(torch.nn.Conv2d(3, 3, 1)) is None
+    stats = bottleneck_stats(net, torch.rand(3, 3, 32, 32) * 2 - 1, batch=2)
+    width = 4 * 4  # the residual blocks' width: 4 x ngf; a mean and a deviation per channel
+    assert stats.shape == (3, 2 * width) and (stats[:, width:] > 0).all()

@@ -130,14 +130,22 @@ def channel_stats(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([v.mean(2), v.std(2)], 1)
 
 
+def last_residual_block(module: torch.nn.Module | None) -> int | None:
+    """Index in ``module.model`` of a crd-edge ResNet generator's last residual block (the
+    bottleneck); None for any other teacher (an ONNX one has no module to read)."""
+    from crd_edge.models.resnet import ResidualBlock
+
+    found = [i for i, layer in enumerate(getattr(module, "model", ())) if isinstance(layer, ResidualBlock)]
+    return found[-1] if found else None
+
+
 @torch.no_grad()
 def bottleneck_stats(teacher: torch.nn.Module, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """Mean and deviation per channel of the teacher's activations after its last residual block."""
-    layers = teacher.model
-    last = max(i for i, layer in enumerate(layers) if type(layer).__name__ == "ResidualBlock")
+    to_bottleneck = teacher.model[:last_residual_block(teacher) + 1]
     out = []
     for i in range(0, len(x), batch):
-        a = layers[:last + 1](x[i:i + batch])
+        a = to_bottleneck(x[i:i + batch])
         out.append(torch.cat([a.mean((2, 3)), a.std((2, 3))], 1))
     return torch.cat(out)
 
@@ -146,8 +154,7 @@ def predictor_rows(views, teacher, bx: torch.Tensor, bank_m, hx: torch.Tensor, h
     """Part 3: held-out PSNR of colour maps predicted from global features, trained on the bank's
     views of a quarter, half and all of the training photos."""
     features = {"input channel mean and deviation": (channel_stats(bx), channel_stats(hx))}
-    layers = getattr(teacher.module, "model", ())  # a white-box ResNet teacher's layers, else none
-    if any(type(layer).__name__ == "ResidualBlock" for layer in layers):
+    if last_residual_block(teacher.module) is not None:
         features["teacher bottleneck, pooled"] = (bottleneck_stats(teacher.module, bx.float()),
                                                   bottleneck_stats(teacher.module, hx.float()))
     photo = torch.tensor(views.bank.photo_indices())  # which photo each bank view came from
