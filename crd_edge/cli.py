@@ -79,6 +79,8 @@ def distill(
     teacher_arch: Optional[str] = typer.Option(None, help="Registered architecture of a state-dict teacher."),
     online: bool = typer.Option(False, "--online", help="Train the teacher alongside the student (paper scheme)."),
     student: Optional[str] = typer.Option(None, help="Student architecture (see `crd-edge profile --list`)."),
+    init: Optional[str] = typer.Option(None, help="Student's first weights: teacher (pruned from the teacher's "
+                                                  "own), random, or auto (teacher where it can)."),
     steps: Optional[int] = typer.Option(None, min=1, help="Total student steps (wins over --epochs)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs over the training images."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Images per step."),
@@ -107,7 +109,7 @@ def distill(
     from crd_edge.training.loop import distill as run_distill
 
     options = {"data.data": data, "data.layout": layout, "teacher.source": teacher,
-               "teacher.arch": teacher_arch, "student.arch": student, "train.steps": steps,
+               "teacher.arch": teacher_arch, "student.arch": student, "student.init": init, "train.steps": steps,
                "train.epochs": epochs, "data.batch_size": batch_size, "data.size": size,
                "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed}
     if epochs is not None and steps is None:

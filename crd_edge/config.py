@@ -56,6 +56,11 @@ class ModelConfig:
     arch: str = "mobile_resnet_9blocks_ngf16_colour"
     kwargs: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)  # why this student (distill --latency-budget): for the report
+    # Where the student's weights start (crd_edge/models/inherit.py): "teacher" prunes the
+    # teacher's own weights into the student's layers (an architecture with ``channels``, a
+    # white-box ResNet teacher); "random" is a fresh initialisation; "auto" inherits when both
+    # allow it, else starts at random with a one-line note.
+    init: str = "auto"
 
 
 @dataclass
@@ -121,6 +126,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     amp: bool = True                 # mixed precision when on CUDA
+    channels_last: bool = True       # NHWC student and discriminator (faster convolutions, same results)
     log_every: int = 10
     sample_every: int = 200
     save_every: int = 200
@@ -146,6 +152,7 @@ class RunConfig:
 
 CHOICES = {
     "data.layout": ("auto", "builtin", "folder", "unaligned", "aligned"),
+    "student.init": ("auto", "teacher", "random"),
     "teacher.mode": ("offline", "online"),
     "teacher.recipe": ("cyclegan", "pix2pix"),
     "teacher.cache": ("exact", "full", "off"),

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crd_edge.analysis.roofline import matmul_gflops  # noqa: F401  (the harness's roofline; re-exported)
+
 FRAME_SHAPE = (480, 640, 3)  # a VGA camera frame, the demo's default capture size
 
 
@@ -55,20 +57,6 @@ def time_calls(fn, warmup: int, runs: int, max_seconds: float, min_runs: int = 5
         if len(samples) >= min_runs and time.perf_counter() - started > max_seconds:
             break
     return samples
-
-
-def matmul_gflops(threads: int, n: int = 1024, seconds: float = 1.0) -> dict:
-    """Best dense fp32 matmul throughput (GFLOP/s, 2 n^3 per product) with ``threads`` threads."""
-    import torch
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        samples = time_calls(lambda: torch.mm(a, b), warmup=2, runs=1000, max_seconds=seconds)
-    finally:
-        torch.set_num_threads(previous)
-    best = min(samples) / 1e3
-    return {"gflops": 2 * n ** 3 / best / 1e9, "gmacs_per_s": n ** 3 / best / 1e9, "n": n, "threads": threads}
 
 
 def _frame_ops(height: int, width: int):

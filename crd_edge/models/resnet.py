@@ -27,17 +27,19 @@ class ResidualBlock(nn.Module):
     block GAN Compression and CRD use for their students and mobile teachers.
     """
 
-    def __init__(self, dim: int, *, mobile: bool, padding: str, norm: str, affine: bool) -> None:
+    def __init__(self, dim: int, *, mobile: bool, padding: str, norm: str, affine: bool,
+                 inner: int | None = None) -> None:
         super().__init__()
         bias = conv_bias(norm)
+        inner = inner or dim  # the channels between the two stages (a pruned block has fewer)
         layers: list[nn.Module] = []
-        for stage in range(2):
+        for stage, (cin, cout) in enumerate(((dim, inner), (inner, dim))):
             if mobile:
-                layers += padded_conv(dim, dim, 3, padding, groups=dim, bias=bias)
-                layers += [norm_layer(norm, dim, affine), nn.Conv2d(dim, dim, 1, bias=bias)]
+                layers += padded_conv(cin, cin, 3, padding, groups=cin, bias=bias)
+                layers += [norm_layer(norm, cin, affine), nn.Conv2d(cin, cout, 1, bias=bias)]
             else:
-                layers += padded_conv(dim, dim, 3, padding, bias=bias)
-            layers.append(norm_layer(norm, dim, affine))
+                layers += padded_conv(cin, cout, 3, padding, bias=bias)
+            layers.append(norm_layer(norm, cout, affine))
             if stage == 0:
                 layers.append(nn.ReLU(inplace=True))
         self.conv_block = nn.Sequential(*layers)
@@ -109,13 +111,25 @@ class ResnetGenerator(nn.Module):
                  n_blocks: int = 9, *, mobile: bool = False, padding: str = "reflect",
                  norm: str = "instance", norm_affine: bool = False,
                  upsample: str = "convt3", input_skip: bool = False, global_context: bool = False,
-                 global_colour: bool = False, mid: int | None = None, ends: str = "conv7") -> None:
+                 global_colour: bool = False, mid: int | None = None, ends: str = "conv7",
+                 channels: list[int] | None = None) -> None:
         super().__init__()
         self.input_skip = input_skip
         if global_colour and not input_skip:
             raise ValueError("global_colour transforms the input that the input skip adds: it needs input_skip=True")
         check_choice(ends, ENDS, "ends")
         bias = conv_bias(norm)
+        # ``channels``: every layer's width, for a student pruned from a teacher (models/inherit.py):
+        # [stem, down1, residual stream, each block's inner width (n_blocks), up1, up2]; the
+        # layers keep the teacher's indices, so its weights map onto them by slicing.
+        if channels is not None:
+            if ends != "conv7" or mid is not None or len(channels) != n_blocks + 5:
+                raise ValueError(f"channels: expected {n_blocks + 5} widths (stem, down1, stream, "
+                                 f"{n_blocks} block widths, up1, up2) with ends='conv7' and no mid")
+            stem, down1, stream, *inner, up1, up2 = channels
+        else:
+            stem, down1, up1, up2, inner = ngf, ngf * 2, ngf * 2, ngf, [None] * n_blocks
+            stream = mid or ngf * 4
         # ``ends``: what the network does at full resolution. ``conv7``: a 7x7 convolution in and
         # out (CycleGAN's). ``shuffle``: none at all: space-to-depth in, a 3x3 convolution at half
         # resolution, and depth-to-space out. A small student spends most of its time in its
@@ -127,9 +141,9 @@ class ResnetGenerator(nn.Module):
                                        norm_layer(norm, ngf * 2, norm_affine), nn.ReLU(inplace=True)]
             width, downs, ups = ngf * 2, (mid or ngf * 4,), (ngf * 2,)
         else:
-            layers = [*padded_conv(in_channels, ngf, 7, padding, bias=bias),
-                      norm_layer(norm, ngf, norm_affine), nn.ReLU(inplace=True)]
-            width, downs, ups = ngf, (ngf * 2, mid or ngf * 4), (ngf * 2, ngf)
+            layers = [*padded_conv(in_channels, stem, 7, padding, bias=bias),
+                      norm_layer(norm, stem, norm_affine), nn.ReLU(inplace=True)]
+            width, downs, ups = stem, (down1, stream), (up1, up2)
         # ``mid``: the residual blocks' width (default 4 x ngf).
         for out in downs:  # downsampling
             layers += [nn.Conv2d(width, out, 3, stride=2, padding=1, bias=bias),
@@ -137,8 +151,8 @@ class ResnetGenerator(nn.Module):
             width = out
         self.down_end = len(layers)  # the encoder's last layer: its features feed the colour head
         self.colour = GlobalColour(width) if global_colour else None
-        blocks = [ResidualBlock(width, mobile=mobile, padding=padding, norm=norm,
-                                affine=norm_affine) for _ in range(n_blocks)]
+        blocks = [ResidualBlock(width, mobile=mobile, padding=padding, norm=norm, affine=norm_affine,
+                                inner=inner[i] if channels is not None else None) for i in range(n_blocks)]
         if global_context:  # before the first and after the last block (see GlobalContext)
             blocks = [GlobalContext(width), *blocks, GlobalContext(width)]
         layers += blocks
@@ -216,3 +230,12 @@ register_model("mobile_resnet_9blocks_ngf16_gc", _resnet, stride=4, ngf=16, n_bl
 register_model("mobile_resnet_9blocks_ngf16_colour", _resnet, stride=4, ngf=16, n_blocks=9, mobile=True,
                upsample="convt4", input_skip=True, norm="none", padding="zero", global_colour=True,
                doc="..._lite with a global colour head (per-image affine colour transform of the input)")
+# The teacher-inherited student (crd_edge/models/inherit.py): a CycleGAN ResNet-9blocks teacher's
+# own layout, pruned to these widths [stem, down1, residual stream, 9 block inner widths, up1,
+# up2], InstanceNorm kept (it makes the teacher's per-image colour change), zero padding and k4
+# upsampling (which convert and run fast everywhere). Its weights come from the teacher
+# (student.init=teacher); trained from random weights it is an ordinary small dense student.
+INHERITED_CHANNELS = [8, 16, 64] + [24] * 9 + [16, 8]
+register_model("resnet_9blocks_inherited", _resnet, stride=4, ngf=64, n_blocks=9, norm_affine=True, input_skip=True,
+               padding="zero", upsample="convt4", channels=INHERITED_CHANNELS,
+               doc="CycleGAN ResNet-9blocks pruned to a student's widths; starts from the teacher's weights")

@@ -26,11 +26,12 @@ def render_report(summary: dict) -> str:
              f"* student: `{summary['student']['arch']}` {summary['student']['kwargs']}: "
              f"{summary['student']['params']:,} params, {summary['student']['true_gmacs']:.3f} true GMACs, "
              f"{summary['student']['paper_gmacs']:.3f} GMACs (paper convention) at 256x256",
+             f"* first weights: {_init_line(summary['student'])}",
              f"* data: {summary['data']['description']}; {summary['data']['train_images']} training images, "
              f"{summary['data']['test_images']} held-out; skipped files: {summary['data']['skipped'] or 'none'}",
              f"* steps: {summary['step']} of {summary['total_steps']} (batch {summary['batch_size']}, crop "
              f"{summary['crop_size']}), {summary['train_seconds']:.0f} s, {summary['images_per_second']:.2f} images/s"
-             f" on {summary['device']}",
+             f" on {summary['device']}" + _compute_note(summary.get("compute")),
              f"* loss terms: {', '.join(summary['loss_terms'])}",
              f"* VGG16 weights: {summary.get('vgg') or 'not used'}",
              f"* GAN term: {summary['gan_note']}",
@@ -119,3 +120,21 @@ def _selection_lines(selection: dict | None) -> list[str]:
     if selection.get("plot"):
         lines += ["", f"![latency against MACs, with the budget]({selection['plot']})"]
     return lines + [""]
+
+
+def _init_line(student: dict) -> str:
+    init = student.get("init") or "random"
+    if init != "teacher":
+        return init
+    kept = (student.get("inherited") or {}).get("kept", {})
+    stream = len(kept.get("stream", []))
+    return ("the teacher's own, pruned (its most important channels on 32 training views, each layer re-fitted "
+            f"by least squares; residual stream {stream} channels): `inherit.json` lists the kept channels")
+
+
+def _compute_note(compute: dict | None) -> str:
+    if not compute:
+        return ""
+    return (f"; {compute['gflop_per_image']:.2f} GFLOP an image (every network, forward and backward), "
+            f"{compute['gflops']:.1f} GFLOP/s: {compute['share']:.0%} of this CPU's fp32 matmul roofline "
+            f"({compute['matmul_gflops']:.0f} GFLOP/s, {compute['threads']} threads, measured in the same process)")
