@@ -26,7 +26,7 @@ from torch import nn
 from crd_edge.errors import UserError
 from crd_edge.models.resnet import ResidualBlock, ResnetGenerator
 
-__all__ = ["InheritPlan", "inheritable", "inherit_into", "channel_importance"]
+__all__ = ["InheritPlan", "inheritable", "layout_mismatch", "inherit_into", "channel_importance"]
 
 
 
@@ -56,6 +56,31 @@ def inheritable(module: nn.Module | None) -> str | None:
     if any(isinstance(m, (nn.PixelShuffle, nn.PixelUnshuffle)) for m in module.modules()):
         return "the teacher has shuffle ends; inheriting needs conv7 ends"
     return None
+
+
+def layout_mismatch(student: nn.Module, teacher: nn.Module) -> str | None:
+    """None when ``student``'s widths (``channels``) fit inside the inheritable ``teacher``, else
+    what differs (one phrase), so a run can refuse or fall back before any work."""
+    channels = getattr(student, "crd_spec", {}).get("kwargs", {}).get("channels")
+    if not isinstance(student, ResnetGenerator) or not channels:
+        return ("the student must be a ResNet generator with per-layer widths (e.g. --student "
+                "resnet_9blocks_inherited)")
+    n = len(_blocks(teacher))
+    if len(_blocks(student)) != n:
+        return (f"the student has {len(_blocks(student))} residual blocks, the teacher {n}; set "
+                "student.kwargs.n_blocks and student.kwargs.channels to match")
+    convs = _convs(teacher)
+    teacher_widths = [c.out_channels if isinstance(c, nn.Conv2d) else c.weight.shape[1] for c in convs]
+    # stem, down1, stream (down2's output), each block's first conv, up1, up2
+    teacher_widths = teacher_widths[:3] + teacher_widths[3:3 + 2 * n:2] + teacher_widths[3 + 2 * n:5 + 2 * n]
+    for name, width, have in zip(_group_names(n), channels, teacher_widths):
+        if not 1 <= width <= have:
+            return f"student.kwargs.channels: {name} width {width} must be 1-{have} (the teacher's)"
+    return None
+
+
+def _group_names(n: int) -> list[str]:
+    return ["stem", "down1", "stream", *[f"block{i}" for i in range(n)], "up1", "up2"]
 
 
 def _convs(module: nn.Module) -> list[nn.Conv2d | nn.ConvTranspose2d]:
@@ -130,17 +155,9 @@ def channel_importance(teacher: ResnetGenerator, images: torch.Tensor, batch: in
 
 
 def _plan(teacher: ResnetGenerator, scores: dict[str, torch.Tensor], channels: list[int]) -> InheritPlan:
-    n = len(_blocks(teacher))
-    groups = ["stem", "down1", "stream", *[f"block{i}" for i in range(n)], "up1", "up2"]
-    if len(channels) != len(groups):
-        raise UserError(f"student.kwargs.channels: expected {len(groups)} widths (stem, down1, stream, "
-                        f"{n} block widths, up1, up2) for this teacher, got {len(channels)}")
-    kept = {}
-    for group, width in zip(groups, channels):
-        have = len(scores[group])
-        if not 1 <= width <= have:
-            raise UserError(f"student.kwargs.channels: {group} width {width} must be 1-{have} (the teacher's)")
-        kept[group] = sorted(scores[group].topk(width).indices.tolist())
+    """Each group's ``width`` most important channels (widths checked by :func:`layout_mismatch`)."""
+    groups = _group_names(len(_blocks(teacher)))
+    kept = {group: sorted(scores[group].topk(width).indices.tolist()) for group, width in zip(groups, channels)}
     return InheritPlan(list(channels), kept)
 
 
@@ -258,14 +275,10 @@ def inherit_into(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *
     why = inheritable(teacher)
     if why:
         raise UserError(f"student.init=teacher: {why}; use student.init=random")
-    channels = getattr(student, "crd_spec", {}).get("kwargs", {}).get("channels")
-    if not isinstance(student, ResnetGenerator) or not channels:
-        raise UserError("student.init=teacher: the student must be a ResNet generator with per-layer widths "
-                        "(e.g. --student resnet_9blocks_inherited); use student.init=random")
+    mismatch = layout_mismatch(student, teacher)
+    if mismatch:
+        raise UserError(f"student.init=teacher: {mismatch}")
     n = len(_blocks(teacher))
-    if len(_blocks(student)) != n:
-        raise UserError(f"student.init=teacher: the student has {len(_blocks(student))} residual blocks, the teacher "
-                        f"{n}; set student.kwargs.n_blocks and student.kwargs.channels to match")
     # 32 views measure importance and fit every layer well (the fit keeps 200 k pixels a layer);
     # each view costs two teacher passes, which dominate the minute this takes on 2 CPU cores.
     images = images[:max_images].to(next(teacher.parameters()).device)
@@ -273,7 +286,7 @@ def inherit_into(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *
     teacher.eval()
     scores = channel_importance(teacher, images)
     teacher.train(was)
-    plan = _plan(teacher, scores, list(channels))
+    plan = _plan(teacher, scores, student.crd_spec["kwargs"]["channels"])
     k = plan.kept
     # (out, in) index sets of each conv in forward order; None keeps all (the RGB ends).
     io = [(k["stem"], None), (k["down1"], k["stem"]), (k["stream"], k["down1"])]

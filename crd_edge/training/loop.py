@@ -220,15 +220,18 @@ class _Run:
         """Whether the student starts from the teacher's weights (student.init), decided before any
         heavy work; returns the report's note. ``teacher`` that cannot be done is an error, ``auto``
         falls back to random weights with a one-line note."""
-        from crd_edge.models.inherit import inheritable
+        from crd_edge.models.inherit import inheritable, layout_mismatch
         init = self.cfg.student.init
         if init == "random":
             return "random"
-        why = ("the teacher is trained online" if self.online else inheritable(getattr(self.teacher, "module", None)))
-        spec = self.student.crd_spec["kwargs"]
-        if why is None and not spec.get("channels"):
-            why = (f"the student {self.cfg.student.arch} is not a pruned teacher layout "
-                   "(use --student resnet_9blocks_inherited)")
+        if not self.student.crd_spec["kwargs"].get("channels"):
+            if init == "teacher":
+                raise UserError(f"student.init=teacher: the student {self.cfg.student.arch} is not a pruned teacher "
+                                "layout (use --student resnet_9blocks_inherited); or student.init=random")
+            return "random"  # auto: this student has no layout to inherit into
+        module = getattr(self.teacher, "module", None)
+        why = "the teacher is trained online" if self.online else inheritable(module)
+        why = why or layout_mismatch(self.student, module)
         if why is None:
             return "teacher"
         if init == "teacher":
