@@ -134,7 +134,13 @@ def test_distill_init_teacher_starts_from_the_pruned_teacher_and_resumes(run_cli
     assert summary["student"]["init"] == "teacher"
     kept = json.loads((run / "inherit.json").read_text())["kept"]
     assert len(kept["stream"]) == 8 and kept == summary["student"]["inherited"]["kept"]
-    assert "the teacher's own, pruned" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "the teacher's own, pruned" in report
+    # the step's counted FLOPs against the matmul roofline measured in the same process
+    compute = summary["compute"]
+    assert compute["gflop_per_image"] > 0 and compute["matmul_gflops"] > 0
+    assert compute["share"] == pytest.approx(compute["gflops"] / compute["matmul_gflops"])
+    assert "of this CPU's fp32 matmul roofline" in report
     student, _ = load_student(run / "checkpoint.pt")
     teacher = torch.load(tiny_teacher, weights_only=True)
     # the RGB input conv keeps all three input channels and the teacher's kept filters (re-fitted)
