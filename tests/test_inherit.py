@@ -10,7 +10,7 @@ from torch import nn
 
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
-from crd_edge.models.inherit import _zero_insert, channel_importance, inherit_into, inheritable
+from crd_edge.models.inherit import _zero_insert, channel_importance, inherit_into, inheritable, layout_mismatch
 
 
 def small_teacher(seed=0, **kwargs):
@@ -96,7 +96,9 @@ def test_what_cannot_be_inherited_says_why():
     assert "black box" in inheritable(None)
     assert "depthwise" in inheritable(create_model("mobile_resnet_9blocks_ngf16"))
     assert "InstanceNorm" in inheritable(create_model("resnet_9blocks", ngf=8, n_blocks=2, norm="none"))
+    assert "resizing" in inheritable(create_model("resnet_9blocks", ngf=8, n_blocks=2, upsample="nearest"))
     assert inheritable(small_teacher()) is None
+    assert "resizing" in layout_mismatch(student_for([4, 8, 8, 4, 4, 8, 4], upsample="nearest"), small_teacher())
     nine_blocks = create_model("resnet_9blocks_inherited")
     with pytest.raises(UserError, match="9 residual blocks, the teacher 2"):
         inherit_into(nine_blocks, small_teacher(), images(), refit=False)

@@ -29,7 +29,6 @@ from crd_edge.models.resnet import ResidualBlock, ResnetGenerator
 __all__ = ["InheritPlan", "inheritable", "layout_mismatch", "inherit_into", "channel_importance"]
 
 
-
 @dataclass(frozen=True)
 class InheritPlan:
     """What the student keeps: per pruned layer, the teacher channel indices (sorted)."""
@@ -55,6 +54,8 @@ def inheritable(module: nn.Module | None) -> str | None:
         return "the teacher has no InstanceNorm layers, which pruning relies on to re-normalise kept channels"
     if any(isinstance(m, (nn.PixelShuffle, nn.PixelUnshuffle)) for m in module.modules()):
         return "the teacher has shuffle ends; inheriting needs conv7 ends"
+    if any(isinstance(m, nn.Upsample) for m in module.modules()):
+        return "the teacher upsamples by resizing; inheriting maps transposed convolutions"
     return None
 
 
@@ -65,6 +66,8 @@ def layout_mismatch(student: nn.Module, teacher: nn.Module) -> str | None:
     if not isinstance(student, ResnetGenerator) or not channels:
         return ("the student must be a ResNet generator with per-layer widths (e.g. --student "
                 "resnet_9blocks_inherited)")
+    if any(isinstance(m, nn.Upsample) for m in student.modules()):
+        return "the student upsamples by resizing; inheriting needs its transposed convolutions (upsample=convt4)"
     n = len(_blocks(teacher))
     if len(_blocks(student)) != n:
         return (f"the student has {len(_blocks(student))} residual blocks, the teacher {n}; set "
