@@ -4,6 +4,12 @@ import sys
 # The built-in photos without the optional Debian packages (opencv-doc, gcompris-qt-data): the
 # suite's expectations (a 3-photo test split) must not depend on what else a machine has.
 os.environ.setdefault("CRD_EDGE_BUILTIN_PHOTOS", "bundled")
+# crd-edge's cache folder ($XDG_CACHE_HOME/crd-edge: view banks, held-out labels, Inception
+# features, installed assets) points at a fresh folder for the session: a user's own caches
+# must not change what the tests see. Packaged assets are still found in site-packages.
+import tempfile  # noqa: E402
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="crd-edge-tests-cache-")
 
 import numpy as np
 import pytest
