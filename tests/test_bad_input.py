@@ -23,7 +23,7 @@ TABLE = [
     (["distill", "--device", "cuda:7"], "CUDA is not available"),
     (["distill", "--student", "mobile_resnet"], "unknown model 'mobile_resnet'"),
     (["distill", "--teacher", "{tmp}/missing.pth"], "--teacher {tmp}/missing.pth: no such file"),
-    (["distill", "--recipe", "nope"], "--recipe nope: unknown recipe; recipes: inherit, look"),
+    (["distill", "--recipe", "nope"], "--recipe nope: unknown recipe; recipes: look"),
     (["distill", "--set", "loss.nope=1"], "--set loss.nope=1: unknown config key 'loss.nope'"),
     (["distill", "--set", "loss.crd_rows"], "--set 'loss.crd_rows': expected key=value"),
     (["distill", "--data", "{tmp}/nope"], "--data {tmp}/nope: not a folder of images or videos"),

@@ -39,7 +39,8 @@ def test_full_width_inheritance_is_the_teacher_itself():
     """Keeping every channel with the teacher's padding reproduces it exactly, through the
     k3 -> k4 transposed-conv conversion; the order of the kept channels does not matter."""
     teacher = small_teacher()
-    student = student_for([8, 16, 32, 32, 32, 16, 8], padding="reflect", input_skip=False).eval()
+    student = student_for([8, 16, 32, 32, 32, 16, 8], padding="reflect", input_skip=False,
+                          global_colour=False).eval()
     plan = inherit_into(student, teacher, images(), refit=False)
     assert plan.kept["stream"] == list(range(32))
     x = images(2, seed=5)
@@ -157,8 +158,9 @@ def test_distill_init_teacher_starts_from_the_pruned_teacher_and_resumes(run_cli
 @pytest.mark.slow
 def test_init_teacher_refusals_are_one_line_before_any_work(run_cli, tiny_teacher, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # the default student is not a pruned teacher layout
-    code, _, err = _views_run(run_cli, tmp_path, "a", tiny_teacher, "--init", "teacher")
+    # a student of the from-scratch family is not a pruned teacher layout
+    code, _, err = _views_run(run_cli, tmp_path, "a", tiny_teacher, "--student", "mobile_resnet_9blocks_ngf16_colour",
+                              "--init", "teacher")
     assert code == 2 and "resnet_9blocks_inherited" in err and len(err.strip().splitlines()) == 1
     # a black-box teacher cannot be pruned
     pytest.importorskip("onnxruntime")

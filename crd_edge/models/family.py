@@ -1,4 +1,4 @@
-"""The student family: the default student's design (norm-free, zero-padded ResNet with an input
+"""The student family: the from-scratch student's design (norm-free, zero-padded ResNet with an input
 skip, k4 transposed-conv upsampling and a global colour head, so every layer fuses and
 quantises) at other widths, depths and block types, to pick the one that fits a latency budget on a given device.
 
@@ -8,7 +8,7 @@ layer's channels (ngf); ``mid`` the residual blocks' channels (4 x width unless 
 ``conv`` (two plain 3x3 convolutions: more MACs, but dense work that matrix engines and int8
 kernels run well); ``-shuffle``: no full-resolution convolutions (space-to-depth in,
 depth-to-space out: ``ends`` of :class:`~crd_edge.models.resnet.ResnetGenerator`). Each member
-is the registered default student with those constructor arguments, so checkpoints, export and
+is :data:`FAMILY_BASE` with those constructor arguments, so checkpoints, export and
 the size rule treat it like any other student.
 """
 
@@ -20,7 +20,9 @@ from crd_edge.errors import UserError
 
 __all__ = ["FAMILY_BASE", "BLOCK_TYPES", "ENDS", "Member", "family_grid"]
 
-FAMILY_BASE = "mobile_resnet_9blocks_ngf16_colour"  # the default student (config.py's student.arch)
+# The default student before students inherited the teacher's weights; still the base of every
+# member, because a member of another width has no teacher layout to inherit into.
+FAMILY_BASE = "mobile_resnet_9blocks_ngf16_colour"
 BLOCK_TYPES = ("dw", "conv")
 ENDS = ("conv7", "shuffle")
 
