@@ -93,10 +93,11 @@ class LossConfig:
     # 0.01 / 0.02 balance them against pixel_l1 100 with the normalised VGG input.
     style: float = 0.0               # per VGG layer, Gram L1 (paper: 1e4 for un-normalised VGG input)
     feature: float = 0.0             # VGG relu2_2 L1 (paper: 10, same caveat)
-    # Adversarial term: off in the built-in job. With a student inherited from the teacher, the
-    # discriminator's step made a training step 1.8x as long for no held-out gain at 300 steps
-    # (docs/distill.md); the paper recipes and `--recipe look` turn it on.
-    gan: float = 0.0
+    # Adversarial term. null: chosen by the path: 0 on teacher-labelled views (the built-in job:
+    # with a student inherited from the teacher, the discriminator's step made a training step
+    # 1.8x as long for no held-out gain at 300 steps, docs/distill.md), 1 on the dataset and
+    # online paths (the paper's schemes, where the term is part of the method).
+    gan: float | None = None
     # With data.views: a discriminator learns teacher outputs (real) from student outputs (fake) on
     # the same views, "conditional" on the input (input | output pairs) or "unconditional".
     gan_d: str = "conditional"
@@ -261,7 +262,10 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 def config_from_dict(values: dict) -> RunConfig:
     """Build a RunConfig from nested dicts, checking keys, types and ranges."""
-    return validate(_build(RunConfig, values))
+    cfg = _build(RunConfig, values)
+    if cfg.loss.gan is None:  # see LossConfig.gan
+        cfg.loss.gan = 0.0 if cfg.data.views else 1.0
+    return validate(cfg)
 
 
 def set_key(values: dict, dotted: str, value: Any) -> None:

@@ -65,3 +65,13 @@ def test_builtin_job_trains_at_the_test_scale():
     with pytest.raises(UserError, match="teacher.cache=exact"):
         load_config(overrides=["data.color_jitter=0.3"])
     assert load_config(overrides=["data.color_jitter=0.3", "teacher.cache=exact"]).data.color_jitter == 0.3
+
+
+def test_the_adversarial_term_follows_the_training_path():
+    # Teacher-labelled views (the built-in job): off; the dataset and online paths (the paper's
+    # schemes): on; whatever a file or --set says wins, and config.json records the number.
+    assert load_config().loss.gan == 0.0
+    assert load_config(overrides=["data.views=0"]).loss.gan == 1.0
+    assert load_config(base={"teacher.mode": "online", "teacher.source": None, "data.views": 0}).loss.gan == 1.0
+    assert load_config(overrides=["loss.gan=0.5"]).loss.gan == 0.5
+    assert load_config(overrides=["data.views=0", "loss.gan=0"]).loss.gan == 0.0

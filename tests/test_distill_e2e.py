@@ -29,8 +29,7 @@ def tiny_args(runs, name, teacher, steps=6):
             "--set", "data.views=0", "--set", "data.batch_size=1",  # the dataset path (tests/test_distill_views.py: views)
             "--set", "data.augment_views=2", "--set", "train.log_every=1", "--set", "train.sample_every=3", "--set", "train.save_every=3",
             # the VGG terms are off by default (built-in job); these tests cover them too
-            "--set", "loss.style=0.01", "--set", "loss.feature=0.02",
-            "--set", "loss.gan=1"]  # off by default (the built-in job); these tests cover it
+            "--set", "loss.style=0.01", "--set", "loss.feature=0.02"]
 
 
 def test_distill_writes_a_complete_run(run_cli, tiny_teacher, tmp_path):
