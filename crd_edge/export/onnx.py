@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -40,14 +41,50 @@ def to_fp16(fp32_path: Path, out_path: Path) -> dict:
     return {"method": "onnxruntime.transformers.float16: fp16 weights and activations, float32 I/O kept"}
 
 
-def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetric: bool = False) -> dict:
+def conv_nodes(path: Path) -> dict[str, str]:
+    """Conv and ConvTranspose node names by their layer key (the weight's torch name without
+    ``.weight``, which the TorchScript exporter keeps as the initializer's name)."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    return {node.input[1].removesuffix(".weight"): node.name for node in graph.node
+            if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1
+            and node.input[1] in initializers and node.input[1].endswith(".weight")}
+
+
+def to_int8_searched(job: ExportJob, fp32_path: Path, out_path: Path, symmetric: bool = False) -> dict:
+    """int8 by :func:`to_int8`, with the fewest layers kept in float that bring the output within
+    the search's aim of the float model on the calibration photos (crd_edge.export.int8_search)."""
+    from crd_edge.export.int8_search import NON_CONVOLUTIONS, search
+    nodes = conv_nodes(fp32_path)
+
+    def quantize(keys: list[str]) -> Path:
+        candidate = job.work_dir / f"int8-{len(keys)}-float.onnx"
+        to_int8(fp32_path, candidate, job.calibration, symmetric, exclude=[nodes[k] for k in keys if k in nodes],
+                convolutions_only=NON_CONVOLUTIONS in keys)
+        return candidate
+
+    chosen, record = search(job.model, job.calibration, quantize, keys=set(nodes), lead=(NON_CONVOLUTIONS,))
+    shutil.move(chosen, out_path)  # work_dir may sit on another file system
+    return {**_int8_method(len(job.calibration), symmetric), "accuracy_search": record}
+
+
+def _int8_method(images: int, symmetric: bool) -> dict:
+    return {"method": f"onnxruntime static QDQ: per-channel symmetric int8 weights, "
+                      f"{'symmetric int8' if symmetric else 'uint8'} activations, "
+                      f"{images} calibration images, percentile {CALIBRATION_PERCENTILE} ranges"}
+
+
+def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetric: bool = False,
+            exclude: list[str] = (), convolutions_only: bool = False) -> dict:
     """Static QDQ int8 with per-channel weights, calibrated on ``calibration``. Activation ranges
     are the 99.99th percentile, not min/max: a few extreme pre-InstanceNorm values otherwise
     stretch the int8 grid (trained default student, 256 px, 3 held-out photos, PSNR min vs
     fp32: min/max 21.5 dB, entropy 21.5, percentile 99.9 16.3, 99.99 30.1-30.8, 99.999 23-25).
     ``symmetric``
     int8 activations (zero point 0) are what TensorRT's explicit quantisation expects.
-    Dynamic int8 is not offered: it made a conv generator 10x slower on a CPU in our measurements."""
+    Dynamic int8 is not offered: it made a conv generator 10x slower on a CPU in our measurements.
+    ``exclude``: node names left in float; ``convolutions_only``: every other op type too."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -66,14 +103,14 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
         with contextlib.redirect_stdout(io.StringIO()):  # its calibration prints would end up in the table
             quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(exclude),
+                            op_types_to_quantize=["Conv", "ConvTranspose"] if convolutions_only else None,
                             calibrate_method=CalibrationMethod.Percentile,
                             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
                                            "CalibPercentile": CALIBRATION_PERCENTILE})
     finally:
         root.setLevel(level)
-    return {"method": f"onnxruntime static QDQ: per-channel symmetric int8 weights, "
-                      f"{'symmetric int8' if symmetric else 'uint8'} activations, "
-                      f"{len(calibration)} calibration images, percentile {CALIBRATION_PERCENTILE} ranges"}
+    return _int8_method(len(calibration), symmetric)
 
 
 def versions() -> dict[str, str]:
@@ -88,6 +125,6 @@ def export(job: ExportJob, path: Path) -> dict:
     else:
         fp32 = job.work_dir / "fp32.onnx"
         write_fp32(job, fp32)
-        conversion = to_fp16(fp32, path) if job.precision == "fp16" else to_int8(fp32, path, job.calibration)
+        conversion = to_fp16(fp32, path) if job.precision == "fp16" else to_int8_searched(job, fp32, path)
     embed_onnx(path, {**job.contract, "layout": "NCHW"})
     return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions(), conversion))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
+import shutil
 from pathlib import Path
 
 from crd_edge.artifacts.contract import KEY as CONTRACT_KEY
@@ -19,7 +21,10 @@ from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_v
 REWRITES = ("narrow_conv_to_space_to_depth_r2",)
 
 
-def _quantize(model, calibration):
+CONVOLUTIONS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
+
+
+def _quantize(model, calibration, float_ops: list[str] = ()):
     try:
         import nncf
     except ImportError:
@@ -29,10 +34,58 @@ def _quantize(model, calibration):
     # convolutions symmetrically, which the CPU plugin runs on its int8 kernels. A student's
     # colour head stays in float: it turns a few pooled numbers into a colour matrix applied to
     # every pixel, so an int8 rounding there shifts the whole image (the _colour student fell to
-    # 26.6 dB with them quantised). They are a few thousand MACs; the convolutions stay int8.
-    ignored = nncf.IgnoredScope(patterns=[r".*/colour/.*"], validate=False)
-    with contextlib.redirect_stdout(io.StringIO()):  # progress bars would end up in the table
-        return nncf.quantize(model, dataset, subset_size=len(calibration), ignored_scope=ignored)
+    # 26.6 dB with them quantised). They are a few thousand MACs; the convolutions stay int8,
+    # but those in ``float_ops`` (the accuracy search's choice).
+    ignored = nncf.IgnoredScope(names=list(float_ops), patterns=[r".*/colour/.*"], validate=False)
+    from nncf.common.logging.logger import nncf_logger
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)  # a line for every op its ignored scope skips
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # progress bars would end up in the table
+            return nncf.quantize(model, dataset, subset_size=len(calibration), ignored_scope=ignored)
+    finally:
+        nncf_logger.setLevel(level)
+
+
+def conv_ops(model) -> dict[str, str]:
+    """Convolution op names by layer key: the torch name of the weight constant they read
+    (OpenVINO keeps the ONNX initializer's name as the constant's friendly name; a
+    ConvTranspose loses its own name, so this is the one stable handle)."""
+    ops = {}
+    for op in model.get_ops():
+        if op.get_type_name() in CONVOLUTIONS:
+            source = op.input_value(1).get_node()
+            while source.get_type_name() != "Constant" and source.get_input_size():
+                source = source.input_value(0).get_node()  # through a Convert or a Reshape
+            name = source.get_friendly_name()
+            if name.endswith(".weight"):
+                ops[name.removesuffix(".weight")] = op.get_friendly_name()
+    return ops
+
+
+def _save(ov, model, folder: Path, job: ExportJob) -> None:
+    # Read back by the session: an fp16 artifact may compute in the device's native 16-bit type.
+    for field, value in {**job.contract, "layout": "NCHW", "precision": job.precision}.items():
+        model.set_rt_info(value, [CONTRACT_KEY, field])  # the embedded contract (crd_edge.artifacts.contract)
+    folder.mkdir()
+    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=job.precision == "fp16")
+
+
+def _int8_searched(ov, model, job: ExportJob, path: Path) -> dict:
+    """NNCF int8 with the fewest convolutions kept in float that reach the search's aim on the
+    calibration photos (crd_edge.export.int8_search)."""
+    from crd_edge.export.int8_search import search
+    ops = conv_ops(model)
+
+    def quantize(keys: list[str]) -> Path:
+        folder = job.work_dir / f"int8-{len(keys)}-float.openvino"
+        _save(ov, _quantize(model.clone(), job.calibration, [ops[k] for k in keys]), folder, job)
+        return folder
+
+    keys = {key for key in ops if not key.startswith("colour.")}  # in float already (_quantize)
+    chosen, record = search(job.model, job.calibration, quantize, keys=keys)
+    shutil.move(chosen, path)  # work_dir may sit on another file system
+    return record
 
 
 def export(job: ExportJob, path: Path) -> dict:
@@ -45,16 +98,13 @@ def export(job: ExportJob, path: Path) -> dict:
     model = ov.convert_model(str(onnx_file))
     conversion = {"method": "openvino.convert_model from the fp32 ONNX graph"}
     if job.precision == "int8":
-        model = _quantize(model, job.calibration)
         conversion["method"] += f"; NNCF post-training int8, {len(job.calibration)} calibration images"
-    elif job.precision == "fp16":
-        conversion["method"] += ("; fp16 weights; computed in the device's native 16-bit type (bf16 on CPUs "
-                                 "with AMX/AVX512-BF16, f16 on ARM and GPUs, else f32)")
-    # Read back by the session: an fp16 artifact may compute in the device's native 16-bit type.
-    for field, value in {**job.contract, "layout": "NCHW", "precision": job.precision}.items():
-        model.set_rt_info(value, [CONTRACT_KEY, field])  # the embedded contract (crd_edge.artifacts.contract)
-    path.mkdir()
-    ov.save_model(model, str(path / "model.xml"), compress_to_fp16=job.precision == "fp16")
+        conversion["accuracy_search"] = _int8_searched(ov, model, job, path)
+    else:
+        if job.precision == "fp16":
+            conversion["method"] += ("; fp16 weights; computed in the device's native 16-bit type (bf16 on CPUs "
+                                     "with AMX/AVX512-BF16, f16 on ARM and GPUs, else f32)")
+        _save(ov, model, path, job)
     versions = {**onnx_target.versions(), "openvino": tool_version("openvino")}
     if job.precision == "int8":
         versions["nncf"] = tool_version("nncf")

@@ -91,7 +91,7 @@ def export(job: ExportJob, path: Path) -> dict:
     if job.precision == "int8":
         fp32 = job.work_dir / "fp32.onnx"
         onnx_target.write_fp32(job, fp32)
-        conversion = onnx_target.to_int8(fp32, path, job.calibration, symmetric=True)
+        conversion = onnx_target.to_int8_searched(job, fp32, path, symmetric=True)
         conversion["method"] += " (explicit quantisation for TensorRT)"
     else:
         onnx_target.write_fp32(job, path)

@@ -6,15 +6,19 @@ frame. Every other precision is ai-edge-quantizer applied to that fp32 file:
 
 * ``fp16``          fp16 weights (dequantized to float at load), float compute, float I/O;
 * ``int8``          full-integer static w8a8: per-channel int8 weights, int8 activations
-                    calibrated on ``job.calibration``, int8 input and output tensors;
+                    calibrated on ``job.calibration``, int8 input and output tensors; where
+                    that misses the accuracy search's aim (crd_edge.export.int8_search), only
+                    the convolutions stay int8 (float I/O), and then the most sensitive of
+                    those go to float too, one search step at a time;
 * ``int8-dynamic``  int8 weights, activations quantized on the fly by the kernels, float I/O;
 * ``int8-weight``   int8 weights dequantized before float compute, float I/O.
 
 Full-integer int8 is for accelerators that need it (NPUs, DSPs), not for accuracy: on the
-trained default student it measured 21-23 dB against torch on the held-out photos (below the
+trained mobile student it measured 21-23 dB against torch on the held-out photos (below the
 30 dB bar), because InstanceNorm's statistics and the wide pre-norm activations (the upsampling
 convs' outputs span about [-430, 780]) do not fit one int8 scale per tensor; ai-edge-quantizer's
-MSE range search did not help. ``int8-dynamic`` (41 dB) and ``int8-weight`` (65 dB) pass.
+MSE range search did not help. Hence the fallback above. ``int8-dynamic`` (41 dB) and
+``int8-weight`` (65 dB) pass.
 
 Both rewrites are needed: ``ConvTranspose2d(k3, output_padding=1)`` does not legalise in
 litert-torch, and ``ReflectionPad2d`` becomes MIRROR_PAD, which XNNPACK does not take: each one
@@ -25,8 +29,10 @@ slice form ran about 1.6x faster at 256x256 on 2 threads (70 vs 110 ms), with id
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -37,6 +43,7 @@ from torch import nn
 from crd_edge.artifacts.contract import embed_tflite
 from crd_edge.errors import UserError
 from crd_edge.export.base import ExportDetails, ExportJob, missing_extra, tool_version
+from crd_edge.export.int8_search import NON_CONVOLUTIONS
 from crd_edge.export.rewrites import REWRITES as REWRITE_TABLE
 
 REWRITES = ("convtranspose_k3_to_k4", "reflect_pad_to_slices", "narrow_conv_to_space_to_depth")  # last: 37.2 -> 31.9 ms
@@ -115,15 +122,45 @@ def _conversion_failure(model: nn.Module, exc: Exception) -> str:
             "TFLite builtins support (see crd_edge.export.rewrites) or export to ONNX instead")
 
 
-def _recipe(precision: str) -> list:
+CONVOLUTIONS = ("CONV_2D", "CONV_2D_TRANSPOSE", "DEPTHWISE_CONV_2D")
+
+
+def _recipe(precision: str, float_units: list[str] = (), model: nn.Module | None = None) -> list:
+    """The precision's recipe; for int8, ``float_units`` (layer keys of ``model``, or
+    NON_CONVOLUTIONS) stay in float (the accuracy search's choice)."""
     from ai_edge_quantizer import qtyping, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    manager = recipe_manager.RecipeManager()
     if precision == "fp16":  # weight-only "quantization" to float16 is the FLOAT_CASTING algorithm
-        manager = recipe_manager.RecipeManager()
         manager.add_weight_only_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, 16,
                                        algorithm_key=AlgorithmName.FLOAT_CASTING)
         return manager.get_quantization_recipe()
-    return getattr(recipe, RECIPES[precision])()
+    if precision != "int8" or not float_units:
+        return getattr(recipe, RECIPES[precision])()
+    # An op that no entry matches is not quantised; where entries overlap, the later one wins.
+    ops = [getattr(qtyping.TFLOperationName, name) for name in CONVOLUTIONS] \
+        if NON_CONVOLUTIONS in float_units else [qtyping.TFLOperationName.ALL_SUPPORTED]
+    for op in ops:
+        manager.add_static_config(".*", op, activation_num_bits=8, weight_num_bits=8)
+    for key in float_units:
+        if key != NON_CONVOLUTIONS:
+            manager.add_quantization_config(scope_regex(model, key), qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return manager.get_quantization_recipe()
+
+
+def scope_regex(model: nn.Module, key: str) -> str:
+    """A regex for the scope ai-edge-quantizer matches (the op's output tensor names) of the
+    layer ``key`` (``model.15.conv_block.3``). litert-torch names tensors after the modules they
+    run in, one ``<module class>_<attribute>`` level per module under the wrapped root, but
+    leaves out a Sequential that its parent iterates instead of calling: those levels are
+    optional here."""
+    module, pattern = model, ""
+    for part in key.split("."):
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+        level = re.escape(f"{type(module).__module__}.{type(module).__name__}_{part}")
+        pattern += f"(?:{level}/)?" if isinstance(module, nn.Sequential) else f"{level}/"
+    return f"(?:_wrapped/|;){pattern[:-1]};"
 
 
 def _quantize(fp32_path: Path, path: Path, job: ExportJob) -> dict:
@@ -132,22 +169,48 @@ def _quantize(fp32_path: Path, path: Path, job: ExportJob) -> dict:
         from ai_edge_quantizer import quantizer
     except ImportError:
         raise missing_extra("tflite", "ai-edge-quantizer") from None
+    if job.precision == "int8":
+        return _int8_searched(fp32_path, path, job)
     recipe = _recipe(job.precision)
+    _apply(quantizer, recipe, fp32_path, path, job)
+    name = RECIPES.get(job.precision, "weight-only fp16 (float_casting)")
+    return {"tool": "ai-edge-quantizer", "recipe_name": name, "recipe": recipe}
+
+
+def _apply(quantizer, recipe: list, fp32_path: Path, path: Path, job: ExportJob, calibration=None):
+    """Quantise ``fp32_path`` by ``recipe`` into ``path``; returns the calibration it used (the
+    activation ranges of every tensor of the float file, reusable with another recipe)."""
     q = quantizer.Quantizer(str(fp32_path), recipe)
-    calibration = None
     with warnings.catch_warnings():  # it keeps every tensor on purpose, and warns that it does
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-        if q.need_calibration:
+        if q.need_calibration and calibration is None:
             if job.calibration is None:
                 raise UserError(f"--precision {job.precision}: needs calibration images")
             calibration = _calibrate(q, fp32_path, job.calibration)
-        result = q.quantize(calibration, enable_progress_bar=False, enable_progress_report=False)
+        result = q.quantize(calibration if q.need_calibration else None, enable_progress_bar=False,
+                            enable_progress_report=False)
     result.export_model(str(path), overwrite=True)
-    name = RECIPES.get(job.precision, "weight-only fp16 (float_casting)")
-    record = {"tool": "ai-edge-quantizer", "recipe_name": name, "recipe": recipe}
-    if calibration is not None:
-        record["calibration_images"] = len(job.calibration)
-    return record
+    return calibration
+
+
+def _int8_searched(fp32_path: Path, path: Path, job: ExportJob) -> dict:
+    """Full-integer int8, or, short of the search's aim, the fewest units in float that reach it."""
+    from ai_edge_quantizer import quantizer
+    from crd_edge.export.int8_search import search
+    recipes, ranges = {}, {}
+
+    def quantize(units: list[str]) -> Path:
+        candidate = job.work_dir / f"int8-{len(units)}-float.tflite"
+        recipes[candidate] = _recipe("int8", units, job.model)
+        # The first (full-integer) recipe calibrates every tensor; the others reuse its ranges.
+        ranges["all"] = _apply(quantizer, recipes[candidate], fp32_path, candidate, job, ranges.get("all"))
+        return candidate
+
+    chosen, record = search(job.model, job.calibration, quantize, lead=(NON_CONVOLUTIONS,))
+    shutil.move(chosen, path)  # work_dir may sit on another file system
+    name = RECIPES["int8"] if not record["float_layers"] else "static_wi8_ai8 with float layers (accuracy search)"
+    return {"tool": "ai-edge-quantizer", "recipe_name": name, "recipe": recipes[chosen],
+            "calibration_images": len(job.calibration), "accuracy_search": record}
 
 
 def _calibrate(q, fp32_path: Path, images) -> dict:
@@ -155,7 +218,8 @@ def _calibrate(q, fp32_path: Path, images) -> dict:
     from ai_edge_litert.interpreter import Interpreter
     (arg,) = Interpreter(model_path=str(fp32_path)).get_signature_list()[SIGNATURE]["inputs"]
     samples = [{arg: img.permute(1, 2, 0)[None].numpy().astype(np.float32)} for img in images]
-    return q.calibrate({SIGNATURE: samples}, num_threads=os.cpu_count() or 1)
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar would end up in the table
+        return q.calibrate({SIGNATURE: samples}, num_threads=os.cpu_count() or 1)
 
 
 def _io_details(path: Path) -> tuple[dict, dict]:

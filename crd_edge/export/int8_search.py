@@ -1,0 +1,161 @@
+"""Accuracy-aware int8: when a fully quantised artifact falls short, keep the layers that cost the
+most accuracy in float, as accuracy-aware quantisers do (NNCF's accuracy control, onnxruntime's
+``nodes_to_exclude``, LiteRT's selective quantisation).
+
+1. **Rank** (torch, on the calibration photos): each convolution alone is rounded to int8 (its
+   input activation per tensor over the 99.99th-percentile range, its weights per output
+   channel, symmetric) with every other layer in float, and the output's PSNR against the float
+   model is its sensitivity. One forward pass per layer: seconds for a student.
+2. **Search** (in the target's own quantiser and runtime): quantise with the k most sensitive
+   layers left in float, k = 0, 1, 2, 4, ..., until the artifact's output on the calibration
+   photos reaches :data:`AIM_DB` against the float model, then bisect for the smallest such k.
+
+The verification photos are never used here: calibration and this search see training photos
+only, and the artifact is verified afterwards on the held-out photos like every other. The
+quantisers differ from the torch simulation, so the ranking only orders the candidates; every
+decision is measured in the target's own runtime. Layers are named by their weight's key in the
+exported model (``model.18`` for ``model.18.weight``), which every target maps to its own nodes.
+
+Written here because no quantiser does this for all our targets: NNCF's accuracy control is
+OpenVINO-only, and onnxruntime and ai-edge-quantizer take an exclusion list but do not search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+AIM_DB = 40.0        # the search stops here: well above the 30 dB verification floor
+# A target whose quantiser rounds every op (onnxruntime's QDQ, LiteRT's full-integer int8)
+# first keeps every op but the convolutions in float: the normalisations, additions and colour
+# maths are cheap and lose the most (their ranges change per image).
+NON_CONVOLUTIONS = "every op but the convolutions"
+# Beyond half the MACs in float an "int8" artifact is mostly a float one: the search stops
+# there, and an artifact still short of the floor fails its verification as it is.
+MAX_FLOAT_MAC_SHARE = 0.5
+PERCENTILE = 99.99   # activation range, as the onnxruntime target calibrates
+
+
+@dataclass
+class Layer:
+    key: str        # the weight's key without ".weight": model.18, colour.expand
+    macs: int       # per image at the calibration size
+    psnr_db: float  # output PSNR with this layer alone in int8
+
+
+def _psnr(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Worst image's PSNR (peak-to-peak 2 for [-1, 1] images), as the verification computes it."""
+    mse = ((outputs - reference) ** 2).reshape(len(reference), -1).mean(1)
+    return float((10 * np.log10(4.0 / np.maximum(mse, 1e-20))).min())
+
+
+def _fake_quant_input(x: torch.Tensor) -> torch.Tensor:
+    low, high = np.percentile(x.numpy(), [100 - PERCENTILE, PERCENTILE])
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    scale = max(high - low, 1e-8) / 255
+    zero = round(-low / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def _fake_quant_weight(w: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    dims = [d for d in range(w.dim()) if d != channel_dim]
+    scale = w.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / 127
+    return torch.round(w / scale).clamp(-127, 127) * scale
+
+
+def _conv_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
+    kernel = int(np.prod(module.kernel_size)) * module.in_channels * module.out_channels // module.groups
+    pixels = output[0, 0].numel() if isinstance(module, nn.Conv2d) else inputs[0, 0].numel()
+    return kernel * pixels
+
+
+def rank_layers(model: nn.Module, images: torch.Tensor, keys: set[str] | None = None) -> list[Layer]:
+    """The sensitivity of every convolution (of those in ``keys``, the ones the target can keep
+    in float), most sensitive (lowest PSNR) first."""
+    convs = {name: m for name, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and (keys is None or name in keys)}
+    macs: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: macs.__setitem__(n, _conv_macs(m, i[0], o)))
+             for n, m in convs.items()]
+    with torch.no_grad():
+        model(images[:1])  # one pass for the MAC counts
+        for hook in hooks:
+            hook.remove()
+        reference = model(images).numpy()
+        layers = []
+        for name, conv in convs.items():
+            weight = conv.weight.data.clone()
+            # Conv2d weights are (out, in, kh, kw); ConvTranspose2d's are (in, out, kh, kw).
+            conv.weight.data = _fake_quant_weight(weight, 0 if isinstance(conv, nn.Conv2d) else 1)
+            hook = conv.register_forward_pre_hook(lambda m, args: (_fake_quant_input(args[0]),))
+            try:
+                psnr = _psnr(model(images).numpy(), reference)
+            finally:
+                hook.remove()
+                conv.weight.data = weight
+            if name in macs:  # not a layer left unused by a rewrite
+                layers.append(Layer(name, macs[name], psnr))
+    return sorted(layers, key=lambda layer: layer.psnr_db)
+
+
+def run_artifact(path: Path, batch: np.ndarray) -> np.ndarray:
+    """``path``'s outputs for ``batch`` (N, 3, H, W), image by image, through the runtime layer."""
+    from crd_edge.runtime import open_session
+    session = open_session(path)
+    return np.concatenate([session.run(x[None]) for x in batch])
+
+
+def search(model: nn.Module, images: torch.Tensor, quantize: Callable[[list[str]], Path],
+           keys: set[str] | None = None, lead: tuple[str, ...] = (), aim_db: float | None = None,
+           run: Callable[[Path, np.ndarray], np.ndarray] = run_artifact) -> tuple[Path, dict]:
+    """Quantise with as few float layers as reach ``aim_db`` on ``images`` (the calibration
+    photos). ``quantize(keys)`` writes an artifact with those layers in float and returns its
+    path; ``keys``: the layers the target can keep in float (None: every convolution);
+    ``lead``: units the target leaves in float before any ranked layer (LiteRT: every op but
+    the convolutions). Returns the chosen artifact and the record for the manifest; the most
+    accurate one tried if none reaches the aim (``aim_db`` None: :data:`AIM_DB`)."""
+    aim_db = AIM_DB if aim_db is None else aim_db
+    with torch.no_grad():
+        reference = model(images).numpy()
+    batch = images.numpy()
+    tried: dict[int, tuple[Any, float]] = {}
+    ranking: list[Layer] = []
+
+    def attempt(k: int) -> float:
+        artifact = quantize([layer.key for layer in ranking[:k]])
+        tried[k] = (artifact, _psnr(run(artifact, batch), reference))
+        return tried[k][1]
+
+    if attempt(0) < aim_db:
+        ranking = [Layer(unit, 0, float("nan")) for unit in lead] + rank_layers(model, images, keys)
+        shares = np.cumsum([layer.macs for layer in ranking]) / max(sum(layer.macs for layer in ranking), 1)
+        most = int(np.searchsorted(shares, MAX_FLOAT_MAC_SHARE, side="right"))  # float layers allowed
+        low, k = 0, min(1, most)  # low: the largest k known to miss the aim
+        while k < most and attempt(k) < aim_db:
+            low, k = k, min(2 * k, most)
+        if k not in tried:
+            attempt(k)
+        high = k
+        if tried[high][1] >= aim_db:
+            while high - low > 1:  # the smallest k that reaches the aim, if monotone
+                middle = (low + high) // 2
+                if attempt(middle) >= aim_db:
+                    high = middle
+                else:
+                    low = middle
+    passing = [k for k, (_, psnr) in tried.items() if psnr >= aim_db]
+    chosen = min(passing) if passing else max(tried, key=lambda k: tried[k][1])
+    record = {"aim_db": aim_db, "images": len(images),
+              "float_layers": [layer.key for layer in ranking[:chosen]],
+              "float_mac_share": round(float(shares[chosen - 1]), 4) if chosen else 0.0,
+              "psnr_db_on_calibration": round(tried[chosen][1], 2),
+              "tried": [{"float_layers": k, "psnr_db": round(psnr, 2)} for k, (_, psnr) in sorted(tried.items())]}
+    if ranking:
+        record["max_float_mac_share"] = MAX_FLOAT_MAC_SHARE
+        record["sensitivity_db"] = {layer.key: round(layer.psnr_db, 2) for layer in ranking if layer.key not in lead}
+    return tried[chosen][0], record
