@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from crd_edge.export import int8_search
-from crd_edge.export.int8_search import NON_CONVOLUTIONS, rank_layers, search
+from crd_edge.export.int8_search import CONVOLUTION_OUTPUTS, NON_CONVOLUTIONS, NORM_INPUTS, rank_layers, search
 
 
 class TwoConvs(nn.Module):
@@ -75,23 +75,25 @@ def test_the_search_finds_the_fewest_float_layers_that_reach_the_aim():
     assert calls[0] == []  # all-int8 first
     # Each conv has the same MACs: at most half of them (4 of 8) in float, with the lead unit 5 units.
     assert record["max_float_mac_share"] == 0.5
-    assert record["float_layers"][0] == NON_CONVOLUTIONS and chosen == len(record["float_layers"]) == 4
-    assert record["psnr_db_on_calibration"] >= 40 and record["float_mac_share"] == pytest.approx(3 / 8)
-    assert [t["float_layers"] for t in record["tried"]] == [0, 1, 2, 3, 4]
+    assert record["float_ops"] == [NON_CONVOLUTIONS] and len(record["float_layers"]) == 3 and chosen == 4
+    assert record["psnr_db_mean"] >= 40 and record["float_mac_share"] == pytest.approx(3 / 8)
+    # All int8, the lead unit, then 1, 2 and 4 ranked layers more (the cap), then the bisection.
+    assert [t["float_units"] for t in record["tried"]] == [0, 1, 2, 3, 4, 5]
     assert set(record["sensitivity_db"]) == {f"convs.{i}" for i in range(8)}
 
 
 def test_a_model_that_passes_all_int8_is_not_searched():
     model, images, quantize, run, calls = _fake_target(0.0001)
     chosen, record = search(model, images, quantize, lead=(NON_CONVOLUTIONS,), run=run)
-    assert calls == [[]] and chosen == 0 and record["float_layers"] == [] and "sensitivity_db" not in record
+    assert calls == [[]] and chosen == 0 and record["float_layers"] == record["float_ops"] == []
+    assert "sensitivity_db" not in record
 
 
 def test_the_search_stops_at_half_the_macs_in_float_and_keeps_the_best_it_found():
     model, images, quantize, run, calls = _fake_target(0.05)  # 40 dB would need nearly all in float
     chosen, record = search(model, images, quantize, lead=(NON_CONVOLUTIONS,), run=run)
-    assert record["psnr_db_on_calibration"] < 40 and record["float_mac_share"] <= 0.5
-    assert chosen == max(t["float_layers"] for t in record["tried"]) == 5  # lead + 4 of 8 equal convs
+    assert record["psnr_db_mean"] < 40 and record["float_mac_share"] <= 0.5
+    assert chosen == max(t["float_units"] for t in record["tried"]) == 5  # lead + 4 of 8 equal convs
 
 
 @pytest.fixture
@@ -118,14 +120,16 @@ def test_onnx_int8_keeps_the_searched_layers_in_float(run_cli, checkpoint, tmp_p
     pytest.importorskip("onnxruntime")
     # An aim this high makes the search keep layers in float even on a small model.
     monkeypatch.setattr(int8_search, "AIM_DB", 200.0)
-    code, _, err = run_cli("export", checkpoint, "--out", tmp_path / "exp", "--precision", "int8")
+    code, out, err = run_cli("export", checkpoint, "--out", tmp_path / "exp", "--precision", "int8")
     (record,) = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
     found = record["conversion"]["accuracy_search"]
-    assert found["float_layers"][0] == NON_CONVOLUTIONS and 0 < found["float_mac_share"] <= 0.5
-    float_convs = set(found["float_layers"][1:])
+    assert found["float_ops"] == [CONVOLUTION_OUTPUTS] and 0 < found["float_mac_share"] <= 0.5
+    convs = len(found["float_layers"])
+    assert f"{CONVOLUTION_OUTPUTS} + {convs} convs in float" in out + err  # the verification table says so
+    float_convs = set(found["float_layers"])
     assert float_convs and float_convs <= _float_convs_in_onnx(tmp_path / "exp" / "student_64_int8.onnx")
     ranked = sorted(found["sensitivity_db"], key=found["sensitivity_db"].get)
-    assert found["float_layers"][1:] == ranked[:len(float_convs)]  # the most sensitive ones
+    assert found["float_layers"] == ranked[:len(float_convs)]  # the most sensitive ones
     assert record["verification"]["status"] == ("passed" if record["verification"]["psnr_db_min"] >= 30 else "failed")
 
 
@@ -136,7 +140,7 @@ def test_openvino_int8_keeps_the_searched_layers_in_float(run_cli, checkpoint, t
     run_cli("export", checkpoint, "--out", tmp_path / "exp", "--target", "openvino", "--precision", "int8")
     (record,) = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
     found = record["conversion"]["accuracy_search"]
-    assert NON_CONVOLUTIONS not in found["float_layers"]  # NNCF quantises only the convolutions anyway
+    assert found["float_ops"] == [NORM_INPUTS]  # NNCF's other int8 inputs are the convolutions' own
     model = ov.Core().read_model(str(tmp_path / "exp" / "student_64_int8.openvino" / "model.xml"))
     float_convs = {key for key, name in _weights_of_convs(model).items() if name == "Constant"}
     assert set(found["float_layers"]) <= float_convs and len(float_convs) < len(_weights_of_convs(model))

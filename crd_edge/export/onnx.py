@@ -55,16 +55,16 @@ def conv_nodes(path: Path) -> dict[str, str]:
 def to_int8_searched(job: ExportJob, fp32_path: Path, out_path: Path, symmetric: bool = False) -> dict:
     """int8 by :func:`to_int8`, with the fewest layers kept in float that bring the output within
     the search's aim of the float model on the calibration photos (crd_edge.export.int8_search)."""
-    from crd_edge.export.int8_search import NON_CONVOLUTIONS, search
+    from crd_edge.export.int8_search import CONVOLUTION_OUTPUTS, search
     nodes = conv_nodes(fp32_path)
 
     def quantize(keys: list[str]) -> Path:
         candidate = job.work_dir / f"int8-{len(keys)}-float.onnx"
         to_int8(fp32_path, candidate, job.calibration, symmetric, exclude=[nodes[k] for k in keys if k in nodes],
-                convolutions_only=NON_CONVOLUTIONS in keys)
+                convolutions_only=CONVOLUTION_OUTPUTS in keys)
         return candidate
 
-    chosen, record = search(job.model, job.calibration, quantize, keys=set(nodes), lead=(NON_CONVOLUTIONS,))
+    chosen, record = search(job.model, job.calibration, quantize, keys=set(nodes), lead=(CONVOLUTION_OUTPUTS,))
     shutil.move(chosen, out_path)  # work_dir may sit on another file system
     return {**_int8_method(len(job.calibration), symmetric), "accuracy_search": record}
 
@@ -84,7 +84,8 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
     ``symmetric``
     int8 activations (zero point 0) are what TensorRT's explicit quantisation expects.
     Dynamic int8 is not offered: it made a conv generator 10x slower on a CPU in our measurements.
-    ``exclude``: node names left in float; ``convolutions_only``: every other op type too."""
+    ``exclude``: node names left in float; ``convolutions_only``: every other op type and the
+    convolutions' outputs too (only their inputs and weights are int8)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -107,7 +108,9 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
                             op_types_to_quantize=["Conv", "ConvTranspose"] if convolutions_only else None,
                             calibrate_method=CalibrationMethod.Percentile,
                             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                                           "CalibPercentile": CALIBRATION_PERCENTILE})
+                                           "CalibPercentile": CALIBRATION_PERCENTILE,
+                                           "OpTypesToExcludeOutputQuantization":
+                                               ["Conv", "ConvTranspose"] if convolutions_only else []})
     finally:
         root.setLevel(level)
     return _int8_method(len(calibration), symmetric)

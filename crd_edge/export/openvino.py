@@ -24,7 +24,7 @@ REWRITES = ("narrow_conv_to_space_to_depth_r2",)
 CONVOLUTIONS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
 
 
-def _quantize(model, calibration, float_ops: list[str] = ()):
+def _quantize(model, calibration, float_ops: list[str] = (), float_norm_inputs: bool = False):
     try:
         import nncf
     except ImportError:
@@ -35,8 +35,10 @@ def _quantize(model, calibration, float_ops: list[str] = ()):
     # colour head stays in float: it turns a few pooled numbers into a colour matrix applied to
     # every pixel, so an int8 rounding there shifts the whole image (the _colour student fell to
     # 26.6 dB with them quantised). They are a few thousand MACs; the convolutions stay int8,
-    # but those in ``float_ops`` (the accuracy search's choice).
-    ignored = nncf.IgnoredScope(names=list(float_ops), patterns=[r".*/colour/.*"], validate=False)
+    # but those in ``float_ops`` (the accuracy search's choice). ``float_norm_inputs``: NNCF
+    # leaves the InstanceNorms' (MVN) inputs in float, which it otherwise rounds to int8.
+    ignored = nncf.IgnoredScope(names=list(float_ops), patterns=[r".*/colour/.*"],
+                                types=["MVN"] if float_norm_inputs else [], validate=False)
     from nncf.common.logging.logger import nncf_logger
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)  # a line for every op its ignored scope skips
@@ -74,16 +76,18 @@ def _save(ov, model, folder: Path, job: ExportJob) -> None:
 def _int8_searched(ov, model, job: ExportJob, path: Path) -> dict:
     """NNCF int8 with the fewest convolutions kept in float that reach the search's aim on the
     calibration photos (crd_edge.export.int8_search)."""
-    from crd_edge.export.int8_search import search
+    from crd_edge.export.int8_search import NORM_INPUTS, search
     ops = conv_ops(model)
 
     def quantize(keys: list[str]) -> Path:
         folder = job.work_dir / f"int8-{len(keys)}-float.openvino"
-        _save(ov, _quantize(model.clone(), job.calibration, [ops[k] for k in keys]), folder, job)
+        quantized = _quantize(model.clone(), job.calibration, [ops[k] for k in keys if k in ops],
+                              float_norm_inputs=NORM_INPUTS in keys)
+        _save(ov, quantized, folder, job)
         return folder
 
     keys = {key for key in ops if not key.startswith("colour.")}  # in float already (_quantize)
-    chosen, record = search(job.model, job.calibration, quantize, keys=keys)
+    chosen, record = search(job.model, job.calibration, quantize, keys=keys, lead=(NORM_INPUTS,))
     shutil.move(chosen, path)  # work_dir may sit on another file system
     return record
 

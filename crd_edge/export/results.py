@@ -58,6 +58,24 @@ def render_results(results: list[ExportResult]) -> str:
         psnr = f"{v['psnr_db_min']:.1f} (>= {v['threshold_db']:.0f})" if "psnr_db_min" in v else "n/a"
         err = f"{v['max_abs_err']:.1e}" if "max_abs_err" in v else "n/a"
         note = f" ({v['numerics']})" if "numerics" in v else ""
+        note += float_layers_note(r)
         rows.append(f"| {r['path']} | {r['target']} | {r['precision']} | {r['bytes'] / 1e6:.2f} | "
                     f"{r['export_seconds']:.1f} | {v['runtime']} | {psnr} | {err} | {v['status']}{note} |")
     return "\n".join(rows)
+
+
+def accuracy_search(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The int8 accuracy search's record (crd_edge.export.int8_search), if the export ran one."""
+    conversion = record.get("conversion", {})
+    return conversion.get("accuracy_search") or conversion.get("quantization", {}).get("accuracy_search")
+
+
+def float_layers_note(record: dict[str, Any]) -> str:
+    """" (the norm inputs + 3 convs in float, 12% of MACs)" for an int8 artifact that keeps
+    some of its graph in float."""
+    found = accuracy_search(record)
+    if not found or not (found["float_ops"] or found["float_layers"]):
+        return ""
+    convs = len(found["float_layers"])
+    parts = [*found["float_ops"], *([f"{convs} conv{'s' if convs != 1 else ''}"] if convs else [])]
+    return f" ({' + '.join(parts)} in float, {100 * found['float_mac_share']:.0f}% of MACs)"

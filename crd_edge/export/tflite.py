@@ -208,7 +208,8 @@ def _int8_searched(fp32_path: Path, path: Path, job: ExportJob) -> dict:
 
     chosen, record = search(job.model, job.calibration, quantize, lead=(NON_CONVOLUTIONS,))
     shutil.move(chosen, path)  # work_dir may sit on another file system
-    name = RECIPES["int8"] if not record["float_layers"] else "static_wi8_ai8 with float layers (accuracy search)"
+    name = (RECIPES["int8"] if not (record["float_ops"] or record["float_layers"])
+            else "static_wi8_ai8 with float layers (accuracy search)")
     return {"tool": "ai-edge-quantizer", "recipe_name": name, "recipe": recipes[chosen],
             "calibration_images": len(job.calibration), "accuracy_search": record}
 
