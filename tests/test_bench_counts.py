@@ -257,3 +257,26 @@ def test_report_shows_activation_memory():
            "model": {"params": 10, "macs_true": 2e9, "act_peak_bytes": 9_373_952}}
     report = render_markdown([row], [])
     assert "| true GMACs | act. MB |" in report and "| 10 | 2.000 | 9.4 | 2.0 |" in report
+
+
+def test_plots_mark_failed_and_unverified_artifacts(tmp_path, monkeypatch):
+    from crd_edge.bench import results
+
+    def row(name, precision, status, psnr=None):
+        return {"artifact": {"name": name, "role": "student", "precision": precision, "verification_status": status,
+                             "verification_psnr_db": psnr},
+                "runtime": "openvino", "threads": 2, "input_size": [64, 64], "latency_ms": {"p50": 2.0, "p90": 2.5},
+                "model": {"params": 10, "macs_true": 2e9}}
+    rows = [row("a.openvino", "fp32", "passed"), row("b.openvino", "int8", "failed", 29.21),
+            row("c.onnx", "fp16", None), row("d.mlpackage", "fp32", "spec-verified")]
+    assert [results._unverified_note(r) for r in rows] == ["", " [failed 29.2 dB]", " [unverified]",
+                                                           " [spec-verified]"]
+    drawn = []
+    import matplotlib.axes
+    original = matplotlib.axes.Axes.barh
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh", lambda self, labels, *a, **k: drawn.append(list(labels))
+                        or original(self, labels, *a, **k))
+    written = results.plot(rows, tmp_path)
+    assert [p.name for p in written] == ["latency_vs_macs.png", "latency.png"]
+    assert drawn == [["student openvino fp16 [unverified]", "student openvino fp32 (a.openvino)",
+                      "student openvino fp32 (d.mlpackage) [spec-verified]", "student openvino int8 [failed 29.2 dB]"]]

@@ -257,8 +257,10 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         runtimes = sorted({r.get("runtime") or "?" for r in points})
         colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
         markers = {"fp32": "o", "fp16": "s", "int8": "^", "int8-dynamic": "v", "int8-weight": "D"}
-        for r in points:
-            ax.scatter(r["model"]["macs_true"] / 1e9, typical_ms(r), color=colours[r.get("runtime") or "?"],
+        for r in points:  # an artifact that failed its verification, or has none, is drawn hollow
+            colour = colours[r.get("runtime") or "?"]
+            ax.scatter(r["model"]["macs_true"] / 1e9, typical_ms(r), edgecolors=colour,
+                       facecolors=colour if _verified(r) else "none",
                        marker=markers.get(r["artifact"]["precision"], "x"), s=40, alpha=0.85)
         macs = [r["model"]["macs_true"] for r in points]
         for device, ceiling in {device_name(r): r.get("roofline_gmacs_per_s") for r in points}.items():
@@ -270,6 +272,9 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=rt) for rt, c in colours.items()]
         handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=p) for p, m in markers.items()
                     if any(r["artifact"]["precision"] == p for r in points)]
+        if not all(_verified(r) for r in points):
+            handles.append(plt.Line2D([], [], color="grey", marker="o", mfc="none", ls="",
+                                      label="failed or unverified"))
         ax.legend(handles=handles, fontsize=7, loc="upper left")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -287,9 +292,13 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         repeated = {label for label in labels if labels.count(label) > 1}  # two students: say whose bar
         labels = [f"{label} ({artifact_label(r, rows)})" if label in repeated else label
                   for label, r in zip(labels, ordered)]
+        labels = [label + _unverified_note(r) for label, r in zip(labels, ordered)]
         p50 = [typical_ms(r) for r in ordered]
         p90 = [r["latency_ms"].get("p90") or typical_ms(r) for r in ordered]
-        ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
+        bars = ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
+        for bar, r in zip(bars, ordered):  # not something to ship: hatched and grey
+            if not _verified(r):
+                bar.set(facecolor="none", edgecolor="grey", hatch="//")
         ax.set_xscale("log")
         ax.set_xlabel("latency per image, ms (bar: p50, whisker: p90; log scale)")
         ax.set_title("Model latency per artifact")
@@ -297,6 +306,22 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, out_dir / "latency.png"))
     return written
+
+
+def _verified(r: dict) -> bool:
+    return r["artifact"].get("verification_status") == "passed"
+
+
+def _unverified_note(r: dict) -> str:
+    """" [failed 29.2 dB]" or " [unverified]" for a bar label; "" for a verified artifact."""
+    if _verified(r):
+        return ""
+    a = r["artifact"]
+    status = a.get("verification_status")
+    if status == "failed":
+        psnr = a.get("verification_psnr_db")
+        return f" [failed{f' {psnr:.1f} dB' if psnr is not None else ''}]"
+    return f" [{status}]" if status else " [unverified]"  # spec-verified: a Core ML spec, no numbers
 
 
 def _save(fig, path: Path) -> Path:
