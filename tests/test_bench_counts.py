@@ -19,7 +19,7 @@ from crd_edge.analysis.memory import count_activations
 from crd_edge.analysis.onnx_counts import count_onnx
 from crd_edge.errors import UserError
 from crd_edge.export.rewrites import apply_rewrites
-from crd_edge.models import DEFAULT_STUDENT, create_model
+from crd_edge.models import LITE_STUDENT, create_model
 
 F32 = 4  # bytes
 
@@ -73,7 +73,7 @@ def test_views_parameters_and_input_are_not_activations():
 def test_peak_matches_torch_mem_tracker():
     """torch's own (private) MemTracker, forward-pass ACT peak, on the default student."""
     mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
-    model, x = create_model(DEFAULT_STUDENT).eval(), torch.zeros(1, 3, 64, 64)
+    model, x = create_model(LITE_STUDENT).eval(), torch.zeros(1, 3, 64, 64)
     tracker = mem_tracker.MemTracker()
     tracker.track_external(model, x)
     with tracker, torch.no_grad():
@@ -195,7 +195,7 @@ def test_default_student_export_counts_like_the_torch_model(tmp_path):
     # No norms, zero padding: the space-to-depth rewrite keeps the last conv's zero padding.
     from crd_edge.export import onnx as onnx_target
     from crd_edge.export.base import ExportJob
-    model = create_model(DEFAULT_STUDENT).eval()
+    model = create_model(LITE_STUDENT).eval()
     rewritten, applied = apply_rewrites(model, onnx_target.REWRITES)
     assert applied == [{"name": "narrow_conv_to_space_to_depth", "layers": 1}]
     onnx_target.write_fp32(ExportJob(rewritten, 64, 64, "fp32", None, tmp_path), tmp_path / "lite.onnx")

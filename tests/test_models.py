@@ -6,7 +6,7 @@ from torch import nn
 
 from crd_edge.analysis.macs import count_macs
 from crd_edge.errors import UserError
-from crd_edge.models import DEFAULT_STUDENT, PAPER_STUDENT, create_model, list_models
+from crd_edge.models import LITE_STUDENT, PAPER_STUDENT, create_model, list_models
 from crd_edge.models.registry import register_model
 
 # name -> (params, paper GMACs, true GMACs) at 256x256, from docs/method.md, "Architectures".
@@ -85,10 +85,10 @@ def test_student_export_options(upsample, padding, norm):
     assert (nn.Upsample in kinds) == (upsample == "nearest")
 
 
-def test_default_student_is_the_paper_student_made_fusable():
+def test_the_lite_student_is_the_paper_student_made_fusable():
     # Same width and blocks as the paper's student; k4 transposed convs, no normalisation
     # layers, no reflection pads (every layer a conv + bias + ReLU), and the input skip.
-    lite, paper = create_model(DEFAULT_STUDENT), create_model(PAPER_STUDENT)
+    lite, paper = create_model(LITE_STUDENT), create_model(PAPER_STUDENT)
     convt = [m for m in lite.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [m.kernel_size for m in convt] == [(4, 4), (4, 4)]
     assert lite.crd_spec["kwargs"]["ngf"] == paper.crd_spec["kwargs"]["ngf"] == 16
