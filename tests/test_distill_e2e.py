@@ -226,10 +226,10 @@ def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_pa
     assert manifest["artifacts"][0]["verification"]["status"] == "passed"
     report = (run / "report.md").read_text()
     assert "## Export" in report and "| student_64_fp32.onnx | onnx | fp32 |" in report
-    # The teacher went through the same export (fp32 and fp16 where it runs) and both were
-    # benchmarked in one table with the speed-up.
+    # The teacher went through the same export (in onnxruntime fp32 only: its fp16 file computes
+    # in fp32 on a CPU) and both were benchmarked in one table with the speed-up.
     teacher = json.loads((run / "export_teacher" / "manifest.json").read_text())["artifacts"]
-    assert [r["path"] for r in teacher] == ["teacher_64_fp32.onnx", "teacher_64_fp16.onnx"]
+    assert [r["path"] for r in teacher] == ["teacher_64_fp32.onnx"]
     bench = (run / "bench" / "report.md").read_text()
     assert "| teacher | teacher_64_fp32.onnx | onnxruntime |" in bench and "Student speed-up" in bench
     assert (run / "bench" / "latency_vs_macs.png").is_file()

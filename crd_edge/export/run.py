@@ -22,11 +22,13 @@ from crd_edge.export.strip import COMPARISON_NAME, write_comparison
 
 def export(source: str | Path, targets: list[str] | str = "onnx", precisions: list[str] | str | None = None, *,
            size: str | int | None = None, calib: str | Path | None = None, out_dir: str | Path | None = None,
-           force: bool = False, arch: str | None = None) -> Iterator[ExportResult]:
+           force: bool = False, arch: str | None = None, keep_going: bool | None = None) -> Iterator[ExportResult]:
     """Export ``source`` (a crd-edge checkpoint, TorchScript, state dict or "vintagify") to each
     (target, precision), verify each artifact and record it. Yields one ``ExportResult`` per pair
     as it finishes: a written artifact with its manifest record, or a target skipped (its backend
-    is missing, with several targets) or failed (its conversion raised)."""
+    is missing, with several targets) or failed (its conversion raised). ``keep_going``: report
+    a missing backend or a failed conversion as a result instead of raising (default: with
+    several targets or precisions)."""
     import torch
 
     from crd_edge.export.base import MissingExtra
@@ -49,7 +51,8 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
         reference = src.model(images).float().numpy()
     calibration = (calibration_images(height, width, calib)
                    if any(p.startswith("int8") for _, p in pairs) else None)
-    keep_going = "all" in targets or len(pairs) > 1
+    if keep_going is None:
+        keep_going = "all" in targets or len(pairs) > 1
 
     done: list[ExportResult] = []
     for target, precision in pairs:
