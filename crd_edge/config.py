@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -215,11 +216,37 @@ AT_LEAST_0 = ("data.workers", "data.augment_views", "train.sample_every", "train
               "train.eval_images", "teacher.pool_size", "data.views", "train.eval_every")
 
 
+def _floats(cfg: RunConfig):
+    """(key, value) of every float setting."""
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        if dataclasses.is_dataclass(part):
+            for f in dataclasses.fields(part):
+                value = getattr(part, f.name)
+                if isinstance(value, float):
+                    yield f"{section.name}.{f.name}", value
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Range checks that types cannot express; each failure names the key and the fix."""
     def get(key):
         section, name = key.split(".")
         return getattr(getattr(cfg, section), name)
+    if cfg.name is not None and (Path(cfg.name).name != cfg.name or cfg.name in ("", ".", "..") or "\\" in cfg.name):
+        raise UserError(f"--name {cfg.name}: a run name is a folder name, not a path; "
+                        f"choose where runs go with --runs-dir")
+    for key, value in _floats(cfg):
+        if not math.isfinite(value):
+            raise UserError(f"config {key}={value}: must be a finite number")
+        # Weights, rates and clips are magnitudes: a negative one would train towards the opposite.
+        if key.split(".")[0] in ("loss", "optim", "teacher") and value < 0:
+            raise UserError(f"config {key}={value}: must not be negative")
+    for key in ("optim.lr", "optim.d_lr"):
+        if get(key) <= 0:
+            raise UserError(f"config {key}={get(key)}: the learning rate must be above 0")
+    for key in ("optim.beta1", "optim.beta2"):
+        if not 0 <= get(key) < 1:
+            raise UserError(f"config {key}={get(key)}: expected 0 <= value < 1")
     for key in AT_LEAST_1:
         if get(key) < 1:
             raise UserError(f"config {key}={get(key)}: must be at least 1")
