@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -117,3 +118,22 @@ def test_feature_distillation_needs_a_white_box_teacher(run_cli, tmp_path):
                            "--set", "loss.distill_features=1")
     assert code == 2 and "needs a white-box teacher" in err, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("broken", ["nan", "constant"])
+def test_a_teacher_with_broken_outputs_is_refused_before_any_view_is_stored(run_cli, tmp_path, monkeypatch, broken):
+    from crd_edge.models import create_model
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    teacher = create_model("resnet_9blocks", ngf=8, n_blocks=2)
+    last = [m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        if broken == "nan":
+            last.bias.fill_(float("nan"))
+        else:  # zero weights: tanh(bias) everywhere, whatever the view
+            last.weight.zero_()
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pth")
+    code, _, err = run_cli(*views_args(tmp_path / "runs", "broken", tmp_path / "teacher.pth", photo_folder(tmp_path / "p")))
+    expected = "NaN or infinite" if broken == "nan" else "same (constant) image"
+    assert code == 2 and expected in err and err.strip().count("\n") == 0, err
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # no labelled view was stored

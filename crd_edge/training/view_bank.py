@@ -54,6 +54,10 @@ class TeacherLabeller:
         module = getattr(teacher, "module", None)
         if runtime == "auto" and device.type == "cpu" and isinstance(module, torch.nn.Module) and probe is not None:
             self._try_openvino(module, probe)
+        if probe is not None:  # before any view is labelled and stored
+            with torch.no_grad():
+                out = self._run(tensor_from_uint8(probe))
+            _check_outputs(out, constant_too=len(probe) > 1)
 
     def _run_teacher(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.teacher(x[i:i + 8].to(self.device)).float().cpu() for i in range(0, len(x), 8)])
@@ -92,9 +96,21 @@ class TeacherLabeller:
         start = time.perf_counter()
         with torch.no_grad():
             out = self._run(tensor_from_uint8(views))
+        _check_outputs(out)
         self.seconds += time.perf_counter() - start
         self.passes += len(views)
         return tensor_to_uint8(out)
+
+
+def _check_outputs(out: torch.Tensor, constant_too: bool = False) -> None:
+    """A teacher whose outputs are not numbers, or the same image for different views, would
+    train a student to nonsense that still exits 0: refuse it in one line."""
+    from crd_edge.errors import UserError
+    if not torch.isfinite(out).all():
+        raise UserError("the teacher's outputs contain NaN or infinite values; check the teacher file "
+                        "(its weights, or the precision it was exported in)")
+    if constant_too and float((out - out[:1]).abs().max()) < 1e-3:
+        raise UserError("the teacher gives the same (constant) image for different views; check the teacher file")
 
 
 def bank_key(parts: dict) -> str:
