@@ -59,6 +59,21 @@ def cache_root() -> Path:
     return Path(base) / "crd-edge"
 
 
+def writable_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as an existing folder this process can write into (created if missing), checked
+    before any work; else one line naming the option and the fix."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: a file is there, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot create this folder ({exc.strerror}); choose another") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: this folder is not writable; choose another")
+    return path
+
+
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
     """Write a matplotlib figure as PNG atomically (a reader never sees half a file), then close it."""
     import matplotlib.pyplot as plt

@@ -83,3 +83,13 @@ def test_a_mistake_is_one_line_naming_the_option_and_nothing_is_written(run_cli,
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert fill(message) in err
     assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+@pytest.mark.parametrize("command", [["export", "vintagify"], ["bench", "{onnx}"], ["eval", "vintagify"]])
+def test_an_out_that_is_a_file_is_one_line_before_any_work(run_cli, tmp_path, command, onnx_file):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    args = [a.replace("{onnx}", str(onnx_file)) for a in command]
+    code, out, err = run_cli(*args, "--out", blocker)
+    assert code == 2 and err == f"error: --out {blocker}: a file is there, not a folder; choose a folder\n", err
+    assert blocker.read_text() == "a file"

@@ -429,7 +429,7 @@ def test_cli_eval_writes_a_report_folder(run_cli, tmp_path, tiny_teacher):
     assert (width, height) == (3 * size[1], 3 * size[0])
     (tmp_path / "file").write_text("")
     code, _, err = run_cli("eval", tmp_path / "c.pt", "--out", tmp_path / "file")
-    assert code == 2 and "--out" in err and "is a file" in err
+    assert code == 2 and "--out" in err and "a file is there, not a folder" in err
 
 
 def test_cli_eval_of_a_model_against_itself_is_exact_and_strict_json(run_cli, tmp_path):

@@ -166,6 +166,8 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
         if require_runnable and all(reasons):
             raise UserError(f"--on {device}: none of the {len(items)} artifacts can run there ({reasons[0]}); "
                             "pass artifacts it runs, or another --on")
+    from crd_edge._io import writable_folder
+    writable_folder(out)
     for device, (kind, run) in runners.items():
         device_threads = threads or ((os.cpu_count() or 1) if kind == "local" else REMOTE_THREADS)
         first, unreachable = True, None

@@ -176,8 +176,9 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     if size is not None:
         check_size(None, None, size, size)  # the generic rule first: before anything is loaded
     check_model_exists(model)
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise UserError(f"--out {out_dir} is a file: give a folder for the report")
+    if out_dir is not None:
+        from crd_edge._io import writable_folder
+        writable_folder(out_dir)
 
     # 1. Everything that can fail on user input is resolved before the slow part starts.
     from crd_edge.eval.images import data_source, reference_source

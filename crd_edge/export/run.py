@@ -39,6 +39,9 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     targets = [targets] if isinstance(targets, str) else list(targets)
     precisions = [precisions] if isinstance(precisions, str) else precisions
     pairs = plan(targets, precisions)
+    if out_dir is not None:
+        from crd_edge._io import writable_folder
+        writable_folder(out_dir)  # before the model is loaded
     src = load_source(source, arch)
     height, width = parse_size(size, src.native_size)
     from crd_edge.models.registry import check_size
