@@ -99,3 +99,18 @@ def test_loopback_needs_no_token():
         assert urllib.request.urlopen(srv.url + "stats.json", timeout=5).status == 200
     finally:
         srv.close()
+
+
+def test_clients_cut_off_mid_request_are_counted_not_printed(small_server, capfd):
+    # Half-sent requests: the reaper cuts them at the request deadline, and the handler's
+    # answer then meets a broken pipe. socketserver's default prints a traceback for each.
+    clients = []
+    for i in range(12):
+        c = socket.create_connection(("127.0.0.1", small_server.port), timeout=5)
+        c.sendall(b"GET /stats.json HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"G")
+        clients.append(c)
+    assert _settle(lambda: small_server.httpd.dropped >= 1, 5.0)
+    for c in clients:
+        c.close()
+    time.sleep(0.3)
+    assert "Traceback" not in capfd.readouterr().err

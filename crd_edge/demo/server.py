@@ -22,6 +22,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -127,6 +128,18 @@ class _BoundedServer(ThreadingHTTPServer):
         finally:
             self.request_done(request)
             self._slots.release()
+
+    dropped = 0  # connections that ended in a network error (cut by the reaper, or the client went away)
+
+    def handle_error(self, request, client_address) -> None:
+        """socketserver prints a traceback for every error in a handler; a client that went
+        away (a broken pipe or a reset, often one the reaper cut off for never finishing its
+        request) is routine for a server on a network: counted, not printed."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self.dropped += 1
+            return
+        sys.stderr.write(f"demo server: {type(error).__name__}: {error} (client {client_address[0]})\n")
 
     def request_done(self, request) -> None:
         """The request has arrived (or the connection ended): no deadline any more."""
