@@ -93,6 +93,9 @@ def distill(
     runs_dir: Optional[str] = typer.Option(None, help="Parent folder of runs (default runs/)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
+    eval_: Optional[str] = typer.Option(None, "--eval", help="Held-out scoring at the end: full (KID, FID, "
+                                        "vgg_dist: minutes), quick (PSNR, SSIM: seconds), none; default "
+                                        "full from 1000 steps, else quick."),
     resume: Optional[Path] = typer.Option(None, help="Continue a run: its folder or checkpoint.pt."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (and no progress bar)."),
@@ -111,7 +114,7 @@ def distill(
     options = {"data.data": data, "data.layout": layout, "teacher.source": teacher,
                "teacher.arch": teacher_arch, "student.arch": student, "student.init": init, "train.steps": steps,
                "train.epochs": epochs, "data.batch_size": batch_size, "data.size": size,
-               "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed}
+               "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed, "train.eval": eval_}
     if epochs is not None and steps is None:
         options["train.steps"] = None  # --epochs alone: let the epochs decide the length
     if online:

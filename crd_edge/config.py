@@ -140,6 +140,9 @@ class TrainConfig:
     eval_images: int = 0             # held-out images scored at the end (0 = all)
     eval_every: int = 250            # views path: held-out PSNR and training-set L1 every N steps (0: end only)
     eval_full: bool = False          # ... and KID, FID, vgg_dist, SSIM at those steps too (a minute each on a CPU)
+    # The held-out scoring at the end (views path): full (KID, FID, vgg_dist, PSNR, SSIM: minutes
+    # on a CPU), quick (PSNR, SSIM: seconds), none; auto: full from 1000 steps, else quick.
+    eval: str = "auto"
 
 
 @dataclass
@@ -165,7 +168,9 @@ CHOICES = {
     "teacher.cache": ("exact", "full", "off"),
     "loss.gan_d": ("conditional", "unconditional"),
     "loss.gan_mode": ("lsgan", "hinge"),
+    "train.eval": ("auto", "full", "quick", "none"),
 }
+FULL_EVAL_FROM_STEPS = 1000  # train.eval=auto: a shorter run is a trial, scored in seconds
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
@@ -292,6 +297,9 @@ def config_from_dict(values: dict) -> RunConfig:
     cfg = _build(RunConfig, values)
     if cfg.loss.gan is None:  # see LossConfig.gan
         cfg.loss.gan = 0.0 if cfg.data.views else 1.0
+    if cfg.train.eval == "auto":  # see TrainConfig.eval
+        long_run = cfg.train.steps is None or cfg.train.steps >= FULL_EVAL_FROM_STEPS
+        cfg.train.eval = "full" if long_run else "quick"
     return validate(cfg)
 
 

@@ -75,3 +75,11 @@ def test_the_adversarial_term_follows_the_training_path():
     assert load_config(base={"teacher.mode": "online", "teacher.source": None, "data.views": 0}).loss.gan == 1.0
     assert load_config(overrides=["loss.gan=0.5"]).loss.gan == 0.5
     assert load_config(overrides=["data.views=0", "loss.gan=0"]).loss.gan == 0.0
+
+
+def test_the_end_of_run_scoring_scales_with_the_run():
+    from crd_edge.config import load_config
+    assert load_config(None).train.eval == "full"  # the main job: 1500 steps
+    assert load_config(None, ["train.steps=20"]).train.eval == "quick"  # a trial run: seconds
+    assert load_config(None, ["train.steps=20", "train.eval=full"]).train.eval == "full"
+    assert load_config(None, ["train.steps=null"]).train.eval == "full"  # epochs: a real run

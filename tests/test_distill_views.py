@@ -137,3 +137,17 @@ def test_a_teacher_with_broken_outputs_is_refused_before_any_view_is_stored(run_
     expected = "NaN or infinite" if broken == "nan" else "same (constant) image"
     assert code == 2 and expected in err and err.strip().count("\n") == 0, err
     assert not list((tmp_path / "cache").rglob("*.npz"))  # no labelled view was stored
+
+
+def test_eval_quick_and_none_skip_the_slow_held_out_figures(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos", n=20)  # enough photos for a held-out split
+    extra = ("--set", "train.eval_every=0")
+    assert run_cli(*views_args(tmp_path / "runs", "quick", tiny_teacher, data, 2, *extra))[0] == 0  # auto: quick
+    held = json.loads((tmp_path / "runs" / "quick" / "summary.json").read_text())["heldout"]
+    assert {"psnr", "ssim"} <= set(held["student"]) and "kid" not in held["student"]
+    assert any("train.eval=quick" in note for note in held["notes"])
+    assert "| student |" in (tmp_path / "runs" / "quick" / "report.md").read_text()
+    assert run_cli(*views_args(tmp_path / "runs", "none", tiny_teacher, data, 2, *extra, "--eval", "none"))[0] == 0
+    summary = json.loads((tmp_path / "runs" / "none" / "summary.json").read_text())
+    assert summary["heldout"] is None and not (tmp_path / "runs" / "none" / "heldout_grid.png").exists()

@@ -602,8 +602,9 @@ class _Run:
             heldout = heldout_fidelity(self.student, self.heldout_x, self.heldout_t)
         if self.views is not None:
             self.views.bank.stop()
-            if self.views.heldout is not None and not interrupted:
-                heldout = _score_views(self.student, self.views, self.device, self.run_dir)
+            if self.views.heldout is not None and not interrupted and self.cfg.train.eval != "none":
+                heldout = _score_views(self.student, self.views, self.device, self.run_dir,
+                                       full=self.cfg.train.eval == "full")
         self._write_samples()
         self.save(final=not interrupted, heldout=heldout)
         summary = self._summary(interrupted, heldout)
@@ -774,11 +775,15 @@ def _curve_point(student: nn.Module, views: "ViewTraining", device, full: bool =
     return point
 
 
-def _score_views(student: nn.Module, views: "ViewTraining", device, run_dir: Path) -> dict:
-    """Every held-out figure and the held-out grid picture (input | teacher | student)."""
+def _score_views(student: nn.Module, views: "ViewTraining", device, run_dir: Path, full: bool = True) -> dict:
+    """The held-out figures (``full``: every one; else PSNR and SSIM) and the held-out grid
+    picture (input | teacher | student)."""
     held = views.heldout
     outputs = student_outputs(student, held.inputs, device)
-    scores = score_heldout(outputs, held)
+    scores = score_heldout(outputs, held, inception=full, vgg=full)
+    if not full:
+        scores["notes"].append("KID, FID and vgg_dist not computed: train.eval=quick (a run under "
+                               "1000 steps by default; --eval full scores them)")
     save_grid(run_dir / "heldout_grid.png", [_spread(held.inputs), _spread(held.targets), _spread(outputs)])
     scores["grid"] = "heldout_grid.png"
     return scores
