@@ -38,12 +38,12 @@ import torch
 from torch import nn
 
 AIM_DB = 40.0        # the search stops here: well above the 30 dB verification floor
-# A target whose quantiser rounds every op (onnxruntime's QDQ, LiteRT's full-integer int8)
-# first keeps every op but the convolutions in float: the normalisations, additions and colour
-# maths are cheap and lose the most (their ranges change per image).
-NON_CONVOLUTIONS = "every op but the convolutions"
-CONVOLUTION_OUTPUTS = "the convolutions' outputs and every other op"
-NORM_INPUTS = "the tensors entering each normalisation"
+# What a target keeps in float before any ranked convolution (its ``lead``), named as the
+# manifest and the verification table say it. The normalisations, additions and colour maths
+# cost few MACs and lose the most in int8: their ranges change per image.
+NON_CONVOLUTIONS = "every op but the convolutions"                 # LiteRT
+CONVOLUTION_OUTPUTS = "the convolutions' outputs and every other op"  # onnxruntime, TensorRT (QDQ)
+NORM_INPUTS = "the tensors entering each normalisation"            # OpenVINO (NNCF)
 # Beyond half the MACs in float an "int8" artifact is mostly a float one: the search stops
 # there, and an artifact still short of the floor fails its verification as it is.
 MAX_FLOAT_MAC_SHARE = 0.5
