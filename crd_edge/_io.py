@@ -60,17 +60,18 @@ def cache_root() -> Path:
 
 
 def writable_folder(path: str | Path, option: str = "--out") -> Path:
-    """``path`` as an existing folder this process can write into (created if missing), checked
-    before any work; else one line naming the option and the fix."""
+    """Check, before any work and without writing anything, that ``path`` is a folder this
+    process can write into or create; else one line naming the option and the fix."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path}: a file is there, not a folder; choose a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{option} {path}: cannot create this folder ({exc.strerror}); choose another") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path}: this folder is not writable; choose another")
+    existing = path
+    while not existing.exists():  # the nearest folder that exists is where it would be created
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, not a folder; choose another place")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: {existing} is not writable; choose another place")
     return path
 
 

@@ -246,9 +246,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         # Weights, rates and clips are magnitudes: a negative one would train towards the opposite.
         if key.split(".")[0] in ("loss", "optim", "teacher") and value < 0:
             raise UserError(f"config {key}={value}: must not be negative")
-    for key in ("optim.lr", "optim.d_lr"):
-        if get(key) <= 0:
-            raise UserError(f"config {key}={get(key)}: the learning rate must be above 0")
     for key in ("optim.beta1", "optim.beta2"):
         if not 0 <= get(key) < 1:
             raise UserError(f"config {key}={get(key)}: expected 0 <= value < 1")
