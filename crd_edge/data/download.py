@@ -40,13 +40,18 @@ from typing import IO
 from crd_edge.errors import UserError
 
 __all__ = ["DATASETS", "DEFAULT_MIRROR", "MIRROR_ENV", "DownloadResult", "RemoteDataset",
-           "check_complete", "download_dataset", "fetch", "find_dataset", "open_url", "render_list",
+           "check_complete", "download_dataset", "fetch", "find_dataset", "open_url", "read_page", "render_list",
            "resolve_mirror"]
 
 DEFAULT_MIRROR = "https://efrosgans.eecs.berkeley.edu"
 MIRROR_ENV = "CRD_EDGE_DATA_MIRROR"
 CHUNK_BYTES = 1 << 18  # 256 KiB: big enough for throughput, small enough for a smooth bar
 TIMEOUT_S = 60.0       # per socket operation, not for the whole download
+# A hostile or broken server must not fill the disk: a data set may be at most this many times
+# its listed size (the listed sizes are rounded, and a mirror may pack a little differently), and
+# one whose size is not listed at most UNLISTED_LIMIT.
+LISTED_SIZE_SLACK = 2
+UNLISTED_LIMIT = 8 << 30
 MiB = 1 << 20
 
 
@@ -249,11 +254,25 @@ def open_url(url: str, start: int, advice: str = DATASET_ADVICE, accept: str | N
             raise _RangeNotSatisfiable(_content_range(e.headers.get("Content-Range"))[1]) from None
         if e.code == 404:
             raise UserError(f"not found (HTTP 404): {url}: {advice}") from None
-        raise UserError(f"HTTP {e.code} {e.reason} from {url}: try again later; {advice}") from None
+        reason = (str(e.reason).strip().splitlines() or [""])[0]  # a redirect loop's reason has three lines
+        raise UserError(f"HTTP {e.code} {reason} from {url}: try again later; {advice}") from None
     except urllib.error.URLError as e:
         raise _unreachable(url, e.reason, advice) from None
     except (OSError, ValueError, http.client.HTTPException) as e:  # timeout, reset, bad URL
         raise _unreachable(url, e, advice) from None
+
+
+def read_page(url: str, limit: int, advice: str = DATASET_ADVICE, accept: str | None = None) -> bytes:
+    """The whole body of a small page (an index), at most ``limit`` bytes: an endless or huge
+    body, a stall or a reset is one error, not a memory blow-up or a traceback."""
+    with open_url(url, 0, advice, accept=accept) as response:
+        try:
+            raw = response.read(limit + 1)  # never read(): it allocates whatever Content-Length says
+        except (OSError, http.client.HTTPException) as e:
+            raise _unreachable(url, e, advice) from None
+    if len(raw) > limit:
+        raise UserError(f"{url}: the page is {_human_limit(limit)}: not a package index page; {advice}")
+    return raw
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:
@@ -290,21 +309,34 @@ class _Transfer:
     total: int | None = None
 
 
-def _stream(response, out: IO[bytes], advance) -> int:
+class _TooLarge(Exception):
+    """The body ran past the size the caller allows."""
+
+
+def _stream(response, out: IO[bytes], advance, room: int | None = None) -> int:
+    """Copy the body into ``out``; at most ``room`` bytes (None: no limit)."""
     received = 0
     while True:
         chunk = response.read(CHUNK_BYTES)
         if not chunk:
             return received
-        out.write(chunk)
         received += len(chunk)
+        if room is not None and received > room:
+            raise _TooLarge
+        out.write(chunk)
         advance(len(chunk))
 
 
+def _human_limit(limit: int) -> str:
+    return f"more than the {_human(limit)} expected"
+
+
 def fetch(url: str, part: Path, label: str, approx_total: int | None, quiet: bool,
-          advice: str = DATASET_ADVICE) -> _Transfer:
+          advice: str = DATASET_ADVICE, limit: int | None = None) -> _Transfer:
     """Download ``url`` into ``part``, resuming what is already there when the server allows.
-    ``advice`` ends every error message (what the user can do instead)."""
+    ``advice`` ends every error message (what the user can do instead). ``limit``: the most
+    bytes the whole file may have; a server that announces or sends more is cut off and its
+    bytes removed."""
     start = part.stat().st_size if part.is_file() else 0
     try:
         response = open_url(url, start, advice)
@@ -324,10 +356,16 @@ def fetch(url: str, part: Path, label: str, approx_total: int | None, quiet: boo
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         transfer = _Transfer(0, start, total)
+        if limit is not None and total is not None and total > limit:
+            part.unlink(missing_ok=True)
+            raise UserError(f"{url} announces {_human(total)}, {_human_limit(limit)}: not downloaded; {advice}")
         try:
             with open(part, mode) as out, \
                     _progress(label, total or approx_total, start, quiet) as advance:
-                transfer.received = _stream(response, out, advance)
+                transfer.received = _stream(response, out, advance, None if limit is None else limit - start)
+        except _TooLarge:
+            part.unlink(missing_ok=True)
+            raise UserError(f"{url} sent {_human_limit(limit)}: stopped and removed the download; {advice}") from None
         except (OSError, http.client.HTTPException) as e:
             # Reset, timeout, disk full: what arrived stays in the .part for a resume.
             got = part.stat().st_size if part.exists() else 0
@@ -513,7 +551,8 @@ def download_dataset(name: str, dest: str | Path = "data", mirror: str | None = 
         return result
 
     part = dest / f".{dataset.folder}.part"
-    transfer = fetch(url, part, dataset.key, dataset.approx_bytes, quiet)
+    limit = int(LISTED_SIZE_SLACK * dataset.approx_bytes) if dataset.approx_bytes else UNLISTED_LIMIT
+    transfer = fetch(url, part, dataset.key, dataset.approx_bytes, quiet, limit=limit)
     result.downloaded_bytes, result.resumed_from = transfer.received, transfer.resumed_from
     result.archive_bytes = _check_download(part, url, transfer, dataset)
     if dataset.approx_bytes and not 0.5 < result.archive_bytes / dataset.approx_bytes < 2:

@@ -81,6 +81,15 @@ class Teacher:
             return self.module(x).float()
         return self._run_onnx(x)
 
+    @property
+    def static_size(self) -> tuple[int, int] | None:
+        """(H, W) when the teacher takes one input size only (an ONNX file exported with a fixed
+        shape, as most exported generators are); None when any size runs."""
+        if self._onnx is None:
+            return None
+        height, width = self._onnx[0].input_shape[-2:]
+        return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
     def to(self, device: torch.device) -> "Teacher":
         if self.module is not None:
             self.module.to(device)
@@ -89,6 +98,11 @@ class Teacher:
     def _run_onnx(self, x: torch.Tensor) -> torch.Tensor:
         session, spec = self._onnx
         height, width = x.shape[-2:]
+        static = self.static_size
+        if static is not None and static != (height, width):
+            raise UserError(f"{self.identity.get('path')}: this ONNX teacher takes {static[0]}x{static[1]} inputs "
+                            f"only, not {height}x{width}: run it at that size (distill --size {static[0]}) or "
+                            "export it with dynamic height and width")
         inp = _rescale(x.float(), (-1.0, 1.0), spec.input_range)
         pad_h, pad_w = -height % spec.pad_multiple, -width % spec.pad_multiple
         if pad_h or pad_w:  # reflect, as the network's own convolutions pad
@@ -236,7 +250,11 @@ def load_teacher(source: str, arch: str | None = None, kwargs: dict | None = Non
         return _load_styletransfer(source, option)
     path = vintagify_path() if source == "vintagify" else Path(source)
     if not path.is_file():
-        raise UserError(f"{_named(option, source)}: no such file; {VINTAGIFY_HINT}")
+        # A mistyped path is only that; the install hint is for the built-in name.
+        hint = VINTAGIFY_HINT if source == "vintagify" else (
+            "pass an existing file (TorchScript .pt, ONNX .onnx, a state dict or a crd-edge checkpoint), "
+            "or 'vintagify' for the built-in teacher")
+        raise UserError(f"{_named(option, source)}: no such file; {hint}")
     identity: dict[str, Any] = {"source": source, "path": str(path.resolve()), "sha256": file_sha256(path)}
     if path.suffix.lower() == ".onnx":
         return load_onnx_teacher(path, identity, option=option)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, default_collate
 from crd_edge._version import __version__
 from crd_edge.analysis.macs import count_macs
 from crd_edge.analysis.roofline import count_flops, matmul_gflops
-from crd_edge.config import RunConfig, config_from_dict
+from crd_edge.config import RunConfig, config_from_dict, validate
 from crd_edge.data import build_dataset
 from crd_edge.data.jitter import apply_jitter, jitter_params
 from crd_edge.errors import UserError
@@ -160,6 +160,8 @@ class _Run:
     def __init__(self, cfg: RunConfig, device: torch.device, dist) -> None:
         self.cfg, self.device, self.dist = cfg, device, dist
         self.amp = cfg.train.amp and device.type == "cuda"
+        self.online = cfg.teacher.mode == "online"
+        offline_teacher = None if self.online else self._load_teacher()  # before the data: it may set the size
         dc = cfg.data
         self.views = None  # the view-based path (data.views > 0): teacher-labelled views, no dataset
         if dc.views:
@@ -174,15 +176,12 @@ class _Run:
             self.conditional = self.train_set.paired
             self.steps_per_epoch = len(D.shard_epoch(len(self.train_set), 0, cfg.train.seed, dc.batch_size, dist))
         self.total = cfg.train.steps or cfg.train.epochs * self.steps_per_epoch
-        self.online = cfg.teacher.mode == "online"
         if self.online:
             from crd_edge.training.online import OnlineTeacher
             self.teacher = OnlineTeacher(cfg, device, conditional=self.conditional, dist=dist, has_targets=has_targets,
                                          lr_factor=lr_lambda(self.total, cfg.optim.decay_from))
         else:
-            if cfg.teacher.source is None:
-                raise UserError("offline distillation needs --teacher FILE (or --set teacher.mode=online)")
-            self.teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs, device)
+            self.teacher = offline_teacher
         if model_entry(cfg.student.arch).kind != "generator":
             raise UserError(f"--student {cfg.student.arch} is a {model_entry(cfg.student.arch).kind}, not a generator")
         self.student = create_model(cfg.student.arch, **cfg.student.kwargs).to(device)
@@ -216,6 +215,33 @@ class _Run:
         self.last_metrics: dict = {}
         self.saved_cache_entries = 0
         self.step_flops: int | None = None  # FLOPs of one whole step (every network, fwd + bwd), counted once
+
+    def _load_teacher(self):
+        """The frozen teacher. One exported with a fixed input size (most ONNX generators are) is
+        run at that size only: training crops, views and held-out crops follow it, with a note,
+        before any data is read or labelled."""
+        cfg = self.cfg
+        if cfg.teacher.source is None:
+            raise UserError("offline distillation needs --teacher FILE (or --set teacher.mode=online)")
+        teacher = load_teacher(cfg.teacher.source, cfg.teacher.arch, cfg.teacher.kwargs, self.device)
+        static, dc = teacher.static_size, cfg.data
+        if static is None or static == (dc.size, dc.size):
+            return teacher
+        if static[0] != static[1]:
+            raise UserError(f"--teacher {cfg.teacher.source}: it takes {static[0]}x{static[1]} inputs only and "
+                            "training uses square crops: export it with dynamic height and width, or at a square size")
+        if self.dist.is_main:
+            warnings.warn(f"--teacher {cfg.teacher.source} takes {static[0]}x{static[1]} inputs only: training "
+                          f"crops, views and held-out crops are {static[0]} px (not {dc.size})", stacklevel=1)
+        dc.size = static[0]
+        dc.load_size = max(dc.load_size, dc.size)
+        dc.view_max_short = max(dc.view_max_short, dc.size)
+        try:  # the new size must suit the student and the loss terms, as a --size would
+            validate(cfg)
+        except UserError as exc:
+            raise UserError(f"--teacher {cfg.teacher.source} takes {static[0]} px inputs only, so training runs "
+                            f"at that size, and {exc}") from None
+        return teacher
 
     def _check_init(self) -> str:
         """Whether the student starts from the teacher's weights (student.init), decided before any
