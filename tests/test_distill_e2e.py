@@ -140,6 +140,31 @@ def test_interrupt_inside_a_step_resumes_to_an_uninterrupted_run(run_cli, tiny_t
     _resume_and_compare(run_cli, tmp_path / "cut", tmp_path / "straight")
 
 
+def test_a_sigterm_after_the_last_step_saves_every_step(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    """A signal during the held-out scoring after the last step (once: no handler, the process
+    died with no message and no final checkpoint) cuts the scoring, keeps every step, and says
+    how to resume; the resumed run only scores."""
+    import os
+    import signal
+
+    from crd_edge.training import loop
+    scored = []
+
+    def signalled(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before the next line runs
+        scored.append(self.step)
+    with monkeypatch.context() as patch:
+        patch.setattr(loop._Run, "_score_heldout", signalled)
+        code, _, message = run_cli(*tiny_args(tmp_path, "late", tiny_teacher, steps=4))
+    assert code == 130 and scored == []
+    assert torch.load(tmp_path / "late" / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert "the checkpoint holds step 4; resume with" in message
+    assert not list((tmp_path / "late").glob(".*.tmp"))
+    code, _, err = run_cli("distill", "--resume", tmp_path / "late", "--quiet")
+    assert code == 0, err
+    assert not json.loads((tmp_path / "late" / "summary.json").read_text())["interrupted"]
+
+
 def test_a_cut_before_the_first_checkpoint_leaves_no_run_folder(run_cli, tiny_teacher, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         _send_after_optimizer_step(patch, 1, ("SIGINT", "SIGINT"))

@@ -134,11 +134,13 @@ def distill(cfg: RunConfig | None, *, resume: str | Path | None = None, quiet: b
         run.restore(ckpt)
     elif run.init_note == "teacher":
         run.inherit_teacher()  # same on every rank: the importance is measured on the same views
-    outcome = run.train(quiet)
-    if outcome == "cut":
-        run.abandon()
-        return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.saved_step, {}, interrupted=True)
-    summary = run.finish(outcome == "stopped") if dist.is_main else {}
+    with _stop_requests() as stop:  # through the end: a signal after the last step still saves
+        outcome = run.train(quiet, stop)
+        if outcome == "cut":
+            run.abandon()
+            return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.saved_step, {}, interrupted=True)
+        summary = run.finish(outcome == "stopped", stop) if dist.is_main else {}
+        outcome = "stopped" if summary.get("interrupted") else outcome
     D.barrier(dist)
     D.cleanup(dist)
     return DistillResult(run.run_dir, run.run_dir / "checkpoint.pt", run.step, summary, outcome == "stopped")
@@ -407,7 +409,7 @@ class _Run:
         return self.run_dir / "checkpoint.pt"
 
     # -- The loop -------------------------------------------------------------------------------
-    def train(self, quiet: bool) -> str:
+    def train(self, quiet: bool, stop: "_StopSignals") -> str:
         """Train from ``self.step`` to the end. Returns "finished", "stopped" (Ctrl-C or SIGTERM,
         at a step boundary: the state is consistent and can be saved) or "cut" (a second signal
         landed inside a step: weights and optimiser may be a step ahead of the counter, so
@@ -423,19 +425,18 @@ class _Run:
         first_step = self.step
         outcome, mid_step = "finished", False
         try:
-            with _stop_requests() as stop_requested:
-                for epoch, batch in self._batches():
-                    mid_step = True
-                    if self.step_flops is None and self.step == first_step + 1:  # one warm step first
-                        self.step_flops = count_flops(lambda: self._train_step(batch, epoch))
-                    else:
-                        self._train_step(batch, epoch)
-                    self.step += 1
-                    mid_step = False
-                    self._after_step(epoch, progress)
-                    if D.any_rank(stop_requested(), dist, self.device):
-                        outcome = "stopped"
-                        break
+            for epoch, batch in self._batches():
+                mid_step = True
+                if self.step_flops is None and self.step == first_step + 1:  # one warm step first
+                    self.step_flops = count_flops(lambda: self._train_step(batch, epoch))
+                else:
+                    self._train_step(batch, epoch)
+                self.step += 1
+                mid_step = False
+                self._after_step(epoch, progress)
+                if D.any_rank(stop.requested(), dist, self.device):
+                    outcome = "stopped"
+                    break
         except KeyboardInterrupt:
             outcome = "cut" if mid_step else "stopped"
         finally:
@@ -615,22 +616,21 @@ class _Run:
         if self.created_dir and self.saved_step is None and self.dist.is_main:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def finish(self, interrupted: bool) -> dict:
-        """Score on held-out data (unless interrupted), save the checkpoint, write the report."""
+    def finish(self, interrupted: bool, stop: "_StopSignals") -> dict:
+        """Score on held-out data (unless interrupted), save the checkpoint, write the report. A
+        signal here (after the last step) skips or cuts the scoring; the steps are saved first."""
         if self.saved_step != self.step:
             self.save()  # before the scoring (minutes): a Ctrl-C there must not lose the last steps
         if self.features is not None:
             self.features.remove()  # scoring runs the student: no more activations to keep
-        heldout = None
-        if self.heldout_x is not None and not interrupted:
-            if self.heldout_t is None:
-                self.heldout_t = self._teacher_outputs(self.heldout_x)  # the online teacher as it ended
-            heldout = heldout_fidelity(self.student, self.heldout_x, self.heldout_t)
         if self.views is not None:
             self.views.bank.stop()
-            if self.views.heldout is not None and not interrupted and self.cfg.train.eval != "none":
-                heldout = _score_views(self.student, self.views, self.device, self.run_dir,
-                                       full=self.cfg.train.eval == "full")
+        heldout = None
+        try:
+            with stop.interruptible():
+                heldout = None if interrupted else self._score_heldout()
+        except KeyboardInterrupt:
+            interrupted = True
         self._write_samples()
         self.save(final=not interrupted, heldout=heldout)
         summary = self._summary(interrupted, heldout)
@@ -646,6 +646,18 @@ class _Run:
         write_json(self.run_dir / "summary.json", summary)
         (self.run_dir / "report.md").write_text(render_report(summary))
         return summary
+
+    def _score_heldout(self) -> dict | None:
+        """The held-out scores the run's ``train.eval`` asks for (None: no held-out data)."""
+        heldout = None
+        if self.heldout_x is not None:
+            if self.heldout_t is None:
+                self.heldout_t = self._teacher_outputs(self.heldout_x)  # the online teacher as it ended
+            heldout = heldout_fidelity(self.student, self.heldout_x, self.heldout_t)
+        if self.views is not None and self.views.heldout is not None and self.cfg.train.eval != "none":
+            heldout = _score_views(self.student, self.views, self.device, self.run_dir,
+                                   full=self.cfg.train.eval == "full")
+        return heldout
 
     def _compute_share(self) -> dict | None:
         """How much of this machine the training used: the counted FLOPs of one step times the
@@ -713,22 +725,45 @@ def _heldout_inputs(test_set, limit: int) -> torch.Tensor | None:
     return torch.stack([test_set[i]["A"] for i in range(n)])
 
 
+class _StopSignals:
+    """Ctrl-C and SIGTERM (what schedulers and containers send) during a run. The first one
+    asks to stop after the current step; a second one raises KeyboardInterrupt at once. Inside
+    :meth:`interruptible` (held-out scoring after the last step: minutes, and nothing to lose)
+    the first one raises at once."""
+
+    def __init__(self) -> None:
+        self.count, self.raise_at = 0, 2
+
+    def handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count >= self.raise_at:
+            raise KeyboardInterrupt
+
+    def requested(self) -> bool:
+        return self.count > 0
+
+    @contextmanager
+    def interruptible(self):
+        if self.count:
+            raise KeyboardInterrupt
+        self.raise_at = 1
+        try:
+            yield
+        finally:
+            self.raise_at = 2
+
+
 @contextmanager
 def _stop_requests():
-    """Yields ``stop_requested()``. The first Ctrl-C or SIGTERM (what schedulers and containers
-    send) asks to stop after the current step; a second one raises KeyboardInterrupt at once."""
-    signals = [0]
+    """Yields the run's :class:`_StopSignals`, installed as the SIGINT and SIGTERM handler for
+    the duration (signals reach only the main thread: elsewhere none is ever seen)."""
+    stop = _StopSignals()
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False  # signals can only be handled on the main thread
+        yield stop
         return
-
-    def request_stop(signum, frame):
-        signals[0] += 1
-        if signals[0] > 1:
-            raise KeyboardInterrupt
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: signals[0] > 0
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
