@@ -464,3 +464,26 @@ def test_cli_eval_bad_inputs(run_cli, tmp_path, args, message):
     code, out, err = run_cli("eval", *[a.format(**values) for a in args])
     assert code == 2 and err.startswith("error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_size_that_does_not_fit_in_memory_is_one_line_before_scoring(run_cli, tmp_path, tiny_teacher, monkeypatch):
+    """Activations are estimated from a small pass and scaled by the pixels: a size whose largest
+    network would not fit in the memory free now is refused before any image is scored."""
+    from crd_edge.analysis import memory
+    from crd_edge.eval import score
+    _checkpoint(tmp_path / "c.pt")
+    monkeypatch.setattr(memory, "available_memory", lambda: 50 << 20)  # 50 MB free
+    from crd_edge.errors import UserError
+    scored = []
+
+    def reached(*args, **kwargs):
+        scored.append(1)
+        raise UserError("reached the scoring")
+    monkeypatch.setattr(score, "_score_images", reached)
+    code, _, err = run_cli("eval", tmp_path / "c.pt", "--teacher", tiny_teacher, "--metrics", "psnr", "--size", 1024)
+    assert code == 2 and "--size 1024: scoring at 1024x1024 needs about" in err and "GB free" in err
+    assert len(err.strip().splitlines()) == 1 and scored == []
+    # the same size with the memory to run it passes the check (and scoring is reached)
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 << 30)
+    code, _, err = run_cli("eval", tmp_path / "c.pt", "--teacher", tiny_teacher, "--metrics", "psnr", "--size", 1024)
+    assert "reached the scoring" in err and scored == [1]

@@ -95,3 +95,26 @@ def count_activations(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 25
     finally:
         model.train(was_training)
     return ActivationMemory(tracker.peak, tracker.total, x.untyped_storage().nbytes(), tuple(input_shape))
+
+
+PROBE_SIDE = 64  # small enough to cost nothing, large enough for every stride of our generators
+
+
+def peak_bytes_at(model: nn.Module, height: int, width: int, batch: int = 1) -> int:
+    """Peak activation bytes of one forward pass at ``height`` x ``width``, scaled from a pass
+    at :data:`PROBE_SIDE` px: a fully convolutional network's activations grow with the pixels,
+    so the large size itself never has to be allocated to know what it needs."""
+    probe = count_activations(model, (batch, 3, PROBE_SIDE, PROBE_SIDE))
+    return int(probe.peak_bytes * height * width / PROBE_SIDE ** 2)
+
+
+def available_memory() -> int | None:
+    """Bytes the OS can give this process now (Linux's MemAvailable); None where it says none."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -200,6 +200,8 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         t_model, t_identity, t_notes = resolve_teacher(teacher, loaded)
         notes += t_notes
 
+    _check_memory(size, (height, width), loaded, t_model, vgg)
+
     # 2. The reference's Inception statistics: cached, or gathered while scoring (a teacher).
     ref_stats = ref_info = ref_parts = None
     if net is not None:
@@ -264,6 +266,30 @@ def write_report_folder(out_dir: Path, result: dict[str, Any], examples: list[li
     atomic_write_text(out_dir / "report.md", "\n".join(markdown))
     write_json(out_dir / "report.json", json_safe(result))
     return out_dir / "report.md"
+
+
+MEMORY_MARGIN = 1.2  # kernels' workspaces and the allocator's rounding on top of the counted activations
+
+
+def _check_memory(size: int | None, hw: tuple[int, int], loaded: Model, t_model, vgg) -> None:
+    """Refuse, in one line and before any image is scored, a size whose activations need more
+    memory than is free now (4096 px once allocated 9.7 GB, then died in a traceback). The
+    networks run one after another on each image, so the largest peak is what must fit."""
+    from crd_edge.analysis.memory import available_memory, peak_bytes_at
+    available = available_memory()
+    if available is None:
+        return
+    networks = {"the model": getattr(loaded.session, "module", None), "the teacher": getattr(t_model, "module", None)}
+    peaks = {name: peak_bytes_at(module, *hw) for name, module in networks.items() if module is not None}
+    if vgg is not None:
+        peaks["vgg_dist"] = peak_bytes_at(vgg.net, *hw, batch=2)  # output and teacher side by side
+    if not peaks:
+        return
+    name, need = max(peaks.items(), key=lambda item: item[1])
+    if need * MEMORY_MARGIN > available:
+        what = f"--size {size}" if size is not None else f"the evaluation size {hw[0]}x{hw[1]}"
+        raise UserError(f"{what}: scoring at {hw[0]}x{hw[1]} needs about {need / 1e9:.1f} GB for {name}'s "
+                        f"activations, more than the {available / 1e9:.1f} GB free: pass a smaller --size")
 
 
 def _evaluation_size(loaded: Model, size: int | None, model) -> tuple[int, int]:
