@@ -8,7 +8,9 @@ The Python API is the CLI's own calls, importable from the top (loaded on first 
     run = distill(load_config(overrides=["train.steps=500"]))   # or load_config("my.yaml")
     results = list(export_model(run.checkpoint, ["onnx", "tflite"], ["fp32", "int8"]))
     rows = list(benchmark([str(run.run_dir / "export")]))
-    model = load(str(run.run_dir / "export"))        # a Model: model.run(x) on NCHW [-1, 1]
+    model = load(str(run.run_dir / "export"))        # a Model
+    styled = model("photo.jpg")                       # a PIL image; or a uint8 (H, W, 3) array,
+    frame_out = model(frame, bgr=True)                # e.g. an OpenCV frame, at its own size
 
 (``export`` and ``bench`` are the subpackages' names, hence ``export_model`` and ``benchmark``.)
 """
@@ -18,7 +20,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from crd_edge._version import __version__
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each loads on first use
+    from crd_edge.bench.run import bench as benchmark
+    from crd_edge.config import load_config
+    from crd_edge.eval.score import evaluate
+    from crd_edge.export.run import export as export_model
+    from crd_edge.pipeline import run_pipeline
+    from crd_edge.runtime.model import open_model as load
+    from crd_edge.training.loop import distill
 
 # name -> (module, attribute): each is exactly what the matching command calls.
 _API = {

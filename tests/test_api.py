@@ -52,3 +52,22 @@ def test_an_unknown_name_is_an_attribute_error():
     import pytest
     with pytest.raises(AttributeError, match="no attribute 'train'"):
         crd_edge.train  # noqa: B018
+
+
+def test_the_package_is_typed_and_its_lazy_names_are_visible_to_type_checkers():
+    """PEP 561's marker ships with the package (package data), and every lazy top-level name has
+    a TYPE_CHECKING import that a type checker or an IDE follows to its real definition."""
+    import ast
+    import tomllib
+    from pathlib import Path
+
+    import crd_edge
+    root = Path(crd_edge.__file__).parent
+    assert (root / "py.typed").is_file()
+    data = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in data["crd_edge"]
+    tree = ast.parse((root / "__init__.py").read_text())
+    guarded = {alias.asname or alias.name: (node.module, alias.name)
+               for block in tree.body if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+               for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert guarded == {name: tuple(where) for name, where in crd_edge._API.items()}

@@ -100,3 +100,28 @@ def test_an_artifact_edited_after_export_loses_its_verification(exported, tmp_pa
         open_model(str(path)).session.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
     info = _artifact_info(find_artifacts(path)[0])
     assert info["verification_status"] == CHANGED and info["verification_psnr_db"] is None
+
+
+def test_a_model_takes_pictures_and_gives_them_back_at_their_size(exported, tmp_path):
+    """``model(picture)``: a uint8 RGB or BGR frame, a PIL image or a path, at any size, comes back
+    as the same kind at the same size; the torch model runs at the frame's own size, the static
+    ONNX artifact at its own and is resized back; a float NCHW batch is still ``run``."""
+    from PIL import Image
+    frame = np.random.default_rng(1).integers(0, 256, (37, 50, 3), dtype=np.uint8)  # not a multiple of 4
+    torch_model, artifact = open_model(exported / "checkpoint.pt"), open_model(exported / "export")
+    assert artifact.static_size == (SIZE, SIZE)
+    for model in (torch_model, artifact):
+        out = model(frame)
+        assert out.shape == frame.shape and out.dtype == np.uint8
+        assert np.array_equal(model(np.ascontiguousarray(frame[:, :, ::-1]), bgr=True)[:, :, ::-1], out)
+        picture = model(Image.fromarray(frame))
+        assert picture.size == (50, 37) and np.array_equal(np.asarray(picture), out)
+        Image.fromarray(frame).save(tmp_path / "frame.png")
+        assert np.array_equal(np.asarray(model(tmp_path / "frame.png")), out)
+        assert model(_x()).shape == (1, 3, SIZE, SIZE)
+    # the torch model runs at the frame's own size: a frame whose sides fit its stride is exactly a run
+    from crd_edge.imaging import from_uint8, to_uint8
+    fitting = frame[:36, :48]
+    assert np.array_equal(torch_model(fitting), to_uint8(torch_model.run(from_uint8(fitting[None])))[0])
+    with pytest.raises(TypeError, match="expected a uint8"):
+        torch_model(frame.astype(np.float32))

@@ -54,6 +54,51 @@ class Model:
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(x)
 
+    def __call__(self, image: Any, *, bgr: bool = False) -> Any:
+        """The model on one picture, returned as the same kind of picture at the same size.
+
+        * a uint8 ``(H, W, 3)`` array: RGB, or BGR with ``bgr=True`` (an OpenCV frame); returns
+          a uint8 ``(H, W, 3)`` array in the same channel order;
+        * a PIL image, or the path of an image file: returns a PIL RGB image;
+        * a float32 ``(N, 3, H, W)`` array in [-1, 1]: returns the same, as :meth:`run` does.
+
+        A model with a fixed input size (most exported artifacts) runs at that size and its
+        output is resized back to the picture's; any other runs at the picture's own size,
+        padded (mirrored) to a multiple of its stride and cropped back."""
+        if isinstance(image, np.ndarray) and image.ndim == 4:
+            return self.run(image)
+        if isinstance(image, (str, Path)):
+            from PIL import Image, ImageOps
+            with Image.open(image) as opened:  # upright as the camera held it, as every photo reader here
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+        if type(image).__module__.startswith("PIL."):
+            return _as_pil(self._picture(np.asarray(image.convert("RGB"))))
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            rgb = image[:, :, ::-1] if bgr else image
+            out = self._picture(rgb)
+            return np.ascontiguousarray(out[:, :, ::-1]) if bgr else out
+        shape = getattr(image, "shape", None)
+        raise TypeError(f"{self.label}: expected a uint8 (H, W, 3) array, a PIL image, an image path or a float "
+                        f"(N, 3, H, W) array, got {type(image).__name__}" + (f" of shape {shape}" if shape else ""))
+
+    def _picture(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB (H, W, 3) -> the model's uint8 RGB output at the same size."""
+        from crd_edge.imaging import fit_frame, from_uint8, to_uint8
+        height, width = rgb.shape[:2]
+        if self.static_size is not None:
+            x = fit_frame(rgb, self.static_size, "stretch")
+            return fit_frame(to_uint8(self.run(from_uint8(x[None])))[0], (height, width), "stretch")
+        from crd_edge.models.registry import size_multiple
+        multiple = size_multiple(self.identity.get("arch"), self.identity.get("kwargs"))
+        pad_h, pad_w = -height % multiple, -width % multiple
+        x = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric") if pad_h or pad_w else rgb
+        return np.ascontiguousarray(to_uint8(self.run(from_uint8(x[None])))[0, :height, :width])
+
+
+def _as_pil(rgb: np.ndarray):
+    from PIL import Image
+    return Image.fromarray(rgb)
+
 
 class TeacherSession:
     """A loaded teacher (torch or ONNX behind its adapter) as a Session."""
