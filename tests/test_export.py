@@ -3,7 +3,9 @@
 
 import importlib.util
 import json
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,6 +276,10 @@ def test_a_converter_that_aborts_costs_its_artifact_not_the_export(tmp_path, mon
     results = list(export_run.export(tmp_path / "c.pt", ["tflite", "onnx"], "fp32", out_dir=tmp_path / "exp"))
     assert [(r.target, r.status) for r in results] == [("tflite", "error"), ("onnx", "passed")]
     assert "the converter crashed" in results[0].reason and "other targets are not affected" in results[0].reason
+    # what the converter printed is not on the terminal but in the log its error names
+    log = Path(re.search(r"its output: (\S+)\)", results[0].reason).group(1))
+    assert log.read_text().split("\n")[:2] == ["converter noise on stdout", "WARNING: a C++ library's line on stderr"]
+    log.unlink()
     assert results[0].path is None and results[1].path == tmp_path / "exp" / "student_64_fp32.onnx"
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["comparison.png", "manifest.json", "student_64_fp32.onnx"]
 

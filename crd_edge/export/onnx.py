@@ -100,6 +100,8 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it logs a pre-processing hint on the root logger every time
+    import onnxruntime
+    onnxruntime.set_default_logger_severity(3)  # its calibration sessions' graph clean-up warnings
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its calibration prints would end up in the table
             quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
@@ -113,6 +115,7 @@ def to_int8(fp32_path: Path, out_path: Path, calibration: torch.Tensor, symmetri
                                                ["Conv", "ConvTranspose"] if convolutions_only else []})
     finally:
         root.setLevel(level)
+        onnxruntime.set_default_logger_severity(2)  # onnxruntime's own default
     return _int8_method(len(calibration), symmetric)
 
 

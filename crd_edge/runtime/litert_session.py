@@ -7,6 +7,10 @@ zero point, so a full-integer file is called like any other.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +28,9 @@ class LiteRTSession:
             raise UserError("running .tflite files needs ai-edge-litert: pip install 'crd-edge[tflite]'") from None
         self.path = Path(path)
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with _without_info_lines():
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:  # what the interpreter raises for a bad file
             raise UserError(f"{self.path}: LiteRT cannot load it ({str(exc).splitlines()[0][:120]})") from None
         (self.input,), (self.output,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
@@ -61,3 +66,24 @@ def _dequantize(y: np.ndarray, tensor: dict) -> np.ndarray:
         return y
     scale, zero_point = tensor["quantization"]
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _without_info_lines():
+    """LiteRT's C++ core prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on the
+    process's stderr when an interpreter is made (no Python switch turns it off). Catch the file
+    descriptor's output meanwhile and pass on everything but its ``INFO:`` lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not line.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))

@@ -26,6 +26,9 @@ class OnnxRuntimeSession:
         self.constants = dict(constants or {})
         self._open = (threads, providers)  # op_profile opens a second, profiling session alike
         options = ort.SessionOptions()
+        # Errors only: its warnings ("Removing initializer ..." for every int8 file) are about
+        # graph clean-ups it does itself, and they would interleave with our tables.
+        options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
         if not spinning:
@@ -63,6 +66,9 @@ class OnnxRuntimeSession:
         ort = import_onnxruntime("profiling .onnx files")
         threads, providers = self._open
         options = ort.SessionOptions()
+        # Errors only: its warnings ("Removing initializer ..." for every int8 file) are about
+        # graph clean-ups it does itself, and they would interleave with our tables.
+        options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
         feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32), **self.constants}
