@@ -40,13 +40,47 @@ _state = {"debug": False}
 
 def _show_markdown(text: str) -> None:
     """Tables as rich renders them, sized to the terminal; the Markdown itself when piped or
-    logged (and it stays in the report files either way)."""
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.markdown import Markdown
-        Console().print(Markdown(text))
-    else:
+    logged (and it stays in the report files either way). A table wider than the terminal is
+    printed as its Markdown lines too: rich would cut every cell with an ellipsis (on an
+    80-column terminal the artifact names first), and a cut name is no use."""
+    if not sys.stdout.isatty():
         typer.echo(text)
+        return
+    from rich.console import Console
+    from rich.measure import Measurement
+    console = Console()
+    unbounded = console.options.update_width(1 << 20)  # the width it wants, not what it is given
+    for block, raw in _markdown_blocks(text):
+        if Measurement.get(console, unbounded, block).maximum > console.width:
+            console.print(raw, markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(block)
+
+
+def _markdown_blocks(text: str) -> list[tuple[object, str]]:
+    """(renderable, its Markdown) for each table and each run of other lines in ``text``."""
+    from rich.markdown import Markdown
+    from rich.table import Table
+    blocks, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and lines[j].startswith("|") == lines[i].startswith("|"):
+            j += 1
+        chunk, raw = lines[i:j], "\n".join(lines[i:j])
+        if lines[i].startswith("|") and len(chunk) >= 2:
+            cells = [[c.strip().replace("**", "") for c in line.strip().strip("|").split("|")] for line in chunk]
+            table = Table(show_edge=False, pad_edge=False)
+            for k, title in enumerate(cells[0]):
+                aligned = k < len(cells[1]) and cells[1][k].endswith(":")
+                table.add_column(title, no_wrap=True, justify="right" if aligned else "left")
+            for row in cells[2:]:
+                table.add_row(*row)
+            blocks.append((table, raw))
+        elif raw.strip():
+            blocks.append((Markdown(raw), raw))
+        i = j
+    return blocks
 
 
 def _csv(values: list[str]) -> list[str]:

@@ -305,15 +305,25 @@ def test_gradient_clipping_bounds_each_step(run_cli, tiny_teacher, tmp_path):
     assert "grad_norm" not in json.loads((tmp_path / "clip2" / "summary.json").read_text())["loss_terms"]
 
 
-def test_the_library_resumes_with_the_saved_config_only(tmp_path):
+def test_the_library_resumes_with_the_saved_config_only(tmp_path, monkeypatch):
     from crd_edge.config import load_config
     from crd_edge.errors import UserError
-    from crd_edge.training.loop import distill
+    from crd_edge.training import loop
 
     with pytest.raises(UserError, match="resume= to continue one with its saved config"):
-        distill(load_config(), resume=tmp_path)
-    with pytest.raises(UserError, match="pass a config to start a run"):
-        distill(None)
+        loop.distill(load_config(), resume=tmp_path)
+    seen = []
+
+    class Started(Exception):
+        pass
+
+    def run(cfg, device, dist):
+        seen.append(cfg)
+        raise Started
+    monkeypatch.setattr(loop, "_Run", run)
+    with pytest.raises(Started):
+        loop.distill()  # no config: the built-in job, as `crd-edge distill` with no options
+    assert seen[0] == load_config()
 
 
 def test_a_ctrl_c_during_the_checkpoint_write_leaves_a_consistent_run(run_cli, tiny_teacher, tmp_path, monkeypatch):

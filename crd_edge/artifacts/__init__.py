@@ -56,7 +56,7 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     # The graph handed to TensorRT: building an engine needs crd-edge[tensorrt] and a GPU; on a CPU
     # it is the ONNX file again (its onnx row already measures that).
     Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), "tensorrt", None, "tensorrt", None,
-           not_local="TensorRT-ready graph: bench it on the device (--device ssh:HOST runs trtexec there); "
+           not_local="TensorRT-ready graph: bench it on the device (--on ssh:HOST runs trtexec there); "
                      "locally it equals the onnx row", verifier="graph"),
     Format("torch", (".pt", ".pth"), (), None, _SESSIONS + "torch_session:TorchSession", "torch", None),
 )}

@@ -147,7 +147,7 @@ def skip_reason(kind: str, item: Artifact) -> str | None:
 
 
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
-          threads: int | None = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
+          threads: int | None = None, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
           out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True,
           options: RunnerOptions = RunnerOptions()) -> Iterator[dict]:
     """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each

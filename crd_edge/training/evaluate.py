@@ -11,11 +11,27 @@ from crd_edge._io import save_png
 from crd_edge.imaging import psnr_tensor, tensor_to_uint8
 
 
-def save_grid(path: str | Path, columns: list[torch.Tensor]) -> None:
-    """One row per image, one column per tensor (each NCHW [-1, 1]), e.g. input | teacher | student."""
+TITLE_HEIGHT = 18  # pixels of the title bar above a grid's columns
+
+
+def save_grid(path: str | Path, columns: list[torch.Tensor], titles: list[str] | None = None) -> None:
+    """One row per image, one column per tensor (each NCHW [-1, 1]), e.g. input | teacher | student,
+    under a bar with each column's title when ``titles`` are given."""
     rows = [np.concatenate([tensor_to_uint8(col[i]) for col in columns], axis=1)
             for i in range(columns[0].shape[0])]
-    save_png(np.concatenate(rows, axis=0), path)
+    grid = np.concatenate(rows, axis=0)
+    if titles:
+        grid = np.concatenate([_title_bar([col.shape[-1] for col in columns], titles), grid], axis=0)
+    save_png(grid, path)
+
+
+def _title_bar(widths: list[int], titles: list[str]) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+    bar = Image.new("RGB", (sum(widths), TITLE_HEIGHT), (32, 32, 32))
+    draw, font = ImageDraw.Draw(bar), ImageFont.load_default(size=12)
+    for left, title in zip(np.cumsum([0, *widths[:-1]]), titles):
+        draw.text((int(left) + 4, 2), title, fill=(255, 255, 255), font=font)
+    return np.asarray(bar)
 
 
 @torch.no_grad()

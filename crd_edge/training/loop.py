@@ -14,6 +14,7 @@ import shutil
 import signal
 import threading
 import time
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,15 +106,19 @@ def lr_lambda(total_steps: int, decay_from: float):
     return factor
 
 
-def distill(cfg: RunConfig | None, *, resume: str | Path | None = None, quiet: bool = False,
+def distill(cfg: RunConfig | None = None, *, resume: str | Path | None = None, quiet: bool = False,
             steps_override: int | None = None) -> DistillResult:
-    """Distil a teacher into a student as configured; returns where everything was written.
+    """Distil a teacher into a student as configured (no config: the built-in job, as
+    ``crd-edge distill`` with no options); returns where everything was written.
 
     ``resume`` (a run folder or its checkpoint.pt) continues a run with the config saved in it,
     so ``cfg`` must then be None; ``steps_override`` changes only the run's length."""
     checkpoint_path, ckpt = None, None
-    if (resume is None) == (cfg is None):
-        raise UserError("pass a config to start a run, or resume= to continue one with its saved config")
+    if resume is not None and cfg is not None:
+        raise UserError("pass a config to start a run, or resume= to continue one with its saved config, not both")
+    if resume is None and cfg is None:
+        from crd_edge.config import load_config
+        cfg = load_config()
     if resume is not None:
         checkpoint_path, ckpt = _read_resume(Path(resume))
         cfg = config_from_dict(ckpt["config"])
@@ -212,6 +217,7 @@ class _Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.optim.decay_from))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
+        self.quiet = True  # no messages on stderr (set by train: --quiet, and every rank but the first)
         self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
         self.run_dir: Path | None = None
         self.last_metrics: dict = {}
@@ -415,6 +421,7 @@ class _Run:
         landed inside a step: weights and optimiser may be a step ahead of the counter, so
         nothing may be saved; the last checkpoint stands)."""
         dist = self.dist
+        self.quiet = quiet or not dist.is_main
         self._sample_x, self._sample_t = self._sample_views()
         if dist.is_main and self.views is not None:
             self.views.bank.start()  # label the rest of the bank in the background while training
@@ -655,6 +662,10 @@ class _Run:
                 self.heldout_t = self._teacher_outputs(self.heldout_x)  # the online teacher as it ended
             heldout = heldout_fidelity(self.student, self.heldout_x, self.heldout_t)
         if self.views is not None and self.views.heldout is not None and self.cfg.train.eval != "none":
+            if not self.quiet:  # a minute or more with nothing else moving on the terminal
+                full = self.cfg.train.eval == "full"
+                print(f"scoring the student on {len(self.views.heldout.inputs)} held-out crops "
+                      f"({'KID, FID, vgg_dist, ' if full else ''}PSNR, SSIM) ...", file=sys.stderr, flush=True)
             heldout = _score_views(self.student, self.views, self.device, self.run_dir,
                                    full=self.cfg.train.eval == "full")
         return heldout
@@ -783,7 +794,7 @@ def _write_samples(path: Path, student: nn.Module, x: torch.Tensor, t: torch.Ten
     student.eval()
     s = student(x.to(device)).float().cpu()
     student.train(was)
-    save_grid(path, [x, t, s])
+    save_grid(path, [x, t, s], ["input", "teacher", "student"])
 
 
 
@@ -845,7 +856,8 @@ def _score_views(student: nn.Module, views: "ViewTraining", device, run_dir: Pat
     if not full:
         scores["notes"].append("KID, FID and vgg_dist not computed: train.eval=quick (a run under "
                                "1000 steps by default; --eval full scores them)")
-    save_grid(run_dir / "heldout_grid.png", [_spread(held.inputs), _spread(held.targets), _spread(outputs)])
+    save_grid(run_dir / "heldout_grid.png", [_spread(held.inputs), _spread(held.targets), _spread(outputs)],
+              ["input", "teacher", "student"])
     scores["grid"] = "heldout_grid.png"
     return scores
 
