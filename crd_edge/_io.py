@@ -158,14 +158,24 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """The records of a JSON-lines file, skipping lines that do not parse (a line torn by a
-    crash of an older writer or another program) instead of failing on them."""
-    records = []
-    for line in Path(path).read_text().splitlines():
+    """The records of a JSON-lines file: the one reader of every results, metrics and sweep
+    file. A line that does not parse is skipped, not fatal: a last line torn by a crash (of an
+    older writer or another program) silently, since :func:`append_jsonl` appends after it; any
+    other with a warning naming the lines, as that is damage rather than a crash."""
+    records, bad = [], []
+    lines = Path(path).read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            continue
+            bad.append(number)
+    damaged = [n for n in bad if n != len(lines)]
+    if damaged:
+        import warnings
+        warnings.warn(f"{path}: skipped {len(damaged)} line(s) that are not JSON (line "
+                      f"{', '.join(map(str, damaged[:5]))}{', ...' if len(damaged) > 5 else ''})", stacklevel=2)
     return records
 
 

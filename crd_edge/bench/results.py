@@ -3,13 +3,12 @@ report.md and PNG plots. A report can merge several runs, devices and results fi
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
 
 from crd_edge.errors import UserError
-from crd_edge._io import append_jsonl, atomic_write_text, write_json
+from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, write_json
 
 
 def append_result(path: Path, result: dict) -> None:
@@ -24,12 +23,7 @@ def load_results(paths: list[Path]) -> list[dict]:
     for path in paths:
         if not path.is_file():
             raise UserError(f"{path}: no results file; `crd-edge bench` writes results.jsonl")
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    results.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}:{number}: not a JSON line (a truncated write?); delete that line") from None
+        results += read_jsonl(path)
     return results
 
 
