@@ -5,6 +5,7 @@ import counts, including the lazy ones inside functions."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import crd_edge
@@ -37,13 +38,34 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
+MODULE_TEXT = re.compile(r"crd_edge(\.\w+)+")  # a module named in a string: importlib's argument
+
+
+def _imports(path: Path, package: list[str] | None = None) -> list[tuple[int, str]]:
+    """Every crd_edge module ``path`` imports: absolute and relative ``import``s (lazy ones inside
+    functions too) and the module names in strings, which ``importlib`` turns into imports
+    (``"crd_edge.export.onnx"``, ``f"crd_edge.export.{name}"``: the unit before the braces)."""
     found = []
+    if package is None:  # the file's own package: what its relative imports start from
+        package = ["crd_edge", *path.relative_to(ROOT).parent.parts] if path.is_relative_to(ROOT) else ["crd_edge"]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] if node.module != "crd_edge" else [f"crd_edge.{a.name}" for a in node.names]
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # from . import x / from ..y import z, resolved against the file's package
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names = [module] if module != "crd_edge" else [f"crd_edge.{a.name}" for a in node.names]
+            if node.level and not node.module:
+                names = [f"{module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = MODULE_TEXT.fullmatch(node.value.partition(":")[0])
+            names = [node.value.partition(":")[0]] if match else []
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            head = str(node.values[0].value)
+            names = [head.rstrip(".")] if MODULE_TEXT.fullmatch(head.rstrip(".")) else []
         else:
             continue
         found += [(node.lineno, n) for n in names if n == "crd_edge" or n.startswith("crd_edge.")]
@@ -83,3 +105,23 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     sample = tmp_path / "m.py"
     sample.write_text("def f():\n    from crd_edge.cli import app\n    import crd_edge.bench.run\n")
     assert [m for _, m in _imports(sample)] == ["crd_edge.cli", "crd_edge.bench.run"]
+
+
+def test_the_checker_sees_relative_and_string_imports(tmp_path):
+    sample = tmp_path / "probe.py"  # read as if it were crd_edge/artifacts/probe.py
+    sample.write_text("import importlib\nfrom . import contract\nfrom ..runtime import open_session\n"
+                      "importlib.import_module('crd_edge.export.onnx')\nname = 'x'\n"
+                      "importlib.import_module(f'crd_edge.bench.{name}')\nSESSION = 'crd_edge.runtime.a:B'\n")
+    found = sorted(m for _, m in _imports(sample, ["crd_edge", "artifacts"]))
+    assert found == ["crd_edge.artifacts.contract", "crd_edge.bench", "crd_edge.export.onnx", "crd_edge.runtime",
+                     "crd_edge.runtime.a"]
+
+
+def test_each_format_s_exporter_and_session_are_registered_where_they_live():
+    """The format table says which targets export and run; the modules that do it are named in
+    the layer that owns them, so no lower layer names an upper one."""
+    from crd_edge.artifacts import EXPORT_TARGETS, FORMATS
+    from crd_edge.export import EXPORTERS
+    from crd_edge.runtime import SESSIONS
+    assert set(EXPORTERS) == set(EXPORT_TARGETS)
+    assert set(SESSIONS) == {t for t, f in FORMATS.items() if f.session}

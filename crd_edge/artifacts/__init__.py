@@ -28,8 +28,8 @@ class Format:
     target: str                    # the --target name and the manifest's "target"
     suffixes: tuple[str, ...]      # the first is what export writes
     precisions: tuple[str, ...]    # what export writes, fp32 first (empty: not an export target)
-    exporter: str | None           # crd_edge.export.<module> that converts to it
-    session: str | None            # "module:Class" of the runtime session that runs it
+    exportable: bool               # crd_edge.export converts to it (its module: export.EXPORTERS)
+    session: bool                  # crd_edge.runtime has a session that runs it (runtime.SESSIONS)
     runtime: str | None            # the runtime's name (demo --runtime, bench rows)
     extra: str | None              # pip extra providing the backend: pip install 'crd-edge[EXTRA]'
     not_local: str | None = None   # why it cannot run on this machine's CPU (None: it can)
@@ -41,26 +41,22 @@ class Format:
         return self.suffixes[0]
 
 
-_SESSIONS = "crd_edge.runtime."
 # Order of --target all: the fastest to convert first, so a slow backend never hides the rest.
 FORMATS: dict[str, Format] = {f.target: f for f in (
-    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), "onnx",
-           _SESSIONS + "onnxruntime_session:OnnxRuntimeSession", "onnxruntime", None),
-    Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), "openvino",
-           _SESSIONS + "openvino_session:OpenVINOSession", "openvino", "openvino"),
-    Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), "tflite",
-           _SESSIONS + "litert_session:LiteRTSession", "litert", "tflite", isolated=True),
-    Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), "coreml",
-           _SESSIONS + "coreml_session:CoreMLSession", "coreml", "coreml",
+    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), True, True, "onnxruntime", None),
+    Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), True, True, "openvino", "openvino"),
+    Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), True, True,
+           "litert", "tflite", isolated=True),
+    Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), True, True, "coreml", "coreml",
            not_local="Core ML runs only on macOS", verifier="spec"),
     # The graph handed to TensorRT: building an engine needs crd-edge[tensorrt] and a GPU; on a CPU
     # it is the ONNX file again (its onnx row already measures that).
-    Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), "tensorrt", None, "tensorrt", None,
+    Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), True, False, "tensorrt", None,
            not_local="TensorRT-ready graph: bench it on the device (--on ssh:HOST runs trtexec there); "
                      "locally it equals the onnx row", verifier="graph"),
-    Format("torch", (".pt", ".pth"), (), None, _SESSIONS + "torch_session:TorchSession", "torch", None),
+    Format("torch", (".pt", ".pth"), (), False, True, "torch", None),
 )}
-EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exporter)
+EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exportable)
 STANDARD_PRECISIONS = ("fp32", "fp16", "int8")  # what --target all writes for each target
 
 

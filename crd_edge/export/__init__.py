@@ -17,6 +17,12 @@ from crd_edge.errors import UserError
 
 
 
+# The module that converts to each export target (the format table lists the targets).
+EXPORTERS = {"onnx": "crd_edge.export.onnx", "openvino": "crd_edge.export.openvino",
+             "tflite": "crd_edge.export.tflite", "coreml": "crd_edge.export.coreml",
+             "tensorrt": "crd_edge.export.tensorrt"}
+
+
 def check_target(name: str) -> None:
     if name not in EXPORT_TARGETS:
         close = difflib.get_close_matches(name, [*EXPORT_TARGETS, "all"], n=1)
@@ -26,7 +32,7 @@ def check_target(name: str) -> None:
 
 def target_module(name: str) -> ModuleType:
     check_target(name)
-    return importlib.import_module(f"crd_edge.export.{FORMATS[name].exporter}")
+    return importlib.import_module(EXPORTERS[name])
 
 
 def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple[int, int]:

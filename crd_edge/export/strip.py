@@ -28,7 +28,7 @@ def write_comparison(results: list, image: np.ndarray, reference: np.ndarray, pa
     rows: dict[str, list[tuple[str, np.ndarray]]] = {}
     for result in results:
         fmt = FORMATS.get(result.target)
-        if result.path is None or fmt is None or fmt.session is None or fmt.not_local:
+        if result.path is None or fmt is None or not fmt.session or fmt.not_local:
             continue
         output = open_session(result.path).run(image)
         rows.setdefault(result.target, []).append((f"{result.precision} ({result.status})", to_uint8(output)[0]))

@@ -14,6 +14,17 @@ from crd_edge.errors import UserError
 from crd_edge.runtime.base import Session
 
 
+# The session class of each format that crd-edge runs (the format table says which do; the
+# classes live here, in the layer that runs them). Imported on first use: each pulls its runtime.
+SESSIONS = {
+    "onnx": ("crd_edge.runtime.onnxruntime_session", "OnnxRuntimeSession"),
+    "openvino": ("crd_edge.runtime.openvino_session", "OpenVINOSession"),
+    "tflite": ("crd_edge.runtime.litert_session", "LiteRTSession"),
+    "coreml": ("crd_edge.runtime.coreml_session", "CoreMLSession"),
+    "torch": ("crd_edge.runtime.torch_session", "TorchSession"),
+}
+
+
 def open_session(path: str | Path, **options) -> Session:
     """Open ``path`` with the session class its format names."""
     path = Path(path)
@@ -22,10 +33,10 @@ def open_session(path: str | Path, **options) -> Session:
     fmt = format_of(path)
     if fmt is not None and fmt.target == "tensorrt":  # the graph handed to TensorRT is plain ONNX
         fmt = FORMATS["onnx"]
-    if fmt is None or fmt.session is None:
+    if fmt is None or not fmt.session:
         raise UserError(f"{path}: no runtime for {path.suffix!r} files (supported: {', '.join(all_suffixes())})")
-    module_name, class_name = fmt.session.split(":")
+    module_name, class_name = SESSIONS[fmt.target]
     return getattr(importlib.import_module(module_name), class_name)(path, **options)
 
 
-__all__ = ["Session", "open_session"]
+__all__ = ["SESSIONS", "Session", "open_session"]

@@ -153,7 +153,7 @@ def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int]
     if artifact.target == "torch":  # an export folder never lists one, but a manifest could
         return _open_torch(str(artifact.path), threads, option)
     fmt = artifact.format
-    if fmt.session is None or fmt.not_local:
+    if not fmt.session or fmt.not_local:
         raise UserError(f"{artifact.path}: cannot run on this machine ({fmt.not_local or 'no runtime'}); "
                         f"runnable here: {', '.join(local_runtimes())}")
     if runtime not in ("auto", fmt.runtime):
@@ -174,7 +174,7 @@ def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int]
 
 def export_target(runtime: str) -> str:
     """The --target whose artifacts ``runtime`` runs."""
-    return next((t for t, f in FORMATS.items() if f.runtime == runtime and f.exporter), "onnx")
+    return next((t for t, f in FORMATS.items() if f.runtime == runtime and f.exportable), "onnx")
 
 
 def _open_torch(text: str, threads: int | None, option: str) -> Model:
