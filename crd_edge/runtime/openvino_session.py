@@ -63,3 +63,28 @@ class OpenVINOSession:
                         for info in request.get_profiling_info()
                         if info.status.name == "EXECUTED"]
         return summarise_ops(samples, runs)
+
+
+def torch_module_on_openvino(module, example, size: int):
+    """A torch module converted in memory for NCHW batches of ``size`` px, and its compilations
+    on this CPU, fastest first: ``(version, [(precision, hint, run), ...])`` where ``run`` maps a
+    float32 NCHW tensor batch to a tensor. The 16-bit one ("bf16/f16": bf16 where the CPU has
+    AMX or AVX512-BF16, else f16) comes first, fp32 last; a hint the CPU lacks is left out. The
+    caller decides which is good enough (the view labeller checks each against torch). Raises
+    ImportError without OpenVINO and RuntimeError (one line) when the conversion fails."""
+    import openvino as ov
+    import torch
+    try:
+        model = ov.convert_model(module, example_input=example[:1], input=[(-1, 3, size, size)])
+    except Exception as exc:  # noqa: BLE001 - OpenVINO's converter raises many kinds
+        raise RuntimeError(str(exc).splitlines()[0][:100] if str(exc).strip() else type(exc).__name__) from None
+    core = ov.Core()
+    half = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f16"
+    compiled = []
+    for precision, hint in (("bf16/f16", half), ("fp32", "f32")):
+        try:
+            program = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        except Exception:  # noqa: BLE001 - a hint the CPU lacks: the next one
+            continue
+        compiled.append((precision, hint, lambda batch, c=program: torch.from_numpy(c(batch.numpy())[0])))
+    return ov.__version__.split("-")[0], compiled

@@ -63,32 +63,28 @@ class TeacherLabeller:
         return torch.cat([self.teacher(x[i:i + 8].to(self.device)).float().cpu() for i in range(0, len(x), 8)])
 
     def _try_openvino(self, module: torch.nn.Module, probe: np.ndarray) -> None:
+        from crd_edge.runtime.openvino_session import torch_module_on_openvino
+        x = tensor_from_uint8(probe[:4])
         try:
-            import openvino as ov
+            version, candidates = torch_module_on_openvino(module, x, self.size)
         except ImportError:
             self.info["note"] = "OpenVINO not installed (pip install 'crd-edge[openvino]' labels 3-6x faster)"
             return
-        x = tensor_from_uint8(probe[:4])
+        except RuntimeError as exc:  # any conversion failure keeps the torch teacher
+            self.info["note"] = f"OpenVINO conversion failed ({exc})"
+            return
         with torch.no_grad():
             reference = self._run_teacher(x)
-        try:
-            model = ov.convert_model(module, example_input=x[:1], input=[(-1, 3, self.size, self.size)])
-        except Exception as exc:  # noqa: BLE001 - any conversion failure keeps the torch teacher
-            self.info["note"] = f"OpenVINO conversion failed ({str(exc).splitlines()[0][:100]})"
-            return
-        core = ov.Core()
-        for precision, hint in (("bf16/f16", "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-                                 else "f16"), ("fp32", "f32")):
+        for precision, hint, run in candidates:
             try:
-                compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
-                out = torch.from_numpy(compiled(x.numpy())[0])
-            except Exception:  # noqa: BLE001 - a hint the CPU lacks: try the next one
+                out = run(x)
+            except Exception:  # noqa: BLE001 - it compiled but cannot run here: the next one
                 continue
             quality = float(psnr_tensor(out, reference).mean())
             if quality >= MIN_LABEL_PSNR:
-                self._run = lambda batch, c=compiled: torch.from_numpy(c(batch.numpy())[0])
-                self.info = {"runtime": f"OpenVINO {ov.__version__.split('-')[0]} (CPU)", "precision": precision if hint != "f32"
-                             else "fp32", "hint": hint, "psnr_vs_torch_db": round(quality, 1)}
+                self._run = run
+                self.info = {"runtime": f"OpenVINO {version} (CPU)", "precision": precision, "hint": hint,
+                             "psnr_vs_torch_db": round(quality, 1)}
                 return
         self.info["note"] = "OpenVINO outputs differed from torch's; labelling with the torch teacher"
 
