@@ -222,6 +222,8 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
                           f"{b['student_p50_ms']:.1f}", f"{b['speedup']:.1f}x"] for b in best])
         lines += ["", "What a user ships: each model in the quickest precision whose export passed verification "
                   "against its torch original (a failed int8 export is left out).", ""]
+    from crd_edge.bench import sizes
+    lines += sizes.render(rows)
     lines += _op_profile_section(rows)
     if skipped:
         lines += ["## Not measured", ""]
@@ -299,7 +301,9 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
         ax.invert_yaxis()
         fig.tight_layout()
         written.append(_save(fig, out_dir / "latency.png"))
-    return written
+    from crd_edge.bench import sizes
+    by_size = sizes.plot(rows, out_dir)
+    return written + ([by_size] if by_size is not None else [])
 
 
 def _verified(r: dict) -> bool:

@@ -40,7 +40,7 @@ def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple
     (:func:`crd_edge.models.registry.check_size`; the model's own stride is checked once it is loaded)."""
     if text is None:
         return default or (256, 256)
-    match = re.fullmatch(r"(\d+)(?:[x,](\d+))?", str(text).strip().lower())
+    match = re.fullmatch(r"(\d+)(?:x(\d+))?", str(text).strip().lower())
     if not match:
         raise UserError(f"--size {text}: expected N or HxW, e.g. 256 or 256x384")
     height = int(match.group(1))
@@ -48,6 +48,15 @@ def parse_size(text: str | int | None, default: tuple[int, int] | None) -> tuple
     from crd_edge.models.registry import check_size
     check_size(None, None, height, width)
     return height, width
+
+
+def parse_sizes(text: str | int | None, default: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """One or more sizes, comma-separated (``256,480x640,720x1280``: what cameras produce,
+    height x width), each checked as :func:`parse_size` does; duplicates dropped, order kept."""
+    if text is None or str(text).strip() == "":
+        return [parse_size(None, default)]
+    sizes = [parse_size(part, default) for part in str(text).split(",") if part.strip()]
+    return list(dict.fromkeys(sizes)) or [parse_size(None, default)]
 
 
 def plan(targets: list[str], precisions: list[str] | None) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from crd_edge.artifacts import FORMATS
 from crd_edge.errors import UserError
-from crd_edge.export import artifact_name, parse_size, plan, target_module
+from crd_edge.export import artifact_name, parse_sizes, plan, target_module
 from crd_edge.export.results import ExportResult
 from crd_edge.export.strip import COMPARISON_NAME, write_comparison
 
@@ -43,46 +43,59 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
         from crd_edge._io import writable_folder
         writable_folder(out_dir)  # before the model is loaded
     src = load_source(source, arch)
-    height, width = parse_size(size, src.native_size)
+    sizes = parse_sizes(size, src.native_size)
     from crd_edge.models.registry import check_size
-    check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
+    for height, width in sizes:
+        check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
     default_out = Path(src.identity["path"]).parent / "export" if src.role == "student" else Path("export")
     out_dir = Path(out_dir) if out_dir else default_out
     writer = ArtifactWriter(out_dir, force=force)
-    images = verification_images(height, width)
-    with torch.no_grad():
-        reference = src.model(images).float().numpy()
-    calibration = (calibration_images(height, width, calib)
-                   if any(p.startswith("int8") for _, p in pairs) else None)
     if keep_going is None:
-        keep_going = "all" in targets or len(pairs) > 1
+        keep_going = "all" in targets or len(pairs) > 1 or len(sizes) > 1
 
     done: list[ExportResult] = []
-    for target, precision in pairs:
-        module = target_module(target)
-        try:
-            record = _export_one(module, target, precision, src, (height, width), calibration, images,
-                                 reference, writer)
-            done.append(ExportResult.written(record, out_dir))
-            yield done[-1]
-        except MissingExtra as exc:
-            if not keep_going:
-                raise
-            yield ExportResult(target, precision, "skipped", str(exc))
-        except Exception as exc:  # a conversion that fails must not cost the other targets
-            if not keep_going:
-                raise
-            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            yield ExportResult(target, precision, "error", reason)
-    # One held-out photo through every artifact that runs here (comparison.png beside them): an
-    # illustration, so a failure to draw it is a warning, never a failed export.
+    first = None  # the first size's photos and reference: the comparison picture's
+    for height, width in sizes:  # every artifact is verified at its own size, on the same photos
+        images = verification_images(height, width)
+        with torch.no_grad():
+            reference = src.model(images).float().numpy()
+        first = first or (images, reference)
+        calibration = (calibration_images(height, width, calib)
+                       if any(p.startswith("int8") for _, p in pairs) else None)
+        for target, precision in pairs:
+            module = target_module(target)
+            try:
+                record = _export_one(module, target, precision, src, (height, width), calibration, images,
+                                     reference, writer)
+                done.append(ExportResult.written(record, out_dir))
+                yield done[-1]
+            except MissingExtra as exc:
+                if not keep_going:
+                    raise
+                yield ExportResult(target, precision, "skipped", str(exc))
+            except Exception as exc:  # a conversion that fails must not cost the other targets
+                if not keep_going:
+                    raise
+                reason = (str(exc) if isinstance(exc, UserError)
+                          else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                yield ExportResult(target, precision, "error", reason)
+    # One held-out photo through every artifact of the first size that runs here (comparison.png
+    # beside them): an illustration, so a failure to draw it is a warning, never a failed export.
     picture = out_dir / COMPARISON_NAME
+    images, reference = first
+    first_size = [r for r in done if _record_size(r.record) == sizes[0]]
     try:
-        if write_comparison(done, images[:1].numpy(), reference[:1], picture) is None:
+        if write_comparison(first_size, images[:1].numpy(), reference[:1], picture) is None:
             picture.unlink(missing_ok=True)  # not an older export's picture beside these artifacts
     except Exception as exc:  # noqa: BLE001
         picture.unlink(missing_ok=True)
         warnings.warn(f"{picture}: not drawn ({type(exc).__name__}: {str(exc)[:120]})", stacklevel=1)
+
+
+def _record_size(record: dict) -> tuple[int, int]:
+    """(height, width) of a manifest record's input."""
+    shape = record["input"]["shape"]
+    return tuple(shape[1:3]) if record["layout"] == "NHWC" else tuple(shape[2:4])
 
 
 def _export_one(module, target, precision, src, size, calibration, images, reference, writer) -> dict:
