@@ -126,7 +126,7 @@ def test_bench_a_checkpoint_in_torch_and_merge_reports(run_cli, exports, tmp_pat
                            "--no-roofline", "--out", tmp_path / "b", "--merge", tmp_path / "a" / "results.jsonl")
     assert code == 0, err
     report = (tmp_path / "b" / "report.md").read_text()
-    assert "| torch |" in report and "| onnxruntime |" in report and "% of roofline" in report
+    assert "| torch |" in report and "| onnxruntime |" in report and "% of ceiling" in report
 
 
 def test_bench_bad_inputs(run_cli, tmp_path, exports):

@@ -108,7 +108,8 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
     import torch
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    session = open_model(str(path), threads=threads, session_options=session_options).session
+    opened = open_model(str(path), threads=threads, session_options=session_options)
+    session = opened.session
     load_ms = (time.perf_counter() - t0) * 1e3
     height, width = input_hw(session.input_shape) or (256, 256)  # dynamic H/W: time it at 256x256
     rng = np.random.default_rng(0)
@@ -136,6 +137,14 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
             result["ops_note"] = f"no per-op profile: {str(exc).splitlines()[0][:160]}"
     if roofline:
         result["matmul"] = matmul_gflops(threads)
+        from crd_edge.bench.ceilings import measure_ceiling
+        try:  # the ceiling in the precision this artifact computes in (int8, bf16), where it differs
+            ceiling = measure_ceiling(session.backend, opened.precision or "fp32", threads)
+        except Exception as exc:  # noqa: BLE001 - a probe the runtime rejects costs the share, not the row
+            result["ceiling_note"] = f"no {opened.precision} ceiling: {str(exc).splitlines()[0][:160]}"
+        else:
+            if ceiling is not None:
+                result["ceiling"] = ceiling
     return result
 
 

@@ -71,9 +71,22 @@ def typical_ms(r: dict) -> float:
     return lat["p50"] if lat.get("p50") is not None else lat["mean"]
 
 
+def ceiling_of(r: dict) -> float | None:
+    """GMAC/s this row is measured against: the runtime's own ceiling in the precision the
+    artifact computes in where that is not fp32 (int8; OpenVINO's fp16 files), else the fp32
+    matmul roofline of its run. None where the precision needs its own and none was measured:
+    no share is better than one against the wrong ceiling."""
+    from crd_edge.bench.ceilings import needs_own_ceiling
+    if r.get("ceiling"):
+        return r["ceiling"]["gmacs_per_s"]
+    if needs_own_ceiling(r.get("runtime") or "", r["artifact"]["precision"]):
+        return None
+    return r.get("roofline_gmacs_per_s")
+
+
 def efficiency(r: dict) -> float | None:
-    """True MACs per second as a fraction of the device's dense matmul ceiling in the same run."""
-    macs, ceiling = r.get("model", {}).get("macs_true"), r.get("roofline_gmacs_per_s")
+    """True MACs per second as a fraction of the row's ceiling (:func:`ceiling_of`)."""
+    macs, ceiling = r.get("model", {}).get("macs_true"), ceiling_of(r)
     if not macs or not ceiling:
         return None
     return macs / (typical_ms(r) / 1e3) / (ceiling * 1e9)
@@ -188,8 +201,13 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
         lines += [f"## {device}", ""]
         if ceiling:
             lines += [f"Roofline: dense fp32 matmul {ceiling:.1f} GMAC/s with the same threads, in the same run.", ""]
+        own = {(r["ceiling"]["runtime"], r["ceiling"]["precision"]): r["ceiling"]["gmacs_per_s"]
+               for r in group if r.get("ceiling")}
+        if own:
+            lines += ["Ceilings in other precisions (each runtime on a dense 1x1 convolution, same threads): "
+                      + ", ".join(f"{rt} {p} {g:.1f} GMAC/s" for (rt, p), g in sorted(own.items())) + ".", ""]
         lines += ["| model | artifact | runtime | precision | size | params | true GMACs | act. MB | p50 ms | p90 ms | FPS | "
-                  "end-to-end FPS | peak MB | PSNR dB | % of roofline |",
+                  "end-to-end FPS | peak MB | PSNR dB | % of ceiling |",
                   "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in sorted(group, key=lambda r: (r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])):
             a, m, lat = r["artifact"], r.get("model", {}), r["latency_ms"]
@@ -234,7 +252,9 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
               "verification against torch fp32 on held-out photos. act. MB: peak activation memory of one "
               "image (tensors between layers alive at once; weights, input and runtime workspace excluded), "
               "counted on the fp32 torch model, or from the ONNX graph for a file without a source model; "
-              "peak MB: the process's measured peak resident memory.", ""]
+              "peak MB: the process's measured peak resident memory. % of ceiling: true MACs per second "
+              "against the ceiling of the precision the artifact computes in (fp32: the matmul roofline; int8 "
+              "and OpenVINO's fp16: the runtime's own on a dense convolution; '-' where none was measured).", ""]
     return "\n".join(lines)
 
 
