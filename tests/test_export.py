@@ -242,6 +242,9 @@ def test_target_all_writes_every_installed_target_with_one_table(run_cli, tmp_pa
         assert v["status"] == "spec-verified" and "macOS" in v["numerics"] and "psnr_db_min" not in v
     if "tflite" in by_target:
         assert by_target["tflite"]["input"]["shape"] == [1, 64, 64, 3] and by_target["tflite"]["layout"] == "NHWC"
+    # one name for the input and the output in every format (LiteRT: its signature's)
+    named = {(r["input"]["name"], r["output"]["name"]) for r in records}
+    assert named == {("image", "output")}
 
 
 def test_paper_exact_student_exports_to_every_target_through_rewrites(run_cli, tmp_path):

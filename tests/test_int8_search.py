@@ -156,3 +156,37 @@ def _weights_of_convs(model):
             name = source.get_friendly_name() if source.get_type_name() == "Constant" else op.get_friendly_name()
             kinds[name.removesuffix(".weight")] = source.get_type_name()
     return kinds
+
+
+def test_litert_names_every_convolution_so_the_search_can_keep_it_in_float(tmp_path):
+    """LiteRT's selective quantisation finds a layer by a regex over tensor names that
+    litert-torch derives from the module path: each convolution of the exported student must
+    match some tensor of the converted file, and the file's signature is named as in every
+    other format (``image`` in, ``output`` out)."""
+    pytest.importorskip("litert_torch")
+    import re
+
+    from ai_edge_litert.interpreter import Interpreter
+    from torch import nn
+
+    from crd_edge.export import tflite
+    from crd_edge.export.base import ExportJob
+    from crd_edge.export.rewrites import apply_rewrites
+    from crd_edge.models import create_model
+    torch.manual_seed(0)
+    model, _ = apply_rewrites(create_model("resnet_9blocks_inherited").eval(), tflite.REWRITES)
+    job = ExportJob(model, 64, 64, "fp32", None, tmp_path, {})
+    tflite._convert(job, tmp_path / "m.tflite")
+    interpreter = Interpreter(model_path=str(tmp_path / "m.tflite"))
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["output"]}}
+    names = [t["name"] for t in interpreter.get_tensor_details()]
+    called = []  # the convolutions that run (a rewrite keeps the layer it replaced, unused)
+    hooks = [m.register_forward_hook(lambda m, i, o, key=key: called.append(key))
+             for key, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        model(job.example())
+    for hook in hooks:
+        hook.remove()
+    convs = list(dict.fromkeys(called))
+    unmatched = [key for key in convs if not any(re.search(tflite.scope_regex(model, key), n) for n in names)]
+    assert convs and not unmatched

@@ -38,6 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from crd_edge.artifacts.contract import embed_tflite
@@ -49,6 +50,7 @@ from crd_edge.export.rewrites import REWRITES as REWRITE_TABLE
 REWRITES = ("convtranspose_k3_to_k4", "reflect_pad_to_slices", "narrow_conv_to_space_to_depth")  # last: 37.2 -> 31.9 ms
 
 SIGNATURE = "serving_default"  # litert-torch's default signature key
+INPUT_NAME, OUTPUT_NAME = "image", "output"  # the signature's names, as in every other format
 RECIPES = {  # precision -> ai_edge_quantizer.recipe function (fp16 has none: see _recipe)
     "int8": "static_wi8_ai8",
     "int8-dynamic": "dynamic_wi8_afp32",
@@ -65,11 +67,13 @@ def export(job: ExportJob, path: Path) -> dict:
     if job.precision != "fp32":
         conversion["quantization"] = _quantize(fp32_path, path, job)
     inp, out = _io_details(path)
-    conversion["io"] = {"input": _tensor_type(inp), "output": _tensor_type(out)}
+    conversion["io"] = {"input": _tensor_type(inp), "output": _tensor_type(out),
+                        "tensors": {"input": inp["name"], "output": out["name"]},
+                        "signature": SIGNATURE}
     embed_tflite(path, {**job.contract, "layout": "NHWC"})
     versions = {name: tool_version(name)
                 for name in ("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
-    return asdict(ExportDetails(inp["name"], out["name"], layout="NHWC", tool_versions=versions,
+    return asdict(ExportDetails(INPUT_NAME, OUTPUT_NAME, layout="NHWC", tool_versions=versions,
                                 conversion=conversion))
 
 
@@ -78,14 +82,26 @@ def _convert(job: ExportJob, path: Path) -> None:
         import litert_torch
     except ImportError:
         raise missing_extra("tflite", "litert-torch") from None
-    wrapped = litert_torch.to_channel_last_io(job.model, args=[0], outputs=[0]).eval()
+    wrapped = _Named(litert_torch.to_channel_last_io(job.model, args=[0], outputs=[0])).eval()
     sample = job.example().permute(0, 2, 3, 1)
     with _quiet_litert_torch():
         try:
-            edge_model = litert_torch.convert(wrapped, (sample,))
+            edge_model = litert_torch.convert(wrapped, sample_kwargs={INPUT_NAME: sample})
         except Exception as exc:  # litert-torch raises bare ValueError/RuntimeError with MLIR dumps
             raise UserError(_conversion_failure(job.model, exc)) from exc
         edge_model.export(str(path))
+
+
+class _Named(torch.nn.Module):
+    """The signature every format shares: one input ``image``, one output ``output`` (ONNX and
+    OpenVINO name theirs so), instead of litert-torch's ``args_0`` and ``output_0``."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {OUTPUT_NAME: self.inner(image)}
 
 
 @contextlib.contextmanager
