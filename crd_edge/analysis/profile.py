@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crd_edge.analysis.macs import count_macs, format_count
-from crd_edge.artifacts import target_of
+from crd_edge.artifacts import FORMATS, target_of
 from crd_edge.errors import UserError
 from crd_edge.models import create_model, list_models, model_entry
 
@@ -23,7 +23,7 @@ def _resolve(model: str):
 
 def profile_model(model: str, size: int = 256) -> dict:
     """Params, MACs in both conventions and activation memory at ``size`` x ``size`` (1 image)."""
-    if target_of(model) in ("onnx", "tensorrt"):  # both are ONNX graphs
+    if target_of(model) and FORMATS[target_of(model)].file_format == "onnx":  # TensorRT's graph is ONNX too
         return profile_onnx(model, size)
     from crd_edge.analysis.memory import count_activations
     net, arch, kwargs, source = _resolve(model)

@@ -35,6 +35,12 @@ class Format:
     not_local: str | None = None   # why it cannot run on this machine's CPU (None: it can)
     verifier: str = "session"      # "session": run it and compare with torch; else the exporter's verify()
     isolated: bool = False         # convert in a child process: its converter can abort the process
+    graph: str = ""                # the file format underneath (TensorRT's graph is ONNX); "" = target
+
+    @property
+    def file_format(self) -> str:
+        """What reads, runs and counts the file: ``onnx`` for ONNX and TensorRT's graph."""
+        return self.graph or self.target
 
     @property
     def suffix(self) -> str:
@@ -53,7 +59,7 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     # it is the ONNX file again (its onnx row already measures that).
     Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), True, False, "tensorrt", None,
            not_local="TensorRT-ready graph: bench it on the device (--on ssh:HOST runs trtexec there); "
-                     "locally it equals the onnx row", verifier="graph"),
+                     "locally it equals the onnx row", verifier="graph", graph="onnx"),
     Format("torch", (".pt", ".pth"), (), False, True, "torch", None),
 )}
 EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exportable)

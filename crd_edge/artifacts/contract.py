@@ -72,9 +72,10 @@ def read_contract(path: str | Path, target: str) -> dict[str, str]:
     format's reader is not installed."""
     import importlib.util
 
-    reader, package = {"onnx": (_read_onnx, "onnx"), "tensorrt": (_read_onnx, "onnx"),
-                       "tflite": (_read_tflite, "ai_edge_litert"), "openvino": (_read_openvino, None),
-                       "coreml": (_read_coreml, "coremltools")}.get(target, (None, None))
+    from crd_edge.artifacts import FORMATS
+    kind = FORMATS[target].file_format if target in FORMATS else target  # TensorRT's graph is read as ONNX
+    reader, package = {"onnx": (_read_onnx, "onnx"), "tflite": (_read_tflite, "ai_edge_litert"),
+                       "openvino": (_read_openvino, None), "coreml": (_read_coreml, "coremltools")}.get(kind, (None, None))
     if reader is None or (package is not None and importlib.util.find_spec(package) is None):
         return {}
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from crd_edge.artifacts import Artifact, artifact_bytes, find_artifacts
+from crd_edge.artifacts import FORMATS, Artifact, artifact_bytes, find_artifacts
 from crd_edge.errors import DeviceUnreachable, UserError
 
 
@@ -33,7 +33,7 @@ def model_counts(item: Artifact, size: tuple[int, int]) -> dict:
         source = item.record.get("source", {})
         arch, kwargs_json = source.get("arch"), json.dumps(source.get("kwargs") or {}, sort_keys=True)
     counts = _counts(arch, kwargs_json, tuple(size)) if arch else ()
-    if not counts and item.target in ("onnx", "tensorrt") and item.path.is_file():  # both are ONNX graphs
+    if not counts and FORMATS[item.target].file_format == "onnx" and item.path.is_file():
         counts = _onnx_counts(str(item.path.resolve()), item.path.stat().st_mtime_ns, tuple(size))
     return dict(counts)
 

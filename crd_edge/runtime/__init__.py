@@ -31,8 +31,8 @@ def open_session(path: str | Path, **options) -> Session:
     if not path.exists():  # (a .mlpackage is a folder)
         raise UserError(f"{path}: no such model file")
     fmt = format_of(path)
-    if fmt is not None and fmt.target == "tensorrt":  # the graph handed to TensorRT is plain ONNX
-        fmt = FORMATS["onnx"]
+    if fmt is not None:  # the graph handed to TensorRT runs as the ONNX file it is
+        fmt = FORMATS[fmt.file_format]
     if fmt is None or not fmt.session:
         raise UserError(f"{path}: no runtime for {path.suffix!r} files (supported: {', '.join(all_suffixes())})")
     module_name, class_name = SESSIONS[fmt.target]
