@@ -259,7 +259,9 @@ def export(
                                                    "write and verify an artifact per size (default: the checkpoint's)."),
     calib: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration (default: built-in training photos)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: export/ next to the checkpoint)."),
-    arch: Optional[str] = typer.Option(None, help="Registered architecture of a state-dict teacher, if not inferable."),
+    arch: Optional[str] = typer.Option(None, "--teacher-arch", "--arch",
+                                       help="Registered architecture of a state-dict teacher, if not inferable "
+                                            "(the same option as distill's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing, different artifact."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:

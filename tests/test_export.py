@@ -131,6 +131,9 @@ def test_teacher_state_dict_exports_like_a_student(run_cli, tmp_path, tiny_teach
     assert record["path"] == "teacher_64x96_fp32.onnx" and record["source"]["kind"] == "state_dict"
     assert record["input"]["shape"] == [1, 3, 64, 96] and record["verification"]["status"] == "passed"
     assert open_session(tmp_path / "exp" / record["path"]).input_shape == (1, 3, 64, 96)
+    # the architecture option has distill's name too (a wrong one is the same one-line error)
+    code, _, err = run_cli("export", tiny_teacher, "--teacher-arch", "mobile_resnet_9blocks", "--out", tmp_path / "x")
+    assert code == 2 and "check --teacher-arch" in err
 
 
 def test_missing_backend_is_one_line_naming_the_extra(run_cli, tmp_path, monkeypatch):
