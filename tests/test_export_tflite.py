@@ -74,7 +74,9 @@ def test_fp32_is_nhwc_and_reproduces_torch(artifacts):
     session = open_session(path)
     assert session.backend == "litert" and session.input_shape == (1, SIZE, SIZE, 3)
     assert details["layout"] == "NHWC"
-    assert details["input_name"] == session.input["name"] and details["output_name"] == session.output["name"]
+    # the signature is named as in every format; the manifest keeps the file's tensor names too
+    assert (details["input_name"], details["output_name"]) == ("image", "output")
+    assert details["conversion"]["io"]["tensors"] == {"input": session.input["name"], "output": session.output["name"]}
     assert set(details["tool_versions"]) == {"torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"}
     assert psnr_on_photos(path, model).min() >= 60
 
@@ -115,7 +117,8 @@ def test_int8_short_of_the_aim_keeps_the_sensitive_layers_in_float(edge_model, t
     path, details, model = export(edge_model, "int8", tmp_path_factory)
     found = details["conversion"]["quantization"]["accuracy_search"]
     assert found["float_ops"] == [int8_search.NON_CONVOLUTIONS] and 0 < found["float_mac_share"] <= 0.5
-    assert details["conversion"]["io"] == {"input": {"dtype": "float32"}, "output": {"dtype": "float32"}}
+    io = details["conversion"]["io"]
+    assert (io["input"], io["output"]) == ({"dtype": "float32"}, {"dtype": "float32"})
     # The file: int8 convolutions beside float ones, as many float as the search kept.
     interpreter = Interpreter(model_path=str(path))
     ops = interpreter._get_ops_details()
