@@ -366,7 +366,7 @@ def pipeline(
     from crd_edge.config import load_config
     from crd_edge.export.results import render_results
     from crd_edge._progress import progress_bar
-    from crd_edge.pipeline import run_pipeline
+    from crd_edge.pipeline import render_stage_times, run_pipeline
 
     base = {k: v for k, v in {"train.steps": steps, "name": name}.items() if v is not None}
     targets = _csv(target)
@@ -381,12 +381,14 @@ def pipeline(
         typer.echo(json.dumps({**_distill_record(result.distill), "report": str(result.run_dir / "report.md"),
                                "exports": [r.to_dict() for r in result.exports],
                                "teacher_exports": [r.to_dict() for r in result.teacher_exports],
-                               "bench_report": str(result.bench_report) if result.bench_report else None}, indent=2))
+                               "bench_report": str(result.bench_report) if result.bench_report else None,
+                               "seconds": {k: round(v, 1) for k, v in result.seconds.items()}}, indent=2))
         return
     _print_summary(result.distill, as_json=False)
     _show_markdown(render_results(result.exports))
     if result.bench_report:
         _show_markdown(result.bench_report.read_text().split("\n\n![")[0])  # the tables; the plots are files
+    _show_markdown(render_stage_times(result.seconds))
     typer.echo(f"report: {result.run_dir / 'report.md'}")
 
 

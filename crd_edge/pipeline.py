@@ -3,6 +3,7 @@ bench both on this machine -> one report. Each step is the library call its own 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,7 @@ class PipelineResult:
     teacher_exports: list = field(default_factory=list)
     teacher_note: str | None = None
     bench_report: Path | None = None
+    seconds: dict = field(default_factory=dict)  # wall seconds of each stage, in order
 
 
 def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teacher: bool = True,
@@ -50,10 +52,20 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     teacher = _exportable_teacher(config) if compare_teacher else None
     teacher_targets = [t for t in TEACHER_TARGETS if t in targets or "all" in targets]
 
+    clock = time.perf_counter()
     result = distill(config, quiet=quiet)  # quiet: no training progress bar
     if result.interrupted:
         return PipelineResult(result.run_dir, result)
     out = PipelineResult(result.run_dir, result)
+    out.seconds.update(_distill_stages(result.summary, time.perf_counter() - clock))
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        out.seconds[stage] = now - clock
+        clock = now
+
+    clock = time.perf_counter()
     def stage(total, what):
         return optional_bar(progress, total, what)
     with stage(len(plan(targets, None)), "export") as advance:
@@ -61,6 +73,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
             out.exports.append(item)
             log(f"{item.label}: {item.status}")
             advance(note=item.label)
+    lap("export the student")
     sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(out.exports)]
     if (result.run_dir / "export" / COMPARISON_NAME).is_file():
         sections += ["", "One held-out photo through each artifact (input | torch fp32 | each precision):", "",
@@ -86,6 +99,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
                     log(f"{item.label}: {item.status}")
             sections += ["", "## Teacher export", "", render_results(out.teacher_exports)]
             compare = [str(folder)]
+            lap("export the teacher")
     if bench:
         bench_dir = result.run_dir / "bench"
         sources = [str(result.checkpoint.parent / "export")]
@@ -95,6 +109,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
                                require_runnable=False):
                 log(f"bench {r['artifact']['name']}: {r['status']}")
                 advance(note=r["artifact"]["name"])
+        lap("benchmark")
         written = write_report([bench_dir / "results.jsonl"], bench_dir)
         out.bench_report, plots = written["report"], written["plots"]
         report_dir = out.bench_report.parent.relative_to(result.run_dir)
@@ -102,9 +117,32 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
         sections += [f"![{p.stem.replace('_', ' ')}]({report_dir}/{p.name})\n" for p in plots]
     if out.teacher_note:
         sections += ["", out.teacher_note]
+    sections += ["", "## Time", "", render_stage_times(out.seconds)]
     report = result.run_dir / "report.md"
     report.write_text(report.read_text() + "\n" + "\n".join(sections) + "\n")
     return out
+
+
+def _distill_stages(summary: dict, wall: float) -> dict[str, float]:
+    """The distillation's wall time split as its summary records it: training (with the teacher
+    labelling views in the background), the held-out scoring, and the rest before the first step
+    (loading, labelling the held-out split, inheriting the teacher's weights)."""
+    train, scoring = summary.get("train_seconds") or 0.0, summary.get("scoring_seconds") or 0.0
+    return {"distil: before the first step": max(wall - train - scoring, 0.0), "distil: training": train,
+            "distil: held-out scoring": scoring}
+
+
+def render_stage_times(seconds: dict[str, float]) -> str:
+    """A markdown table of the stages' wall times and their total."""
+    rows = ["| stage | wall time |", "|---|---:|"]
+    rows += [f"| {stage} | {_clock(value)} |" for stage, value in seconds.items()]
+    rows.append(f"| **total** | **{_clock(sum(seconds.values()))}** |")
+    return "\n".join(rows)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 def _exportable_teacher(config) -> str | None:

@@ -329,6 +329,45 @@ def test_vgg_dist_is_zero_for_identical_images_and_names_its_weights():
     assert dist.identity["source"] and dist.identity["file"] and "LPIPS without learned weights" in dist.NAME
 
 
+def test_vgg_dist_in_batches_equals_pair_by_pair():
+    from crd_edge.eval.fidelity import VGGDistance
+    try:
+        dist = VGGDistance()
+    except UserError as exc:
+        pytest.skip(f"no VGG-16 weights here: {exc}")
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    b = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+    each = dist.each(a, b, batch=2)  # batches of 2, 2 and 1
+    assert each.shape == (5,)
+    assert each == pytest.approx([dist(x, y) for x, y in zip(a, b)], rel=1e-4)
+
+
+def test_measuring_networks_run_in_openvino_with_torchs_outputs():
+    pytest.importorskip("openvino")
+    from crd_edge.runtime.openvino_session import measuring_network_on_openvino
+
+    class Taps(torch.nn.Module):  # two outputs in a dict, as VGG-16's taps
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 2, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            first = torch.relu(self.a(x))
+            return {"first": first, "second": self.b(first)}
+
+    net = Taps().eval()
+    run = measuring_network_on_openvino(net, torch.rand(1, 3, 16, 16))
+    assert run is not None
+    x = torch.rand(5, 3, 16, 16)  # another batch size than the example's
+    with torch.no_grad():
+        expected = [t.numpy() for t in net(x).values()]
+    got = run(x)
+    assert [g.shape for g in got] == [(5, 4, 16, 16), (5, 2, 8, 8)]
+    assert all(np.abs(g - e).max() < 1e-4 for g, e in zip(got, expected))
+
+
 def test_metric_parsing():
     assert parse_metrics(None, True)[0] == ["fid", "kid", "psnr", "ssim", "vgg"]
     assert parse_metrics(None, False)[0] == ["fid", "kid"]

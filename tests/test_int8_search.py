@@ -82,6 +82,25 @@ def test_the_search_finds_the_fewest_float_layers_that_reach_the_aim():
     assert set(record["sensitivity_db"]) == {f"convs.{i}" for i in range(8)}
 
 
+def test_the_search_goes_on_until_the_worst_photo_reaches_its_aim_too():
+    # Three of four photos are exact; the fourth's error shrinks with each float unit. The mean
+    # reaches 40 dB long before the worst photo reaches 36 dB: the worst one decides.
+    model, images, quantize, _, calls = _fake_target(0.0)
+    with torch.no_grad():
+        reference = model(images).numpy()
+
+    def run(float_count, batch):
+        out = reference.copy()
+        out[0] += 0.004 * (9 - float_count)  # PSNR 10 log10(4 / e^2): 36 dB needs e <= 0.0317
+        return out
+
+    chosen, record = search(model, images, quantize, lead=(NON_CONVOLUTIONS,), run=run)
+    assert record["aim_worst_db"] == int8_search.AIM_WORST_DB == 36.0
+    assert record["tried"][0]["psnr_db_mean"] >= 40 > 36 > record["tried"][0]["psnr_db_min"]
+    assert chosen == 2 and record["psnr_db_min"] >= 36  # 0.004 x 7 = 0.028
+    assert [t["float_units"] for t in record["tried"]] == [0, 1, 2]
+
+
 def test_a_model_that_passes_all_int8_is_not_searched():
     model, images, quantize, run, calls = _fake_target(0.0001)
     chosen, record = search(model, images, quantize, lead=(NON_CONVOLUTIONS,), run=run)

@@ -220,6 +220,25 @@ def test_heldout_labels_are_cached_and_scores_compare_with_copying(tmp_path):
     assert scores["psnr_gain_db"] > 50 and quick_scores(held.inputs, held)["psnr"] == pytest.approx(scores["input"]["psnr"])
 
 
+def test_copying_the_inputs_vgg_dist_is_computed_once_per_heldout_set(tmp_path, monkeypatch):
+    from crd_edge.eval import fidelity
+    from crd_edge.errors import UserError
+    try:
+        fidelity.VGGDistance()
+    except UserError as exc:
+        pytest.skip(f"no VGG-16 weights here: {exc}")
+    held = build_heldout([("a", photo(seed=1))], 32, invert, tmp_path)
+    calls = []
+    each = fidelity.VGGDistance.each
+    monkeypatch.setattr(fidelity.VGGDistance, "each", lambda self, a, b, **kw: calls.append(len(a)) or each(self, a, b))
+    first = score_heldout(held.targets.copy(), held, inception=False, ssim=False)
+    again = score_heldout(held.inputs.copy(), held, inception=False, ssim=False)
+    assert calls == [len(held)] * 3  # the student twice, the input once
+    assert first["input"]["vgg_dist"] == again["input"]["vgg_dist"] > 0
+    assert first["student"]["vgg_dist"] == pytest.approx(0, abs=1e-9)
+    assert again["student"]["vgg_dist"] == pytest.approx(again["input"]["vgg_dist"], rel=1e-5)
+
+
 def test_student_outputs_are_rounded_uint8():
     identity = torch.nn.Identity()
     identity.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))

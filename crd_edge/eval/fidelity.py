@@ -53,19 +53,50 @@ class VGGDistance:
         self.identity: dict[str, Any] = {"network": "VGG-16 ImageNet", "file": resolved.file,
                                          "sha256": resolved.sha256[:12], "source": resolved.source,
                                          "variant": resolved.variant, "description": resolved.description}
+        self._compiled: dict[tuple[int, int], Any] | None = None  # image size -> OpenVINO network
+
+
+    def use_openvino(self) -> None:
+        """Run VGG-16 in OpenVINO fp32 from now on where it is installed and gives torch's
+        features (see ``measuring_network_on_openvino``), one compiled network per image size."""
+        self._compiled = {}
+
+    def _taps(self, x):
+        """VGG-16's four taps for a float NCHW batch, in OpenVINO where :meth:`use_openvino` was
+        called and it converts, else in torch."""
+        import torch
+        compiled = self._compiled
+        if compiled is not None:
+            size = tuple(x.shape[-2:])
+            if size not in compiled:
+                from crd_edge.runtime.openvino_session import measuring_network_on_openvino
+                compiled[size] = measuring_network_on_openvino(self.net, x[:1])
+            if compiled[size]:
+                return [torch.from_numpy(tap) for tap in compiled[size](x)]
+        with torch.no_grad():
+            return list(self.net(x).values())
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
+        if a.shape != b.shape:
+            raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+        return float(self.each(a[None], b[None])[0])
+
+    def each(self, a: np.ndarray, b: np.ndarray, batch: int = 4) -> np.ndarray:
+        """The distance of each pair of uint8 N x H x W x 3 images ``a[i]``, ``b[i]``, ``batch``
+        pairs a pass."""
         import torch
 
         from crd_edge.imaging import from_uint8
 
         if a.shape != b.shape:
             raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
-        x = torch.from_numpy(from_uint8(np.stack([a, b])))
-        with torch.no_grad():
-            taps = self.net(x)
-        distances = []
-        for feature in taps.values():
-            unit = feature / (feature.norm(dim=1, keepdim=True) + 1e-10)  # LPIPS' normalisation
-            distances.append(float((unit[0] - unit[1]).pow(2).sum(0).mean()))
-        return float(np.mean(distances))
+        out = []
+        for i in range(0, len(a), batch):
+            n = len(a[i:i + batch])
+            x = torch.from_numpy(from_uint8(np.concatenate([a[i:i + batch], b[i:i + batch]])))
+            per_layer = []
+            for feature in self._taps(x):
+                unit = feature / (feature.norm(dim=1, keepdim=True) + 1e-10)  # LPIPS' normalisation
+                per_layer.append((unit[:n] - unit[n:]).pow(2).sum(1).mean((1, 2)))
+            out.append(torch.stack(per_layer).mean(0).numpy())
+        return np.concatenate(out) if out else np.zeros(0)

@@ -186,6 +186,16 @@ class InceptionFeatures:
         self.identity = identity
         self.sha256: str = identity["sha256_full"]
         self.batch_size = batch_size
+        self._run: Any = None  # the trunk in OpenVINO, after use_openvino()
+
+    def use_openvino(self) -> bool:
+        """Run the trunk in OpenVINO fp32 from now on where it is installed and converts the
+        trunk to the same features (see ``measuring_network_on_openvino``); True if it does."""
+        if self._run is None:
+            from crd_edge.runtime.openvino_session import measuring_network_on_openvino
+            example = self.preprocess(np.zeros((1, 8, 8, 3), np.uint8))
+            self._run = measuring_network_on_openvino(self.trunk, example) or False
+        return bool(self._run)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC/NCHW -> the trunk's input, ``N x 3 x 299 x 299`` in [-1, 0.9921875]."""
@@ -207,7 +217,8 @@ class InceptionFeatures:
         images = np.asarray(images)
         if images.ndim == 3:
             images = images[None]
-        out = [self.trunk(self.preprocess(images[start:start + self.batch_size])).reshape(-1, FEATURE_DIM)
+        trunk = self.trunk if not self._run else (lambda x: torch.from_numpy(self._run(x)[0]))
+        out = [trunk(self.preprocess(images[start:start + self.batch_size])).reshape(-1, FEATURE_DIM)
                for start in range(0, len(images), self.batch_size)]
         return torch.cat(out).double().numpy() if out else np.zeros((0, FEATURE_DIM))
 

@@ -171,6 +171,7 @@ class _Run:
         offline_teacher = None if self.online else self._load_teacher()  # before the data: it may set the size
         dc = cfg.data
         self.views = None  # the view-based path (data.views > 0): teacher-labelled views, no dataset
+        self.scoring_seconds = 0.0  # the held-out scoring at the end
         if dc.views:
             if dist.enabled:
                 raise UserError("data.views runs on one process; launch without torchrun (or set data.views=0)")
@@ -633,11 +634,13 @@ class _Run:
         if self.views is not None:
             self.views.bank.stop()
         heldout = None
+        scoring_start = time.perf_counter()
         try:
             with stop.interruptible():
                 heldout = None if interrupted else self._score_heldout()
         except KeyboardInterrupt:
             interrupted = True
+        self.scoring_seconds = time.perf_counter() - scoring_start
         self._write_samples()
         self.save(final=not interrupted, heldout=heldout)
         summary = self._summary(interrupted, heldout)
@@ -708,6 +711,7 @@ class _Run:
                         "inherited": self.inherited},
             "data": data,
             "train_seconds": self.train_seconds,
+            "scoring_seconds": round(self.scoring_seconds, 1),
             "images_per_second": self.images_seen / max(self.train_seconds, 1e-9),
             "compute": self._compute_share(),
             "loss_terms": sorted(k for k in self.last_metrics if k not in not_terms),
