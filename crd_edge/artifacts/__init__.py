@@ -36,6 +36,7 @@ class Format:
     verifier: str = "session"      # "session": run it and compare with torch; else the exporter's verify()
     isolated: bool = False         # convert in a child process: its converter can abort the process
     graph: str = ""                # the file format underneath (TensorRT's graph is ONNX); "" = target
+    bench_skip: str | None = None  # why the local benchmark leaves it out though it runs here (None: it times it)
 
     @property
     def file_format(self) -> str:
@@ -60,6 +61,11 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), True, False, "tensorrt", None,
            not_local="TensorRT-ready graph: bench it on the device (--on ssh:HOST runs trtexec there); "
                      "locally it equals the onnx row", verifier="graph", graph="onnx"),
+    # A folder for any static web server: the ONNX student, onnxruntime-web's WebAssembly files
+    # (`crd-edge assets install onnxruntime-web`) and its pages; it runs here in headless Chromium.
+    Format("web", (".web",), ("fp32",), True, True, "onnxruntime-web", None,
+           bench_skip="timed inside the page by the browser benchmark, not built yet: the local harness would "
+                      "time the page's round trips"),
     Format("torch", (".pt", ".pth"), (), False, True, "torch", None),
 )}
 EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exportable)

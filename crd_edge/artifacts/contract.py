@@ -75,7 +75,8 @@ def read_contract(path: str | Path, target: str) -> dict[str, str]:
     from crd_edge.artifacts import FORMATS
     kind = FORMATS[target].file_format if target in FORMATS else target  # TensorRT's graph is read as ONNX
     reader, package = {"onnx": (_read_onnx, "onnx"), "tflite": (_read_tflite, "ai_edge_litert"),
-                       "openvino": (_read_openvino, None), "coreml": (_read_coreml, "coremltools")}.get(kind, (None, None))
+                       "openvino": (_read_openvino, None), "coreml": (_read_coreml, "coremltools"),
+                       "web": (lambda folder: _read_onnx(folder / "model.onnx"), "onnx")}.get(kind, (None, None))
     if reader is None or (package is not None and importlib.util.find_spec(package) is None):
         return {}
     try:

@@ -138,7 +138,7 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
 
 def skip_reason(kind: str, item: Artifact) -> str | None:
     if kind == "local":
-        return item.format.not_local
+        return item.format.not_local or item.format.bench_skip
     if kind == "adb" and item.target != "tflite":
         return "the adb runner benchmarks .tflite files with LiteRT's benchmark_model"
     if kind == "ssh" and item.target == "coreml":

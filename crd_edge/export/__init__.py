@@ -20,7 +20,7 @@ from crd_edge.errors import UserError
 # The module that converts to each export target (the format table lists the targets).
 EXPORTERS = {"onnx": "crd_edge.export.onnx", "openvino": "crd_edge.export.openvino",
              "tflite": "crd_edge.export.tflite", "coreml": "crd_edge.export.coreml",
-             "tensorrt": "crd_edge.export.tensorrt"}
+             "tensorrt": "crd_edge.export.tensorrt", "web": "crd_edge.export.web"}
 
 
 def check_target(name: str) -> None:

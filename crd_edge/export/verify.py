@@ -52,5 +52,9 @@ def verify_artifact(path: Path, images: torch.Tensor, reference: np.ndarray, pre
     (the torch fp32 model's outputs on ``images``)."""
     from crd_edge.runtime import open_session
     session = open_session(path)
-    outputs = np.concatenate([session.run(img[None].numpy()) for img in images])
+    try:
+        outputs = np.concatenate([session.run(img[None].numpy()) for img in images])
+    finally:
+        if hasattr(session, "close"):  # a browser session: its Chromium stops now
+            session.close()
     return {"runtime": session.backend, **compare(outputs, reference, precision)}

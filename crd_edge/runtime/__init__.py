@@ -22,6 +22,7 @@ SESSIONS = {
     "tflite": ("crd_edge.runtime.litert_session", "LiteRTSession"),
     "coreml": ("crd_edge.runtime.coreml_session", "CoreMLSession"),
     "torch": ("crd_edge.runtime.torch_session", "TorchSession"),
+    "web": ("crd_edge.runtime.browser_session", "BrowserSession"),
 }
 
 

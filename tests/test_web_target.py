@@ -1,0 +1,89 @@
+"""The web target: a folder for any static web server (the ONNX student, onnxruntime-web's
+WebAssembly files, its pages), verified against torch in a real headless Chromium."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import USER_CACHE
+from crd_edge._assets import WEB_RUNTIMES, web_runtime_dir, web_runtime_files
+from crd_edge.runtime.browser_session import find_chromium
+
+RUNTIME = WEB_RUNTIMES["onnxruntime-web"]
+
+
+@pytest.fixture
+def web_runtime(monkeypatch):
+    """The runtime files the user installed (sha256-pinned, so their content is fixed), copied
+    into the tests' own cache; skips where they or Chromium are missing."""
+    if find_chromium() is None:
+        pytest.skip("no Chromium (scripts/install.sh --test-tools installs Debian's)")
+    monkeypatch.setenv("XDG_CACHE_HOME", USER_CACHE)
+    installed = web_runtime_files(RUNTIME.name)
+    monkeypatch.undo()
+    if installed is None:
+        pytest.skip("onnxruntime-web is not installed: crd-edge assets install onnxruntime-web "
+                    "(scripts/install.sh --test-tools does)")
+    target = web_runtime_dir(RUNTIME)
+    if web_runtime_files(RUNTIME.name) is None:
+        shutil.copytree(installed, target, dirs_exist_ok=True)
+    return target
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    from crd_edge._io import atomic_torch_save
+    from crd_edge.checkpoint import student_record
+    from crd_edge.models import create_model
+    torch.manual_seed(0)
+    model = create_model("resnet_9blocks_inherited").eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 64)}, tmp_path / "c.pt")
+    return tmp_path / "c.pt"
+
+
+def test_the_web_folder_is_verified_in_chromium_against_torch(run_cli, web_runtime, checkpoint, tmp_path):
+    code, out, err = run_cli("export", checkpoint, "--target", "web", "--size", "64", "--out", tmp_path / "exp")
+    assert code == 0, err
+    (record,) = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
+    folder = tmp_path / "exp" / record["path"]
+    assert record["path"] == "student_64_fp32.web" and record["target"] == "web"
+    check = record["verification"]
+    assert check["status"] == "passed" and check["psnr_db_min"] >= 60
+    assert "onnxruntime-web 1.31.1 (wasm" in check["runtime"] and "in Chromium" in check["runtime"]
+    # Everything a static server needs, nothing fetched from elsewhere: the pages name local files only.
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.json", "index.html", "app.js",
+                                                  "session.html", "session.js", "ort"}
+    assert {p.name for p in (folder / "ort").iterdir()} == {
+        "ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "NOTICE.txt"}
+    assert "licence MIT" in (folder / "ort" / "NOTICE.txt").read_text()
+    for page in ("index.html", "app.js", "session.html", "session.js"):
+        assert "http://" not in (folder / page).read_text() and "https://" not in (folder / page).read_text()
+    assert json.loads((folder / "model.json").read_text())[["height", "width"][0]] == 64
+    assert record["tool_versions"]["onnxruntime-web"] == "1.31.1"
+
+
+def test_the_browser_session_runs_like_any_other(web_runtime, checkpoint, tmp_path, run_cli):
+    from crd_edge.runtime import open_session
+    run_cli("export", checkpoint, "--target", "web", "--size", "64", "--out", tmp_path / "exp")
+    onnx_out = tmp_path / "exp" / "student_64_fp32.web" / "model.onnx"
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    with open_session(tmp_path / "exp" / "student_64_fp32.web") as browser:
+        assert browser.input_shape == (1, 3, 64, 64)
+        first, second = browser.run(x), browser.run(-x)  # two calls through the same page
+    expected = open_session(onnx_out).run(x)
+    assert first.shape == (1, 3, 64, 64) and np.abs(first - expected).max() < 1e-4
+    assert np.abs(second - first).max() > 1e-3
+
+
+def test_without_the_runtime_the_web_target_names_the_command_and_all_skips_it(run_cli, checkpoint, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    code, _, err = run_cli("export", checkpoint, "--target", "web", "--size", "64", "--out", tmp_path / "one")
+    assert code == 2 and "crd-edge assets install onnxruntime-web" in err and "Traceback" not in err
+    code, out, err = run_cli("export", checkpoint, "--target", "web,onnx", "--size", "64", "--out", tmp_path / "two")
+    assert code == 0 and "web fp32: skipped" in err and "crd-edge assets install onnxruntime-web" in out
+    assert [r["target"] for r in json.loads((tmp_path / "two" / "manifest.json").read_text())["artifacts"]] == ["onnx"]
