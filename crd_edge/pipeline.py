@@ -124,11 +124,12 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
 
 
 def _distill_stages(summary: dict, wall: float) -> dict[str, float]:
-    """The distillation's wall time split as its summary records it: training (with the teacher
-    labelling views in the background), the held-out scoring, and the rest before the first step
-    (loading, labelling the held-out split, inheriting the teacher's weights)."""
+    """The distillation's wall time split as its summary records it: training, the held-out
+    scoring, and the rest before the first step (loading, labelling the held-out split and the
+    training views, inheriting the teacher's weights)."""
     train, scoring = summary.get("train_seconds") or 0.0, summary.get("scoring_seconds") or 0.0
-    return {"distil: before the first step": max(wall - train - scoring, 0.0), "distil: training": train,
+    return {"distil: before the first step (teacher labels, inheritance)": max(wall - train - scoring, 0.0),
+            "distil: training": train,
             "distil: held-out scoring": scoring}
 
 

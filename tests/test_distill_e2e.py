@@ -265,7 +265,7 @@ def test_pipeline_distils_then_exports_and_reports(run_cli, tiny_teacher, tmp_pa
     assert {"latency.png", "latency_vs_macs.png"} <= set(embedded[run / "bench" / "report.md"])
     assert embedded[run / "report.md"]["export/comparison.png"][1] > 64 * 3  # input | torch | fp32 at least
     # Where the time went: each stage's wall seconds, in the JSON and as the report's last table.
-    stages = ["distil: before the first step", "distil: training", "distil: held-out scoring",
+    stages = ["distil: before the first step (teacher labels, inheritance)", "distil: training", "distil: held-out scoring",
               "export the student", "export the teacher", "benchmark"]
     assert list(result["seconds"]) == stages and all(v >= 0 for v in result["seconds"].values())
     assert result["seconds"]["distil: training"] == pytest.approx(json.loads((run / "summary.json").read_text())["train_seconds"], abs=0.1)

@@ -87,3 +87,62 @@ def test_without_the_runtime_the_web_target_names_the_command_and_all_skips_it(r
     code, out, err = run_cli("export", checkpoint, "--target", "web,onnx", "--size", "64", "--out", tmp_path / "two")
     assert code == 0 and "web fp32: skipped" in err and "crd-edge assets install onnxruntime-web" in out
     assert [r["target"] for r in json.loads((tmp_path / "two" / "manifest.json").read_text())["artifacts"]] == ["onnx"]
+
+
+def _y4m(path: Path, frames: list[np.ndarray]) -> None:
+    """A raw video file Chromium's fake camera plays (YUV4MPEG2, 4:2:0)."""
+    import cv2
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            out.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+
+
+def test_the_demo_page_shows_transformed_camera_frames(web_runtime, checkpoint, tmp_path, run_cli):
+    """The folder served by `python -m http.server`, opened in headless Chromium whose fake camera
+    plays a photo: frames come out through the student, side by side with the input, with FPS
+    and no error in the page's console."""
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    from chromium_pipe import Chromium
+    from crd_edge.data.builtin import builtin_split
+    from crd_edge.runtime import open_session
+    run_cli("export", checkpoint, "--target", "web", "--size", "64", "--out", tmp_path / "exp")
+    folder = tmp_path / "exp" / "student_64_fp32.web"
+    photo = cv2.resize(np.ascontiguousarray(builtin_split("test")[0].image), (320, 240), interpolation=cv2.INTER_AREA)
+    _y4m(tmp_path / "camera.y4m", [photo] * 3)
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"], cwd=folder,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    browser = None
+    try:
+        port = int(server.stdout.readline().split("port ")[1].split()[0])
+        browser = Chromium(find_chromium(), f"http://127.0.0.1:{port}/index.html?camera", str(tmp_path / "profile"),
+                           "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                           f"--use-file-for-fake-video-capture={tmp_path / 'camera.y4m'}")
+        status, deadline = "", time.time() + 90
+        while "FPS" not in status and time.time() < deadline:
+            time.sleep(0.5)
+            status = browser.evaluate("document.getElementById('status').textContent")
+        assert "FPS" in status and "320x240" in status and "WebAssembly, 1 thread" in status, status
+        pixels = browser.evaluate("""[...['input', 'output'].map((id) => {
+            const c = document.getElementById(id);
+            return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); })]""")
+        assert browser.errors() == []
+    finally:
+        if browser is not None:
+            browser.close()
+        server.terminate()
+    shown, out = (np.array(p, np.uint8).reshape(240, 320, 4)[..., :3] for p in pixels)
+    assert np.abs(shown.astype(int) - photo.astype(int)).mean() < 12  # the camera's frame (through YUV 4:2:0)
+    # The output panel is the student's output for that frame at the model's 64 px, drawn at 320x240.
+    x = cv2.resize(shown, (64, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None] / 127.5 - 1
+    expected = open_session(folder / "model.onnx").run(x.astype(np.float32))[0].transpose(1, 2, 0)
+    expected = cv2.resize(np.clip((expected + 1) * 127.5, 0, 255).astype(np.uint8), (320, 240))
+    mse = ((out.astype(float) - expected) ** 2).mean()
+    assert 10 * np.log10(255 ** 2 / mse) > 22, "the output panel is not the student's output"
+    assert np.abs(out.astype(int) - shown.astype(int)).mean() > 5  # transformed, not the input again

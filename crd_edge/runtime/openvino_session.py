@@ -101,9 +101,13 @@ def measuring_network_on_openvino(module, example):
         import openvino as ov
     except ImportError:
         return None
+    import warnings
+
     import torch
     try:
-        model = ov.convert_model(module, example_input=example, input=[(-1, *example.shape[1:])])
+        with warnings.catch_warnings():  # the tracer's notes on the networks' input checks
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(module, example_input=example, input=[(-1, *example.shape[1:])])
         compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     except Exception:  # noqa: BLE001 - OpenVINO's converter raises many kinds: torch it is
         return None

@@ -425,7 +425,10 @@ class _Run:
         self.quiet = quiet or not dist.is_main
         self._sample_x, self._sample_t = self._sample_views()
         if dist.is_main and self.views is not None:
-            self.views.bank.start()  # label the rest of the bank in the background while training
+            if self.cfg.data.label_ahead and not self._label_ahead(stop):
+                self.train_seconds = 0.0
+                return "stopped"  # asked to stop while labelling: every shard so far is on disk
+            self.views.bank.start()  # what is left (nothing when labelled ahead), in the background
         self.meter = Meter()
         self.window_images, self.window_start = 0, time.perf_counter()
         self.train_start, self.images_seen = time.perf_counter(), 0
@@ -451,6 +454,22 @@ class _Run:
             progress.close()
         self.train_seconds = time.perf_counter() - self.train_start
         return outcome
+
+    def _label_ahead(self, stop: "_StopSignals") -> bool:
+        """Label the bank's missing views now, a shard at a time, with a bar; False when a stop
+        was asked for in between (the shards labelled so far are kept for the next run)."""
+        from crd_edge._progress import progress_bar
+        bank = self.views.bank
+        missing = bank.capacity - len(bank)
+        if missing <= 0:
+            return True
+        with progress_bar(missing, "labelling views", enabled=None if not self.quiet else False) as advance:
+            while not stop.requested():
+                before = len(bank)
+                if not bank.fill_shard():
+                    return True
+                advance(len(bank) - before)
+        return False
 
     def _batches(self):
         """(epoch, batch) from ``self.step`` to the end of the run, resuming mid-epoch."""
