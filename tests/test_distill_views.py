@@ -74,6 +74,34 @@ def test_the_bank_is_labelled_before_the_first_step_unless_asked_otherwise(run_c
         assert seen[0] >= 128
 
 
+def test_a_stop_while_labelling_keeps_the_shards_for_the_next_run(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from crd_edge.training.view_bank import ViewBank
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos", n=20)
+    fill = ViewBank.fill_shard
+
+    def fill_then_ctrl_c(self):
+        done = fill(self)
+        if len(self) == 192:  # the first shard labelled ahead (two are labelled for the fit views)
+            os.kill(os.getpid(), signal.SIGINT)
+        return done
+
+    monkeypatch.setattr(ViewBank, "fill_shard", fill_then_ctrl_c)
+    args = views_args(tmp_path / "runs", "stop", tiny_teacher, data, 2, "--set", "data.views=256")
+    code, out, err = run_cli(*args)
+    assert code == 130 and "Traceback" not in err, err
+    assert len(list((tmp_path / "cache").rglob("views_*.npz"))) == 3  # whole shards only
+    monkeypatch.setattr(ViewBank, "fill_shard", fill)
+    code, out, err = run_cli(*views_args(tmp_path / "runs", "go-on", tiny_teacher, data, 2,
+                                         "--set", "data.views=256"))
+    assert code == 0, err
+    views = json.loads((tmp_path / "runs" / "go-on" / "summary.json").read_text())["data"]["views"]
+    assert views["bank"]["loaded_from_disk"] == 192 and views["bank"]["views"] == 256
+
+
 def test_views_run_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path, monkeypatch):
     import torch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -424,14 +424,13 @@ class _Run:
         dist = self.dist
         self.quiet = quiet or not dist.is_main
         self._sample_x, self._sample_t = self._sample_views()
+        self.meter = Meter()
+        self.window_images, self.images_seen, self.train_seconds = 0, 0, 0.0
         if dist.is_main and self.views is not None:
             if self.cfg.data.label_ahead and not self._label_ahead(stop):
-                self.train_seconds = 0.0
                 return "stopped"  # asked to stop while labelling: every shard so far is on disk
             self.views.bank.start()  # what is left (nothing when labelled ahead), in the background
-        self.meter = Meter()
-        self.window_images, self.window_start = 0, time.perf_counter()
-        self.train_start, self.images_seen = time.perf_counter(), 0
+        self.window_start = self.train_start = time.perf_counter()  # the steps' clock starts now
         progress = TrainProgress(self.total, self.step, enabled=dist.is_main and not quiet)
         first_step = self.step
         outcome, mid_step = "finished", False
@@ -463,12 +462,15 @@ class _Run:
         missing = bank.capacity - len(bank)
         if missing <= 0:
             return True
-        with progress_bar(missing, "labelling views", enabled=None if not self.quiet else False) as advance:
-            while not stop.requested():
-                before = len(bank)
-                if not bank.fill_shard():
-                    return True
-                advance(len(bank) - before)
+        try:
+            with progress_bar(missing, "labelling views", enabled=None if not self.quiet else False) as advance:
+                while not stop.requested():
+                    before = len(bank)
+                    if not bank.fill_shard():  # each shard is written whole (atomically) or not at all
+                        return True
+                    advance(len(bank) - before)
+        except KeyboardInterrupt:  # a second signal, inside a shard: that shard is not kept
+            pass
         return False
 
     def _batches(self):
