@@ -5,8 +5,7 @@ its licence named beside them), a demo page (``index.html``: camera or a chosen 
 output side by side, FPS) and the page crd-edge itself drives to verify and time the model in a
 browser (``session.html``, see :mod:`crd_edge.runtime.browser_session`).
 
-fp32 only for now: onnxruntime-web's WebAssembly backend computes fp16 graphs in fp32, and its
-int8 kernels are not measured yet."""
+fp32 only for now: fp16 and int8 in the browser are neither exported nor measured yet."""
 
 from __future__ import annotations
 
