@@ -57,21 +57,16 @@ def test_distill_on_views_reports_the_heldout_split(run_cli, tiny_teacher, tmp_p
     assert again["bank"]["loaded_from_disk"] == 128 and again["teacher_passes"] == 0
 
 
-@pytest.mark.parametrize("ahead", [True, False])
-def test_the_bank_is_labelled_before_the_first_step_unless_asked_otherwise(run_cli, tiny_teacher, tmp_path,
-                                                                           monkeypatch, ahead):
+def test_the_bank_is_labelled_before_the_first_step(run_cli, tiny_teacher, tmp_path, monkeypatch):
     from crd_edge.training.view_bank import ViewBank
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = photo_folder(tmp_path / "photos", n=20)
     seen, sample = [], ViewBank.sample
     monkeypatch.setattr(ViewBank, "sample", lambda self, n, rng: seen.append(len(self)) or sample(self, n, rng))
     code, _, err = run_cli(*views_args(tmp_path / "runs", "ahead", tiny_teacher, data, 2, "--set", "data.views=256",
-                                       "--set", f"data.label_ahead={str(ahead).lower()}"))
+                                       "--set", "data.label_ahead=true"))
     assert code == 0, err
-    if ahead:  # every draw, the first included, from all 256 views
-        assert seen and set(seen) == {256}
-    else:  # the first draws start on the 128 views labelled for the fit, the rest follow in the background
-        assert seen[0] >= 128
+    assert seen and set(seen) == {256}  # every draw, the first included, from all 256 views (128 before)
 
 
 def test_a_stop_while_labelling_keeps_the_shards_for_the_next_run(run_cli, tiny_teacher, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import USER_CACHE
+from test_int8_search import checkpoint  # noqa: F401 - the same tiny inherited student, as a fixture
 from crd_edge._assets import WEB_RUNTIMES, web_runtime_dir, web_runtime_files
 from crd_edge.runtime.browser_session import find_chromium
 
@@ -32,17 +33,6 @@ def web_runtime(monkeypatch):
     if web_runtime_files(RUNTIME.name) is None:
         shutil.copytree(installed, target, dirs_exist_ok=True)
     return target
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    from crd_edge._io import atomic_torch_save
-    from crd_edge.checkpoint import student_record
-    from crd_edge.models import create_model
-    torch.manual_seed(0)
-    model = create_model("resnet_9blocks_inherited").eval()
-    atomic_torch_save({"format_version": 1, "student": student_record(model, 64)}, tmp_path / "c.pt")
-    return tmp_path / "c.pt"
 
 
 def test_the_web_folder_is_verified_in_chromium_against_torch(run_cli, web_runtime, checkpoint, tmp_path):
