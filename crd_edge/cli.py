@@ -290,12 +290,14 @@ def export(
 @app.command()
 def bench(
     sources: List[str] = typer.Argument(..., help="Export folder or manifest.json, artifact files, or checkpoints."),
-    on: List[str] = typer.Option(["local"], "--on", help="Where to measure: local | adb:SERIAL | "
+    on: List[str] = typer.Option(["local"], "--on", help="Where to measure: local | browser (headless Chromium "
+                                                         "here, web exports) | adb:SERIAL | "
                                                          "ssh:[USER@]HOST[:PORT] (repeatable)."),
     old_device: List[str] = typer.Option([], "--device", hidden=True, help="The old name of --on."),
     compare: List[str] = typer.Option([], help="The teacher's exports (folder, manifest or artifact), same table."),
     threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default: this machine's cores "
-                                                            "locally, 4 on adb/ssh devices; stated in the report)."),
+                                                            "locally and in the browser, 4 on adb/ssh devices; "
+                                                            "stated in the report)."),
     warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
     runs: int = typer.Option(50, min=1, help="Timed calls (at most; see --max-seconds)."),
     max_seconds: float = typer.Option(10.0, min=0.1, help="Stop timing an artifact after this long (>= 5 runs)."),
@@ -463,8 +465,12 @@ def ablate(
 
 @app.command()
 def demo(
-    model: str = typer.Argument(..., help="An exported artifact (.onnx, .openvino, .tflite), an export folder, "
-                                          "a checkpoint, or 'vintagify'."),
+    model: Optional[str] = typer.Argument(None, help="An exported artifact (.onnx, .openvino, .tflite), an export "
+                                                     "folder, a checkpoint, or 'vintagify'."),
+    web: Optional[Path] = typer.Option(None, "--web", help="Serve a web export (a .web folder, or the export folder "
+                                                           "holding one) on 127.0.0.1 with the headers WebAssembly "
+                                                           "threads need, and print its URL (--serve: the address, "
+                                                           "default 127.0.0.1:8000)."),
     source: str = typer.Option("0", help="Camera index (0), /dev/videoN, a video file, or an rtsp:// / http:// stream."),
     runtime: str = typer.Option("auto", help="auto | onnxruntime | openvino | litert | torch"),
     compare: Optional[str] = typer.Option(None, help="A teacher (artifact, checkpoint or 'vintagify'): a third panel."),
@@ -482,24 +488,40 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Live translation side by side (input | student | teacher) with FPS and latency: a window,
-    a video file, or an MJPEG page for headless boards. Keys: q quits, s snapshots, space pauses."""
+    a video file, or an MJPEG page for headless boards; --web: the student in your browser.
+    Keys: q quits, s snapshots, space pauses."""
     from crd_edge.demo import DemoOptions, run_demo
     from crd_edge.export import parse_size
 
+    if model is not None and model.rstrip("/").endswith(".web") and web is None:
+        model, web = None, Path(model)  # a web export runs in the browser: serve it
+    if (model is None) == (web is None):
+        raise UserError("demo: give a MODEL to run here, or --web DIR to serve a web export to your browser"
+                        if model is None else "demo: give a MODEL or --web DIR, not both")
+    if web is not None:
+        from crd_edge.demo.web import DEFAULT_ADDRESS, serve_web
+        _with_sigterm_as_interrupt(lambda: serve_web(web, serve or DEFAULT_ADDRESS,
+                                                     log=lambda line: typer.echo(line, err=True)))
+        return
     options = DemoOptions(model=model, source=source, runtime=runtime, compare=compare,
                           size=parse_size(size, None) if size else None, fit=fit, output=output, serve=serve,
                           window=window, max_frames=max_frames, threads=threads, loop=loop)
+    summary = _with_sigterm_as_interrupt(lambda: run_demo(options, log=lambda line: typer.echo(line, err=True)))
+    typer.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.render())
+
+
+def _with_sigterm_as_interrupt(call):
+    """``kill`` (e.g. from a service manager) ends like Ctrl-C: the video finished, the summary."""
     import signal
 
-    def _stop(signum, frame):  # `kill` (e.g. from a service manager) ends like Ctrl-C: video finished, summary
+    def _stop(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        summary = run_demo(options, log=lambda line: typer.echo(line, err=True))
+        return call()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    typer.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.render())
 
 
 @app.command("eval")

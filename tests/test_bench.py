@@ -2,6 +2,7 @@
 Markdown report with the teacher-vs-student speed-up, and the plots."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def test_bench_bad_inputs(run_cli, tmp_path, exports):
     code, _, err = run_cli("bench", tmp_path / "notes.txt")
     assert code == 2 and "not a model artifact" in err
     code, _, err = run_cli("bench", exports / "export", "--on", "usb:1")
-    assert code == 2 and err == "error: --on usb:1: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]\n"
+    assert code == 2 and err == "error: --on usb:1: expected local, browser, adb:SERIAL or ssh:[USER@]HOST[:PORT]\n"
     code, _, err = run_cli("bench", exports / "export", "--device", "usb:1")  # the old name still works, and says so
     assert code == 2 and "warning: bench --device is now --on" in err and "error: --on usb:1: expected" in err
     # one JSON-lines reader for every file: a torn last line (a crash) is skipped silently, a
@@ -177,3 +178,17 @@ def test_an_onnxruntime_provider_reaches_the_session(exports, tmp_path):
     (r,) = bench([str(exports / "export")], out_dir=tmp_path, runs=2, max_seconds=0.1, roofline=False,
                  options=RunnerOptions(ort_providers=("CPUExecutionProvider",)))
     assert r["status"] == "measured" and r["runtime"] == "onnxruntime"
+
+
+def test_each_runner_times_what_the_format_table_says():
+    from crd_edge.artifacts import Artifact
+    from crd_edge.bench.run import skip_reason
+
+    def reason(kind: str, target: str):
+        return skip_reason(kind, Artifact(Path("x"), "student", target, "fp32"))
+    assert [reason(k, t) for k, t in [("local", "onnx"), ("ssh", "tensorrt"), ("adb", "tflite"), ("browser", "web"),
+                                      ("local", "torch"), ("ssh", "openvino")]] == [None] * 6
+    assert "macOS" in reason("local", "coreml") and "macOS" in reason("ssh", "coreml")
+    assert "trtexec" in reason("local", "tensorrt")
+    assert "--on browser" in reason("local", "web") and "--on browser" in reason("adb", "web")
+    assert "benchmark_model" in reason("adb", "onnx") and "--target web" in reason("browser", "openvino")

@@ -136,3 +136,84 @@ def test_the_demo_page_shows_transformed_camera_frames(web_runtime, checkpoint, 
     mse = ((out.astype(float) - expected) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / mse) > 22, "the output panel is not the student's output"
     assert np.abs(out.astype(int) - shown.astype(int)).mean() > 5  # transformed, not the input again
+
+
+def test_bench_on_browser_times_the_web_export_inside_the_page(web_runtime, checkpoint, tmp_path, run_cli):
+    """`bench --on browser`: the web artifact timed in headless Chromium (p50/p90 in the same
+    report as native rows); the other artifacts are skipped there with the runner that times
+    them, and the local harness skips the web artifact naming --on browser."""
+    run_cli("export", checkpoint, "--target", "web,onnx", "--size", "64", "--out", tmp_path / "exp")
+    code, out, err = run_cli("bench", tmp_path / "exp", "--on", "browser", "--on", "local", "--warmup", "1",
+                             "--runs", "6", "--max-seconds", "2", "--no-roofline", "--no-op-profile",
+                             "--out", tmp_path / "bench")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "bench" / "results.jsonl").read_text().splitlines()]
+    by = {(r["device_spec"], r["artifact"]["target"]): r for r in rows}
+    web = by[("browser", "web")]
+    assert web["status"] == "measured", web
+    assert web["runtime"].startswith("onnxruntime-web 1.31.1 (wasm") and "in Chromium" in web["runtime"]
+    assert web["latency_ms"]["n"] == 6 and 0 < web["latency_ms"]["p50"] <= web["latency_ms"]["p90"]
+    assert web["input_size"] == [64, 64] and web["load_ms"] > 0 and web["model"]["macs_true"] > 0
+    assert web["device"]["kind"] == "browser" and web["device"]["browser"].startswith("Chromium")
+    assert by[("browser", "onnx")]["status"] == "skipped" and "--target web" in by[("browser", "onnx")]["reason"]
+    assert by[("local", "onnx")]["status"] == "measured"
+    assert by[("local", "web")]["status"] == "skipped" and "--on browser" in by[("local", "web")]["reason"]
+    report = (tmp_path / "bench" / "report.md").read_text()
+    assert "## Chromium" in report and "student_64_fp32.web" in report
+
+
+def test_demo_web_serves_the_folder_cross_origin_isolated(web_runtime, checkpoint, tmp_path, run_cli):
+    """`demo --web DIR` serves the export on 127.0.0.1 with COOP/COEP: the demo page gets
+    WebAssembly threads (a plain static server gives it one), files outside the folder stay
+    out of reach, and SIGTERM ends it cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from chromium_pipe import Chromium
+    run_cli("export", checkpoint, "--target", "web", "--size", "64", "--out", tmp_path / "exp")
+    (tmp_path / "secret.txt").write_text("not for the page")
+    server = subprocess.Popen([sys.executable, "-m", "crd_edge", "demo", "--web", str(tmp_path / "exp"),
+                               "--serve", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+    browser = None
+    try:
+        line = server.stderr.readline()
+        assert "student_64_fp32.web" in line and "http://127.0.0.1:" in line, line
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url) as page:
+            assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        with urllib.request.urlopen(url.replace("index.html", "ort/ort-wasm-simd-threaded.mjs")) as module:
+            assert module.headers["Content-Type"].startswith("text/javascript")
+        for outside in ("../secret.txt", "%2e%2e/secret.txt", "..%2fsecret.txt"):
+            try:
+                with urllib.request.urlopen(url.replace("index.html", outside)) as leak:
+                    assert b"not for the page" not in leak.read()
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404
+        browser = Chromium(find_chromium(), url, str(tmp_path / "profile"))
+        status, deadline = "", time.time() + 60
+        while "ready" not in status and time.time() < deadline:
+            time.sleep(0.5)
+            status = browser.evaluate("document.getElementById('status').textContent")
+        assert browser.evaluate("self.crossOriginIsolated") is True, status
+        assert "ready (WebAssembly" in status and browser.errors() == []
+    finally:
+        if browser is not None:
+            browser.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+
+
+def test_demo_web_refuses_what_it_cannot_serve(run_cli, tmp_path):
+    code, _, err = run_cli("demo", "--web", tmp_path / "missing")
+    assert code == 2 and "missing: no such folder" in err
+    code, _, err = run_cli("demo", "--web", tmp_path)
+    assert code == 2 and "no web export there" in err and "--target web" in err
+    code, _, err = run_cli("demo", "--web", tmp_path, "--serve", "0.0.0.0:8000")
+    assert code == 2 and "HTTPS" in err
+    code, _, err = run_cli("demo")
+    assert code == 2 and "--web DIR" in err

@@ -36,7 +36,7 @@ class Format:
     verifier: str = "session"      # "session": run it and compare with torch; else the exporter's verify()
     isolated: bool = False         # convert in a child process: its converter can abort the process
     graph: str = ""                # the file format underneath (TensorRT's graph is ONNX); "" = target
-    bench_skip: str | None = None  # why the local benchmark leaves it out though it runs here (None: it times it)
+    bench_on: tuple[str, ...] = ("local", "ssh")  # the bench runners that time it (bench --on)
 
     @property
     def file_format(self) -> str:
@@ -53,19 +53,18 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), True, True, "onnxruntime", None),
     Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), True, True, "openvino", "openvino"),
     Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), True, True,
-           "litert", "tflite", isolated=True),
+           "litert", "tflite", isolated=True, bench_on=("local", "ssh", "adb")),
     Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), True, True, "coreml", "coreml",
-           not_local="Core ML runs only on macOS", verifier="spec"),
+           not_local="Core ML runs only on macOS", verifier="spec", bench_on=()),
     # The graph handed to TensorRT: building an engine needs crd-edge[tensorrt] and a GPU; on a CPU
     # it is the ONNX file again (its onnx row already measures that).
     Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), True, False, "tensorrt", None,
            not_local="TensorRT-ready graph: bench it on the device (--on ssh:HOST runs trtexec there); "
-                     "locally it equals the onnx row", verifier="graph", graph="onnx"),
+                     "locally it equals the onnx row", verifier="graph", graph="onnx", bench_on=("ssh",)),
     # A folder for any static web server: the ONNX student, onnxruntime-web's WebAssembly files
-    # (`crd-edge assets install onnxruntime-web`) and its pages; it runs here in headless Chromium.
-    Format("web", (".web",), ("fp32",), True, True, "onnxruntime-web", None,
-           bench_skip="timed inside the page by the browser benchmark, not built yet: the local harness would "
-                      "time the page's round trips"),
+    # (`crd-edge assets install onnxruntime-web`) and its pages; it runs here in headless Chromium
+    # and is timed there, inside the page (bench --on browser).
+    Format("web", (".web",), ("fp32",), True, True, "onnxruntime-web", None, bench_on=("browser",)),
     Format("torch", (".pt", ".pth"), (), False, True, "torch", None),
 )}
 EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exportable)

@@ -62,6 +62,8 @@ def device_name(r: dict) -> str:
         return f"{d.get('model') or d.get('serial')} (adb)"
     if d.get("kind") == "ssh":
         return f"{d.get('host')} (ssh)"
+    if d.get("kind") == "browser":  # the threads are in the runtime's name
+        return f"{d.get('browser', 'browser')} on {d.get('hostname', 'local')}: {d.get('processor', '?')}"
     return f"{d.get('hostname', 'local')}: {d.get('processor', '?')}, {r.get('threads')} threads"
 
 

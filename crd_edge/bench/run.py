@@ -126,6 +126,10 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
         return "adb", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_adb(
             serial, path, benchmark_binary=options.benchmark_binary, threads=threads, delegate=options.delegate,
             warmup=warmup, runs=runs)
+    if device == "browser":
+        from crd_edge.bench.runners.browser import run_browser
+        return "browser", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_browser(
+            path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds)
     if device.startswith("ssh:"):
         from crd_edge.bench.runners.ssh import parse_ssh_target, run_ssh
         target = parse_ssh_target(device)
@@ -133,17 +137,26 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
             target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
             precision=item.precision, roofline=roofline, ov_device=options.ov_device,
             ort_providers=options.ort_providers, op_profile=options.op_profile)
-    raise UserError(f"--on {device}: expected local, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
+    raise UserError(f"--on {device}: expected local, browser, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
+
+
+# What each runner times, for the skip line of an artifact it does not (the format table's
+# ``bench_on`` says which runners time which target).
+RUNNER_SCOPE = {"local": "the local harness times native runtimes",
+                "ssh": "the ssh runner times native runtimes",
+                "adb": "the adb runner benchmarks .tflite files with LiteRT's benchmark_model",
+                "browser": "the browser runner times web artifacts (export with --target web)"}
 
 
 def skip_reason(kind: str, item: Artifact) -> str | None:
-    if kind == "local":
-        return item.format.not_local or item.format.bench_skip
-    if kind == "adb" and item.target != "tflite":
-        return "the adb runner benchmarks .tflite files with LiteRT's benchmark_model"
-    if kind == "ssh" and item.target == "coreml":
-        return item.format.not_local
-    return None
+    fmt = item.format
+    if kind in fmt.bench_on:
+        return None
+    if fmt.not_local and kind in ("local", "ssh"):
+        return fmt.not_local
+    if fmt.bench_on == ("browser",):
+        return "a web artifact: time it in a browser with --on browser"
+    return RUNNER_SCOPE[kind]
 
 
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
@@ -154,7 +167,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
     ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
     is written, unless ``require_runnable`` is off (the pipeline reports the skips instead).
-    ``threads=None``: this machine's cores locally, 4 on a phone or remote host."""
+    ``threads=None``: this machine's cores locally and in the browser, 4 on a phone or remote host."""
     from crd_edge.bench.results import append_result
     items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
@@ -169,7 +182,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     from crd_edge._io import writable_folder
     writable_folder(out)
     for device, (kind, run) in runners.items():
-        device_threads = threads or ((os.cpu_count() or 1) if kind == "local" else REMOTE_THREADS)
+        device_threads = threads or ((os.cpu_count() or 1) if kind in ("local", "browser") else REMOTE_THREADS)
         first, unreachable = True, None
         for item in items:
             base = {"schema": 1, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -5,7 +5,9 @@ headers cross-origin isolation needs (COOP/COEP), so the page may use WebAssembl
 deployed page with the same headers would.
 
 Written here because no Python package drives onnxruntime-web: the page polls ``/crd/next`` for
-an input (binary float32, its shape in ``X-Shape``) and posts the output to ``/crd/output``."""
+an input (binary float32, its shape in ``X-Shape``) and posts the output to ``/crd/output``;
+:meth:`BrowserSession.time_runs` asks it instead to time the model itself (``X-Command: time``),
+with ``performance.now()`` inside the page, so no HTTP round trip is counted."""
 
 from __future__ import annotations
 
@@ -52,21 +54,34 @@ class _Exchange:
     def __init__(self) -> None:
         self.inputs: queue.Queue = queue.Queue()
         self.outputs: queue.Queue = queue.Queue()
+        self.timings: queue.Queue = queue.Queue()
         self.ready = threading.Event()
         self.info: dict = {}
         self.closed = False
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    def __init__(self, *args, exchange: _Exchange, **kwargs) -> None:
-        self.exchange = exchange
-        super().__init__(*args, **kwargs)
+class IsolatedFileHandler(SimpleHTTPRequestHandler):
+    """A folder's files (nothing outside it) with the headers that make the page cross-origin
+    isolated, which WebAssembly threads need, and the MIME types onnxruntime-web's files need
+    (its threaded build loads an ES module worker, which browsers refuse as text/plain)."""
+
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
+                      ".mjs": "text/javascript", ".js": "text/javascript"}
 
     def end_headers(self) -> None:
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Handler(IsolatedFileHandler):
+    def __init__(self, *args, exchange: _Exchange, **kwargs) -> None:
+        self.exchange = exchange
+        super().__init__(*args, **kwargs)
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         if self.path != "/crd/next":
@@ -81,10 +96,15 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_response(204)
             self.end_headers()
             return
-        body = np.ascontiguousarray(item, dtype="<f4").tobytes()
         self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("X-Shape", ",".join(str(d) for d in item.shape))
+        if isinstance(item, dict):  # a command: time the model inside the page
+            body = json.dumps(item).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Command", "time")
+        else:
+            body = np.ascontiguousarray(item, dtype="<f4").tobytes()
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("X-Shape", ",".join(str(d) for d in item.shape))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -93,24 +113,25 @@ class _Handler(SimpleHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path == "/crd/output":
             self.exchange.outputs.put(np.frombuffer(body, dtype="<f4").copy())
+        elif self.path == "/crd/timings":
+            self.exchange.timings.put(json.loads(body))
         elif self.path == "/crd/ready":
             self.exchange.info = json.loads(body)
             self.exchange.ready.set()
         elif self.path == "/crd/error":
             self.exchange.info = {"error": body.decode("utf-8", "replace")}
             self.exchange.outputs.put(None)
+            self.exchange.timings.put(None)
             self.exchange.ready.set()
         self.send_response(204)
         self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 class BrowserSession:
     """``run`` maps NCHW float32 [-1, 1] to NCHW float32 [-1, 1] through the web artifact
     ``path`` in headless Chromium; :attr:`backend` names the runtime, its backend, threads and
-    the browser. Close it (or use it as a context manager) to stop the browser."""
+    the browser; ``threads``: WebAssembly threads (default: the cores the browser reports).
+    Close it (or use it as a context manager) to stop the browser."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
@@ -129,7 +150,7 @@ class BrowserSession:
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self._profile = tempfile.mkdtemp(prefix="crd-edge-chromium-")
-        url = f"http://127.0.0.1:{self._server.server_address[1]}/session.html"
+        url = f"http://127.0.0.1:{self._server.server_address[1]}/session.html" + (f"?threads={threads}" if threads else "")
         self._browser = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
              f"--user-data-dir={self._profile}", url],
@@ -141,6 +162,7 @@ class BrowserSession:
             raise UserError(f"{self.path}: the page could not load the model in {self.browser} ({reason[:200]})")
         info = self._exchange.info
         threads = info.get("threads", 1)
+        self.threads, self.load_ms = threads, info.get("load_ms")
         self.backend = (f"onnxruntime-web {info.get('ort', '')} ({info.get('backend', 'wasm')}, {threads} "
                         f"thread{'s' if threads != 1 else ''}) in {self.browser}").replace("  ", " ")
 
@@ -154,6 +176,21 @@ class BrowserSession:
         if out is None:
             raise UserError(f"{self.path}: the page failed ({self._exchange.info.get('error', '').splitlines()[0][:200]})")
         return out.reshape(x.shape[0], 3, *x.shape[2:])
+
+    def time_runs(self, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0, min_runs: int = 5) -> dict:
+        """Time the model inside the page on a fixed input of its own size: ``first_ms`` (the
+        first call of this request: the session's first inference if nothing ran before) and
+        ``samples_ms``, ``runs`` calls after ``warmup`` untimed ones, stopping once ``max_seconds``
+        of timed calls have passed (never before ``min_runs``), as the native harness does."""
+        self._exchange.inputs.put({"warmup": warmup, "runs": runs, "max_seconds": max_seconds, "min_runs": min_runs})
+        per_call = RUN_TIMEOUT_S * (1 + warmup + min_runs)
+        try:
+            timings = self._exchange.timings.get(timeout=max_seconds + per_call)
+        except queue.Empty:
+            raise UserError(f"{self.path}: no timings from the browser in {max_seconds + per_call:.0f} s") from None
+        if timings is None:
+            raise UserError(f"{self.path}: the page failed ({self._exchange.info.get('error', '').splitlines()[0][:200]})")
+        return timings
 
     def close(self) -> None:
         if getattr(self, "_browser", None) is not None:
