@@ -17,7 +17,8 @@ from crd_edge.errors import UserError
 # LiteRT's fp16 files compute in fp32 on x86 CPUs (LiteRT dequantizes the weights at load): the
 # same speed (596 / 596 ms and 743 / 754 ms for fp16 / fp32 on a 2-core EPYC) for minutes of
 # conversion. Its int8 files fail verification in every runtime and cost minutes to calibrate.
-TEACHER_PRECISIONS = {"onnx": ["fp32"], "openvino": ["fp32", "fp16"], "tflite": ["fp32"]}
+# In the browser (web) fp32 is the only precision exported.
+TEACHER_PRECISIONS = {"onnx": ["fp32"], "openvino": ["fp32", "fp16"], "tflite": ["fp32"], "web": ["fp32"]}
 TEACHER_TARGETS = list(TEACHER_PRECISIONS)
 
 
@@ -102,13 +103,14 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
             lap("export the teacher")
     if bench:
         bench_dir = result.run_dir / "bench"
-        sources = [str(result.checkpoint.parent / "export")]
-        total = len(find_artifacts(sources[0])) + sum(len(find_artifacts(c, "teacher")) for c in compare)
-        with stage(total, "bench") as advance:
-            for r in run_bench(sources, compare=compare, runs=runs, max_seconds=max_seconds, out_dir=bench_dir,
-                               require_runnable=False):
-                log(f"bench {r['artifact']['name']}: {r['status']}")
-                advance(note=r["artifact"]["name"])
+        plans = _bench_plans(find_artifacts(result.checkpoint.parent / "export"),
+                             [a for c in compare for a in find_artifacts(c, "teacher")])
+        with stage(sum(len(s) + len(c) for _, s, c in plans), "bench") as advance:
+            for device, sources, teachers in plans:
+                for r in run_bench(sources, devices=[device], compare=teachers, runs=runs, max_seconds=max_seconds,
+                                   out_dir=bench_dir, require_runnable=False):
+                    log(f"bench {r['artifact']['name']} ({device}): {r['status']}")
+                    advance(note=r["artifact"]["name"])
         lap("benchmark")
         written = write_report([bench_dir / "results.jsonl"], bench_dir)
         out.bench_report, plots = written["report"], written["plots"]
@@ -144,6 +146,19 @@ def render_stage_times(seconds: dict[str, float]) -> str:
 def _clock(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def _bench_plans(students: list, teachers: list) -> list[tuple[str, list[str], list[str]]]:
+    """(device, student paths, teacher paths) per bench run: the web exports in headless Chromium
+    (``bench --on browser``), everything else by the local harness; each device gets only what
+    its runner times, so the report lists no skip that another device measured."""
+    plans = []
+    for device in ("local", "browser"):
+        mine = [[str(a.path) for a in group if (a.target == "web") == (device == "browser")]
+                for group in (students, teachers)]
+        if mine[0]:
+            plans.append((device, *mine))
+    return plans
 
 
 def _exportable_teacher(config) -> str | None:

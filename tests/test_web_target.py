@@ -217,3 +217,17 @@ def test_demo_web_refuses_what_it_cannot_serve(run_cli, tmp_path):
     assert code == 2 and "HTTPS" in err
     code, _, err = run_cli("demo")
     assert code == 2 and "--web DIR" in err
+
+
+def test_the_pipeline_times_web_exports_in_the_browser_and_the_rest_here():
+    from crd_edge.artifacts import Artifact
+    from crd_edge.pipeline import _bench_plans
+
+    def made(name: str, target: str) -> Artifact:
+        return Artifact(Path(name), name.split("_")[0], target, "fp32")
+    students = [made("student_fp32.onnx", "onnx"), made("student_fp32.web", "web"), made("student_fp32.tflite", "tflite")]
+    teachers = [made("teacher_fp32.onnx", "onnx"), made("teacher_fp32.web", "web")]
+    assert _bench_plans(students, teachers) == [
+        ("local", ["student_fp32.onnx", "student_fp32.tflite"], ["teacher_fp32.onnx"]),
+        ("browser", ["student_fp32.web"], ["teacher_fp32.web"])]
+    assert _bench_plans(students[:1], []) == [("local", ["student_fp32.onnx"], [])]

@@ -1,6 +1,7 @@
 """The browser runner: a web artifact (``--target web``) timed inside headless Chromium on this
 machine. The page times the model itself (``performance.now()`` around ``session.run``, no HTTP
-round trip counted), with the same warm-up, runs and time limit as the native harness; the
+round trip counted), with the same warm-up calls, runs and time limit as the native harness
+(plus a shortest warm-up time: V8 optimizes the WebAssembly while it runs); the
 browser, its version, the backend and its threads name the row's runtime."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from crd_edge.bench.harness import machine, percentiles
 
 def run_browser(artifact: Path, threads: int | None = None, warmup: int = 5, runs: int = 50,
                 max_seconds: float = 10.0) -> dict:
-    from crd_edge.runtime.browser_session import BrowserSession
+    from crd_edge.runtime.browser_session import WARMUP_S, BrowserSession
     started = time.perf_counter()
     with BrowserSession(artifact, threads=threads) as session:
         start_ms = (time.perf_counter() - started) * 1e3
@@ -26,5 +27,5 @@ def run_browser(artifact: Path, threads: int | None = None, warmup: int = 5, run
                 "load_ms": session.load_ms, "browser_start_ms": start_ms,
                 "first_inference_ms": timings["first_ms"], "latency_ms": latency,
                 "throughput_fps": 1e3 / latency["p50"],
-                "settings": {"warmup": warmup, "runs": runs, "max_seconds": max_seconds},
+                "settings": {"warmup": warmup, "warmup_seconds": WARMUP_S, "runs": runs, "max_seconds": max_seconds},
                 "device": {"kind": "browser", "name": session.browser, "browser": session.browser, **machine()}}

@@ -7,14 +7,17 @@
 //                 -> 408: nothing yet, ask again; 204: the session is closed
 const post = (route, body) => fetch(route, {method: "POST", body});
 
-async function timeRuns(session, shape, {warmup, runs, max_seconds, min_runs}) {
+async function timeRuns(session, shape, {warmup, warmup_seconds, runs, max_seconds, min_runs}) {
   const size = shape.reduce((a, b) => a * b, 1), data = new Float32Array(size);
   for (let i = 0; i < size; i++) data[i] = Math.sin(i) * 0.9;  // a fixed input in [-1, 1]: fp32 cost does not depend on values
   const feeds = {[session.inputNames[0]]: new ort.Tensor("float32", data, shape)};
   let start = performance.now();
   await session.run(feeds);
   const first = performance.now() - start;
-  for (let i = 0; i < warmup; i++) await session.run(feeds);
+  // Warm-up: `warmup` calls and at least `warmup_seconds`: V8 first runs WebAssembly from its
+  // baseline compiler and optimizes hot functions in background threads, which share the cores.
+  const warming = performance.now();
+  for (let i = 0; i < warmup || performance.now() - warming < 1000 * warmup_seconds; i++) await session.run(feeds);
   const samples = [], begun = performance.now();
   while (samples.length < runs) {
     start = performance.now();
