@@ -119,6 +119,7 @@ class WebRuntime:
     size: int          # of the tarball
     files: dict[str, str]  # path inside the tarball -> sha256
     licence: str       # the package's own "license" field
+    requires: tuple[str, ...] = ()  # other WEB_RUNTIMES its files import (installed with it)
 
     @property
     def tarball(self) -> str:
@@ -142,6 +143,31 @@ WEB_RUNTIMES: dict[str, WebRuntime] = {r.name: r for r in (
                     "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",
                 "package/package.json": "81fa53b6bf23c91d6fdd37dac97ebec558048bbd14ccbcc02e54fb47d3c1c699"},
                "MIT"),
+    # LiteRT.js: XNNPACK compiled to WebAssembly (relaxed SIMD, threads where the page is
+    # cross-origin isolated; the "compat" build for browsers without relaxed SIMD) and WebGPU in
+    # the same files. The JSPI build (WebNN, mixed WebGPU/CPU graphs) is not shipped.
+    WebRuntime("litertjs", "the web-litert target's runtime (LiteRT.js, WebAssembly)", "@litertjs/core", "2.5.3",
+               "a97660833e9e7e1063c95e12016718881240b14f7438728a2f62785e912d30fd", 11_817_097,
+               {"package/dist/index.js": "e7daccc3a31eef890848a737ccb863ded5f046a6b40c3fdc0556495adeb5d9b3",
+                "package/wasm/litert_wasm_threaded_internal.js":
+                    "92fe7a720c6deedaa1194c011c79a005ea4f6fc98f533b661cf7900760ab4849",
+                "package/wasm/litert_wasm_threaded_internal.wasm":
+                    "b5e54eca10f043497edf9a02186332707cae260c550d7ea22b2cae55669596cf",
+                "package/wasm/litert_wasm_internal.js":
+                    "68efb69f770e3f76aff36a377de629ca496c131b86ac0f0f4b592a1543a898eb",
+                "package/wasm/litert_wasm_internal.wasm":
+                    "7280cf4471774867e385e6c3cd53e2b45e2975b80fea338fff4ef359b0865614",
+                "package/wasm/litert_wasm_compat_internal.js":
+                    "4d8f894b7883654fd6e8439730aa41e79ceaab7d19184fc4f1f0b0f1a2a2c8a5",
+                "package/wasm/litert_wasm_compat_internal.wasm":
+                    "5255c8ad06eabdbd2522cdebf6b22fc10faf74625c23a49b9e072570cd1fa41c",
+                "package/package.json": "1ba6b1c4b25c061cf97876e4846be92f8dfe312d2f78d82ee3ee92ab45c80987"},
+               "Apache-2.0", requires=("litertjs-wasm-utils",)),
+    WebRuntime("litertjs-wasm-utils", "LiteRT.js's WebAssembly loader", "@litertjs/wasm-utils", "2.5.3",
+               "ce2a1f8379c067be49e59752e5a7f40db6be09f6e497f0f11e59f17b515366a7", 4_698,
+               {"package/dist/index.js": "e0e20bc28ab001ac732cf40d15b6eebd24fb0deaeb95eeba5100f51eebf015f2",
+                "package/package.json": "ae611a4748709d61321ab658619617ba5a82212463b2f07a9aea2ad179e34ded"},
+               "Apache-2.0"),
 )}
 
 

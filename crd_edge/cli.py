@@ -405,7 +405,8 @@ def sweep(
     target: List[str] = typer.Option(["openvino"], help="Export targets (repeatable or comma-separated)."),
     precision: List[str] = typer.Option([], help="Precisions (default fp32; repeatable or comma-separated)."),
     size: int = typer.Option(256, min=8, help="Input size the latency is measured at (square)."),
-    on: str = typer.Option("local", "--on", help="Where to measure: local | adb:SERIAL | ssh:[USER@]HOST[:PORT]."),
+    on: str = typer.Option("local", "--on", help="Where to measure: local | browser (with --target web or "
+                                                 "web-litert) | adb:SERIAL | ssh:[USER@]HOST[:PORT]."),
     out: Path = typer.Option(Path("runs/sweep"), help="Folder for sweep.jsonl (reused), the members, table and plot."),
     threads: Optional[int] = typer.Option(None, min=1, help="Inference threads (default as in bench)."),
     runs: int = typer.Option(30, min=1, help="Timed calls per artifact (at most)."),

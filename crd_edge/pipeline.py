@@ -18,7 +18,8 @@ from crd_edge.errors import UserError
 # same speed (596 / 596 ms and 743 / 754 ms for fp16 / fp32 on a 2-core EPYC) for minutes of
 # conversion. Its int8 files fail verification in every runtime and cost minutes to calibrate.
 # In the browser (web) fp32 is the only precision exported.
-TEACHER_PRECISIONS = {"onnx": ["fp32"], "openvino": ["fp32", "fp16"], "tflite": ["fp32"], "web": ["fp32"]}
+TEACHER_PRECISIONS = {"onnx": ["fp32"], "openvino": ["fp32", "fp16"], "tflite": ["fp32"], "web": ["fp32"],
+                      "web-litert": ["fp32"]}
 TEACHER_TARGETS = list(TEACHER_PRECISIONS)
 
 
@@ -154,7 +155,7 @@ def _bench_plans(students: list, teachers: list) -> list[tuple[str, list[str], l
     its runner times, so the report lists no skip that another device measured."""
     plans = []
     for device in ("local", "browser"):
-        mine = [[str(a.path) for a in group if (a.target == "web") == (device == "browser")]
+        mine = [[str(a.path) for a in group if ("browser" in a.format.bench_on) == (device == "browser")]
                 for group in (students, teachers)]
         if mine[0]:
             plans.append((device, *mine))

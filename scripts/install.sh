@@ -11,7 +11,7 @@
 #   --test-tools   also install the Debian tools some tests drive for real (openssh-server for the
 #                  ssh runner's end-to-end test, headless chromium for the demo's browser
 #                  test and the web target); needs root and apt-get, else those tests skip;
-#                  and the web target's runtime (crd-edge assets install onnxruntime-web, npm)
+#                  and the web targets' runtimes (crd-edge assets install onnxruntime-web litertjs, npm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_PHOTOS=0
@@ -57,8 +57,8 @@ if [ $((${#DEBS[@]} + ${#PHOTO_DEBS[@]})) -gt 0 ]; then
     echo "note: ${DEBS[*]} ${PHOTO_DEBS[*]} need root and apt-get (sudo apt-get install --no-install-recommends ${DEBS[*]} ${PHOTO_DEBS[*]}); continuing without"
   fi
 fi
-if [ "$TEST_TOOLS" = 1 ]; then  # the web target's runtime (npm, sha256-pinned): its tests skip without it
-  .venv/bin/crd-edge assets install onnxruntime-web --quiet \
-    || echo "note: onnxruntime-web not installed (npm registry unreachable?); the web target's tests will skip"
+if [ "$TEST_TOOLS" = 1 ]; then  # the web targets' runtimes (npm, sha256-pinned): their tests skip without them
+  .venv/bin/crd-edge assets install onnxruntime-web litertjs --quiet \
+    || echo "note: the web runtimes were not installed (npm registry unreachable?); the web targets' tests will skip"
 fi
 .venv/bin/python -c "import crd_edge, torch; print('crd-edge', crd_edge.__version__, 'torch', torch.__version__)"

@@ -233,13 +233,17 @@ def test_target_all_writes_every_installed_target_with_one_table(run_cli, tmp_pa
     records = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
     written = {r["target"] for r in records}
     from crd_edge._assets import web_runtime_files
+    web = {"web": "onnxruntime-web", "web-litert": "litertjs"}  # target -> its runtime (an asset)
     missing = {t for t in TARGETS if t != "web" and importlib.util.find_spec(
-        {"tflite": "litert_torch", "coreml": "coremltools", "openvino": "openvino"}.get(t, "onnx")) is None}
-    if web_runtime_files("onnxruntime-web") is None:  # the tests' own cache: no runtime unless a test copied it
-        missing.add("web")
+        {"tflite": "litert_torch", "web-litert": "litert_torch", "coreml": "coremltools",
+         "openvino": "openvino"}.get(t, "onnx")) is None}
+    # the tests' own cache: no web runtime unless a test copied it there
+    missing |= {t for t, runtime in web.items() if web_runtime_files(runtime) is None}
     assert written == set(TARGETS) - missing
     for target in missing:  # skipped with the extra or the asset to install, never silently
-        fix = "crd-edge assets install onnxruntime-web" if target == "web" else f"crd-edge[{target}]"
+        fix = f"crd-edge[{target}]"
+        if target in web:  # the runtime is checked first, then the converter (web-litert's is tflite's)
+            fix = f"crd-edge assets install {web[target]}" if web_runtime_files(web[target]) is None else "crd-edge[tflite]"
         assert f"| - | {target} | fp32 |" in out and fix in out
     assert code == 0, err  # every artifact written here passed (Core ML: its spec)
     assert out.count("| student_64_fp32") == len(written)

@@ -17,22 +17,35 @@ from crd_edge.runtime.browser_session import find_chromium
 RUNTIME = WEB_RUNTIMES["onnxruntime-web"]
 
 
-@pytest.fixture
-def web_runtime(monkeypatch):
-    """The runtime files the user installed (sha256-pinned, so their content is fixed), copied
-    into the tests' own cache; skips where they or Chromium are missing."""
+def _runtime_from_user_cache(monkeypatch, name: str) -> Path:
+    """The web runtime ``name`` the user installed (sha256-pinned, so its content is fixed), and
+    what it imports, copied into the tests' own cache; skips where they or Chromium are missing."""
     if find_chromium() is None:
         pytest.skip("no Chromium (scripts/install.sh --test-tools installs Debian's)")
-    monkeypatch.setenv("XDG_CACHE_HOME", USER_CACHE)
-    installed = web_runtime_files(RUNTIME.name)
-    monkeypatch.undo()
-    if installed is None:
-        pytest.skip("onnxruntime-web is not installed: crd-edge assets install onnxruntime-web "
-                    "(scripts/install.sh --test-tools does)")
-    target = web_runtime_dir(RUNTIME)
-    if web_runtime_files(RUNTIME.name) is None:
-        shutil.copytree(installed, target, dirs_exist_ok=True)
-    return target
+    for needed in (*WEB_RUNTIMES[name].requires, name):
+        monkeypatch.setenv("XDG_CACHE_HOME", USER_CACHE)
+        installed = web_runtime_files(needed)
+        monkeypatch.undo()
+        if installed is None:
+            pytest.skip(f"{needed} is not installed: crd-edge assets install {name} "
+                        "(scripts/install.sh --test-tools does)")
+        target = web_runtime_dir(WEB_RUNTIMES[needed])
+        if web_runtime_files(needed) is None:
+            shutil.copytree(installed, target, dirs_exist_ok=True)
+    return web_runtime_dir(WEB_RUNTIMES[name])
+
+
+@pytest.fixture
+def web_runtime(monkeypatch):
+    """onnxruntime-web in the tests' cache (the web target's runtime)."""
+    return _runtime_from_user_cache(monkeypatch, RUNTIME.name)
+
+
+@pytest.fixture
+def litert_runtime(monkeypatch):
+    """LiteRT.js in the tests' cache (the web-litert target's runtime); needs the tflite converter."""
+    pytest.importorskip("litert_torch", reason="the web-litert target converts with crd-edge[tflite]")
+    return _runtime_from_user_cache(monkeypatch, "litertjs")
 
 
 def test_the_web_folder_is_verified_in_chromium_against_torch(run_cli, web_runtime, checkpoint, tmp_path):
@@ -46,14 +59,39 @@ def test_the_web_folder_is_verified_in_chromium_against_torch(run_cli, web_runti
     assert "onnxruntime-web 1.31.1 (wasm" in check["runtime"] and "in Chromium" in check["runtime"]
     # Everything a static server needs, nothing fetched from elsewhere: the pages name local files only.
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.json", "index.html", "app.js",
-                                                  "session.html", "session.js", "ort"}
-    assert {p.name for p in (folder / "ort").iterdir()} == {
-        "ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "NOTICE.txt"}
+                                                  "session.html", "session.js", "runtime.js", "ort"}
+    assert {p.relative_to(folder / "ort").as_posix() for p in (folder / "ort").rglob("*") if p.is_file()} == {
+        "dist/ort.wasm.min.js", "dist/ort-wasm-simd-threaded.mjs", "dist/ort-wasm-simd-threaded.wasm", "NOTICE.txt"}
     assert "licence MIT" in (folder / "ort" / "NOTICE.txt").read_text()
-    for page in ("index.html", "app.js", "session.html", "session.js"):
+    for page in ("index.html", "app.js", "session.html", "session.js", "runtime.js"):
         assert "http://" not in (folder / page).read_text() and "https://" not in (folder / page).read_text()
-    assert json.loads((folder / "model.json").read_text())[["height", "width"][0]] == 64
+    assert json.loads((folder / "model.json").read_text())["height"] == 64
     assert record["tool_versions"]["onnxruntime-web"] == "1.31.1"
+
+
+def test_the_litert_folder_runs_the_tflite_file_in_litert_js(run_cli, litert_runtime, checkpoint, tmp_path):
+    """web-litert: the same pages with the .tflite file in LiteRT.js (NHWC inside, NCHW at the
+    page's interface), verified in Chromium against torch and timed there."""
+    code, out, err = run_cli("export", checkpoint, "--target", "web-litert", "--size", "64", "--out", tmp_path / "exp")
+    assert code == 0, err
+    (record,) = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
+    assert record["path"] == "student_64_fp32.litert.web" and record["target"] == "web-litert"
+    assert record["verification"]["status"] == "passed" and record["verification"]["psnr_db_min"] >= 60
+    assert record["verification"]["runtime"].startswith("LiteRT.js 2.5.3 (wasm")
+    assert record["input"]["shape"] == [1, 3, 64, 64] and record["tool_versions"]["litertjs"] == "2.5.3"
+    folder = tmp_path / "exp" / record["path"]
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"model.tflite", "runtime.js", "index.html", "litert/core/dist/index.js", "litert/wasm-utils/dist/index.js",
+            "litert/core/wasm/litert_wasm_threaded_internal.wasm", "litert/core/NOTICE.txt"} <= files
+    assert not any(f.endswith(".onnx") or "jspi" in f for f in files)
+    assert "licence Apache-2.0" in (folder / "litert" / "core" / "NOTICE.txt").read_text()
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["model"] == "model.tflite" and meta["model_layout"] == "NHWC" and meta["layout"] == "NCHW"
+    code, out, err = run_cli("bench", folder, "--on", "browser", "--warmup", "1", "--runs", "5", "--max-seconds", "1",
+                             "--out", tmp_path / "bench")
+    assert code == 0, err
+    (row,) = [json.loads(line) for line in (tmp_path / "bench" / "results.jsonl").read_text().splitlines()]
+    assert row["status"] == "measured" and row["runtime"].startswith("LiteRT.js 2.5.3") and row["latency_ms"]["p50"] > 0
 
 
 def test_the_browser_session_runs_like_any_other(web_runtime, checkpoint, tmp_path, run_cli):
@@ -89,10 +127,11 @@ def _y4m(path: Path, frames: list[np.ndarray]) -> None:
             out.write(b"FRAME\n" + cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
 
 
-def test_the_demo_page_shows_transformed_camera_frames(web_runtime, checkpoint, tmp_path, run_cli):
+@pytest.mark.parametrize("target", ["web", "web-litert"])
+def test_the_demo_page_shows_transformed_camera_frames(target, checkpoint, tmp_path, run_cli, request):
     """The folder served by `python -m http.server`, opened in headless Chromium whose fake camera
     plays a photo: frames come out through the student, side by side with the input, with FPS
-    and no error in the page's console."""
+    and no error in the page's console; with either runtime."""
     import subprocess
     import sys
     import time
@@ -102,8 +141,11 @@ def test_the_demo_page_shows_transformed_camera_frames(web_runtime, checkpoint, 
     from chromium_pipe import Chromium
     from crd_edge.data.builtin import builtin_split
     from crd_edge.runtime import open_session
-    run_cli("export", checkpoint, "--target", "web", "--size", "64", "--out", tmp_path / "exp")
-    folder = tmp_path / "exp" / "student_64_fp32.web"
+    request.getfixturevalue("web_runtime" if target == "web" else "litert_runtime")
+    run_cli("export", checkpoint, "--target", target, "--size", "64", "--out", tmp_path / "exp")
+    folder = tmp_path / "exp" / ("student_64_fp32.web" if target == "web" else "student_64_fp32.litert.web")
+    onnx_file = tmp_path / "exp" / "student_64_fp32.onnx"
+    run_cli("export", checkpoint, "--target", "onnx", "--size", "64", "--out", tmp_path / "exp")
     photo = cv2.resize(np.ascontiguousarray(builtin_split("test")[0].image), (320, 240), interpolation=cv2.INTER_AREA)
     _y4m(tmp_path / "camera.y4m", [photo] * 3)
     server = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"], cwd=folder,
@@ -131,7 +173,7 @@ def test_the_demo_page_shows_transformed_camera_frames(web_runtime, checkpoint, 
     assert np.abs(shown.astype(int) - photo.astype(int)).mean() < 12  # the camera's frame (through YUV 4:2:0)
     # The output panel is the student's output for that frame at the model's 64 px, drawn at 320x240.
     x = cv2.resize(shown, (64, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None] / 127.5 - 1
-    expected = open_session(folder / "model.onnx").run(x.astype(np.float32))[0].transpose(1, 2, 0)
+    expected = open_session(onnx_file).run(x.astype(np.float32))[0].transpose(1, 2, 0)
     expected = cv2.resize(np.clip((expected + 1) * 127.5, 0, 255).astype(np.uint8), (320, 240))
     mse = ((out.astype(float) - expected) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / mse) > 22, "the output panel is not the student's output"
@@ -186,7 +228,7 @@ def test_demo_web_serves_the_folder_cross_origin_isolated(web_runtime, checkpoin
         with urllib.request.urlopen(url) as page:
             assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
-        with urllib.request.urlopen(url.replace("index.html", "ort/ort-wasm-simd-threaded.mjs")) as module:
+        with urllib.request.urlopen(url.replace("index.html", "ort/dist/ort-wasm-simd-threaded.mjs")) as module:
             assert module.headers["Content-Type"].startswith("text/javascript")
         for outside in ("../secret.txt", "%2e%2e/secret.txt", "..%2fsecret.txt"):
             try:
@@ -200,7 +242,7 @@ def test_demo_web_serves_the_folder_cross_origin_isolated(web_runtime, checkpoin
             time.sleep(0.5)
             status = browser.evaluate("document.getElementById('status').textContent")
         assert browser.evaluate("self.crossOriginIsolated") is True, status
-        assert "ready (WebAssembly" in status and browser.errors() == []
+        assert "ready (onnxruntime-web 1.31.1, WebAssembly" in status and browser.errors() == []
     finally:
         if browser is not None:
             browser.close()

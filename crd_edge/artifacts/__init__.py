@@ -65,6 +65,10 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     # (`crd-edge assets install onnxruntime-web`) and its pages; it runs here in headless Chromium
     # and is timed there, inside the page (bench --on browser).
     Format("web", (".web",), ("fp32",), True, True, "onnxruntime-web", None, bench_on=("browser",)),
+    # The same site with the .tflite file in LiteRT.js (`crd-edge assets install litertjs`): it
+    # runs through the same browser session as any web folder.
+    Format("web-litert", (".litert.web",), ("fp32",), True, True, "litert.js", "tflite", isolated=True,
+           graph="web", bench_on=("browser",)),
     Format("torch", (".pt", ".pth"), (), False, True, "torch", None),
 )}
 EXPORT_TARGETS = tuple(t for t, f in FORMATS.items() if f.exportable)

@@ -76,13 +76,23 @@ def read_contract(path: str | Path, target: str) -> dict[str, str]:
     kind = FORMATS[target].file_format if target in FORMATS else target  # TensorRT's graph is read as ONNX
     reader, package = {"onnx": (_read_onnx, "onnx"), "tflite": (_read_tflite, "ai_edge_litert"),
                        "openvino": (_read_openvino, None), "coreml": (_read_coreml, "coremltools"),
-                       "web": (lambda folder: _read_onnx(folder / "model.onnx"), "onnx")}.get(kind, (None, None))
+                       "web": (_read_web, None)}.get(kind, (None, None))
     if reader is None or (package is not None and importlib.util.find_spec(package) is None):
         return {}
     try:
         return reader(Path(path))
     except Exception:  # a damaged or foreign file: no contract; opening it gives its own one-line error
         return {}
+
+
+def _read_web(folder: Path) -> dict[str, str]:
+    """A web folder's model file, read by its own format's reader (model.json names it)."""
+    import importlib.util
+    import json
+    model = folder / json.loads((folder / "model.json").read_text())["model"]
+    if model.suffix == ".onnx":
+        return _read_onnx(model)
+    return _read_tflite(model) if importlib.util.find_spec("ai_edge_litert") else {}
 
 
 def _read_onnx(path: Path) -> dict[str, str]:

@@ -34,9 +34,9 @@ def _key(row: dict) -> tuple:
 def _on_device(rows: list[dict], on: str, threads: int | None = None) -> list[dict]:
     """The rows measured on ``on``. ``local`` also means this machine, by its CPU (and the threads,
     when given): a table copied from another computer or measured with other threads is not
-    this machine's latency. ``adb:``/``ssh:`` specs name their device."""
+    this machine's latency; so does ``browser`` (Chromium here). ``adb:``/``ssh:`` specs name their device."""
     rows = [r for r in rows if r.get("device_spec") == on]
-    if on != "local":
+    if on not in ("local", "browser"):  # the browser runner runs Chromium on this machine
         return rows
     from crd_edge.bench.harness import machine
     cpu = machine()["processor"]

@@ -181,6 +181,7 @@ def install_assets(names: list[str], index: str | None = None, quiet: bool = Fal
     from crd_edge.data.web_runtime import install_web_runtime, resolve_registry
     assets = check_names(names)
     web = [n for n in (names or WEB_RUNTIMES) if n in WEB_RUNTIMES]
+    web = list(dict.fromkeys(r for n in web for r in (*WEB_RUNTIMES[n].requires, n)))  # what each imports, first
     root = resolve_index(index) if assets else None
     npm = resolve_registry(registry) if web else None
     return ([install_asset(asset, root, quiet) for asset in assets]

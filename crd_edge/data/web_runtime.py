@@ -83,7 +83,7 @@ def install_web_runtime(name: str, registry: str | None = None, quiet: bool = Fa
     url = f"{resolve_registry(registry)}/{runtime.tarball}"
     folder = assets_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f".{runtime.package}-{runtime.version}.tgz.part"
+    part = folder / f".{runtime.package.replace('/', '+')}-{runtime.version}.tgz.part"  # a scoped name has a /
     transfer = fetch(url, part, f"{name} ({runtime.package}@{runtime.version})", runtime.size, quiet, ADVICE,
                      limit=runtime.size)  # the exact size is known: a byte more is not this file
     check_complete(part, url, transfer)

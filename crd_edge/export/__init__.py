@@ -20,7 +20,8 @@ from crd_edge.errors import UserError
 # The module that converts to each export target (the format table lists the targets).
 EXPORTERS = {"onnx": "crd_edge.export.onnx", "openvino": "crd_edge.export.openvino",
              "tflite": "crd_edge.export.tflite", "coreml": "crd_edge.export.coreml",
-             "tensorrt": "crd_edge.export.tensorrt", "web": "crd_edge.export.web"}
+             "tensorrt": "crd_edge.export.tensorrt", "web": "crd_edge.export.web",
+             "web-litert": "crd_edge.export.web_litert"}
 
 
 def check_target(name: str) -> None:

@@ -23,6 +23,7 @@ SESSIONS = {
     "coreml": ("crd_edge.runtime.coreml_session", "CoreMLSession"),
     "torch": ("crd_edge.runtime.torch_session", "TorchSession"),
     "web": ("crd_edge.runtime.browser_session", "BrowserSession"),
+    "web-litert": ("crd_edge.runtime.browser_session", "BrowserSession"),  # the same pages, LiteRT.js inside
 }
 
 

@@ -1,10 +1,11 @@
 """A web artifact (``.web`` folder) run in a real browser: headless Chromium on this machine opens
 the folder's ``session.html`` from a server on 127.0.0.1, and each ``run(x)`` hands the page one
-input tensor and waits for its output (onnxruntime-web, WebAssembly). The server sends the
+input tensor and waits for its output (the folder's runtime: onnxruntime-web or LiteRT.js, in
+WebAssembly). The server sends the
 headers cross-origin isolation needs (COOP/COEP), so the page may use WebAssembly threads as a
 deployed page with the same headers would.
 
-Written here because no Python package drives onnxruntime-web: the page polls ``/crd/next`` for
+Written here because no Python package drives a JavaScript runtime in a browser: the page polls ``/crd/next`` for
 an input (binary float32, its shape in ``X-Shape``) and posts the output to ``/crd/output``;
 :meth:`BrowserSession.time_runs` asks it instead to time the model itself (``X-Command: time``),
 with ``performance.now()`` inside the page, so no HTTP round trip is counted."""
@@ -139,14 +140,16 @@ class BrowserSession:
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
-        for name in ("model.onnx", "model.json", "session.html"):
+        for name in ("model.json", "session.html", "runtime.js"):
             if not (self.path / name).is_file():
                 raise UserError(f"{self.path}: not a web artifact (no {name}); export one with --target web")
+        meta = json.loads((self.path / "model.json").read_text())
+        if not (self.path / meta.get("model", "?")).is_file():
+            raise UserError(f"{self.path}: its model file {meta.get('model')} is missing; export it again")
         binary = find_chromium()
         if binary is None:
             raise UserError(f"{self.path}: running a web artifact needs Chromium or Chrome (apt install chromium, "
                             f"or set {CHROMIUM_ENV} to the browser's path)")
-        meta = json.loads((self.path / "model.json").read_text())
         self.input_shape = (1, 3, int(meta["height"]), int(meta["width"]))
         self._exchange = _Exchange()
         handler = partial(_Handler, directory=str(self.path), exchange=self._exchange)
@@ -167,8 +170,8 @@ class BrowserSession:
         info = self._exchange.info
         threads = info.get("threads", 1)
         self.threads, self.load_ms = threads, info.get("load_ms")
-        self.backend = (f"onnxruntime-web {info.get('ort', '')} ({info.get('backend', 'wasm')}, {threads} "
-                        f"thread{'s' if threads != 1 else ''}) in {self.browser}").replace("  ", " ")
+        self.backend = (f"{info.get('runtime', 'unknown runtime')} ({info.get('backend', 'wasm')}, {threads} "
+                        f"thread{'s' if threads != 1 else ''}) in {self.browser}")
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)

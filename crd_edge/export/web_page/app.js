@@ -1,19 +1,19 @@
 // The student on the camera (or an image or video file): input | output side by side, with FPS.
 // The model has a fixed input size (model.json); frames are scaled to it and the output is drawn
-// back at the frame's own size.
+// back at the frame's own size. runtime.js is the export's runtime (onnxruntime-web or LiteRT.js).
+import {load} from "./runtime.js";
+
 const $ = (id) => document.getElementById(id);
 const status = (text) => { $("status").textContent = text; };
 
-async function load() {
+async function open() {
   const info = await (await fetch("model.json")).json();
-  ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
-  const session = await ort.InferenceSession.create("model.onnx", {executionProviders: ["wasm"]});
-  return {session, height: info.height, width: info.width,
-          backend: `WebAssembly, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}`};
+  const model = await load(info, Math.min(navigator.hardwareConcurrency || 1, 4));
+  return {model, height: info.height, width: info.width,
+          backend: `${model.runtime}, WebAssembly, ${model.threads} thread${model.threads > 1 ? "s" : ""}`};
 }
 
-function toTensor(source, model) {  // RGB uint8 -> NCHW float32 in [-1, 1]
+function toInput(source, model) {  // RGB uint8 -> NCHW float32 in [-1, 1]
   const canvas = new OffscreenCanvas(model.width, model.height);
   const context = canvas.getContext("2d");
   context.drawImage(source, 0, 0, model.width, model.height);
@@ -22,13 +22,13 @@ function toTensor(source, model) {  // RGB uint8 -> NCHW float32 in [-1, 1]
   for (let i = 0; i < plane; i++) {
     for (let c = 0; c < 3; c++) data[c * plane + i] = rgba[4 * i + c] / 127.5 - 1;
   }
-  return new ort.Tensor("float32", data, [1, 3, model.height, model.width]);
+  return data;
 }
 
-function draw(tensor, model, canvas, width, height) {  // NCHW [-1, 1] -> the canvas, at the frame's size
+function draw(data, model, canvas, width, height) {  // NCHW [-1, 1] -> the canvas, at the frame's size
   const plane = model.width * model.height, image = new ImageData(model.width, model.height);
   for (let i = 0; i < plane; i++) {
-    for (let c = 0; c < 3; c++) image.data[4 * i + c] = Math.max(0, Math.min(255, (tensor.data[c * plane + i] + 1) * 127.5));
+    for (let c = 0; c < 3; c++) image.data[4 * i + c] = Math.max(0, Math.min(255, (data[c * plane + i] + 1) * 127.5));
     image.data[4 * i + 3] = 255;
   }
   const small = new OffscreenCanvas(model.width, model.height);
@@ -41,11 +41,13 @@ async function run(model, source, width, height, live) {
   const times = [];
   do {
     const start = performance.now();
-    const input = toTensor(source, model);
-    const output = await model.session.run({[model.session.inputNames[0]]: input});
+    const feed = model.model.feed(toInput(source, model), [1, 3, model.height, model.width]);
+    const outputs = await model.model.infer(feed);
     $("input").width = width; $("input").height = height;
     $("input").getContext("2d").drawImage(source, 0, 0, width, height);
-    draw(output[model.session.outputNames[0]], model, $("output"), width, height);
+    draw(await model.model.read(outputs), model, $("output"), width, height);
+    model.model.free(outputs);
+    model.model.free(feed);
     times.push(performance.now() - start);
     if (times.length > 30) times.shift();
     const fps = 1000 * times.length / times.reduce((a, b) => a + b, 0);
@@ -54,7 +56,7 @@ async function run(model, source, width, height, live) {
   } while (live());
 }
 
-load().then((model) => {
+open().then((model) => {
   status(`ready (${model.backend}): choose the camera or a file`);
   $("camera").onclick = async () => {
     const video = $("video");
