@@ -41,7 +41,7 @@ TABLE = [
     (["export", "vintagify", "--size", "12x"], "--size 12x: expected N or HxW, e.g. 256 or 256x384"),
     (["export", "{tmp}/missing.pt"], "{tmp}/missing.pt: no such checkpoint"),
     # bench: where (--on), the runners' options
-    (["bench", "{onnx}", "--on", "usb:1"], "--on usb:1: expected local, browser, adb:SERIAL or ssh:"),
+    (["bench", "{onnx}", "--on", "usb:1"], "--on usb:1: expected local, browser[:webgpu], adb:SERIAL or ssh:"),
     (["bench", "{onnx}", "--delegate", "tpu"], "--delegate tpu: choose one of"),
     (["bench", "{onnx}", "--ov-device", "VPU"], "--ov-device VPU: choose one of"),
     (["bench", "{onnx}", "--ort-provider", "FooExecutionProvider"], "--ort-provider FooExecutionProvider: not in this"),

@@ -137,7 +137,7 @@ def test_bench_bad_inputs(run_cli, tmp_path, exports):
     code, _, err = run_cli("bench", tmp_path / "notes.txt")
     assert code == 2 and "not a model artifact" in err
     code, _, err = run_cli("bench", exports / "export", "--on", "usb:1")
-    assert code == 2 and err == "error: --on usb:1: expected local, browser, adb:SERIAL or ssh:[USER@]HOST[:PORT]\n"
+    assert code == 2 and err == "error: --on usb:1: expected local, browser[:webgpu], adb:SERIAL or ssh:[USER@]HOST[:PORT]\n"
     code, _, err = run_cli("bench", exports / "export", "--device", "usb:1")  # the old name still works, and says so
     assert code == 2 and "warning: bench --device is now --on" in err and "error: --on usb:1: expected" in err
     # one JSON-lines reader for every file: a torn last line (a crash) is skipped silently, a

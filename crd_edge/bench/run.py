@@ -126,10 +126,14 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
         return "adb", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_adb(
             serial, path, benchmark_binary=options.benchmark_binary, threads=threads, delegate=options.delegate,
             warmup=warmup, runs=runs)
-    if device == "browser":
+    if device.split(":")[0] == "browser":
         from crd_edge.bench.runners.browser import run_browser
+        from crd_edge.runtime.browser_session import BACKENDS
+        backend = device.partition(":")[2] or "wasm"
+        if backend not in BACKENDS:
+            raise UserError(f"--on {device}: the browser's backends are {', '.join(BACKENDS)} (browser:webgpu)")
         return "browser", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_browser(
-            path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds)
+            path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, backend=backend)
     if device.startswith("ssh:"):
         from crd_edge.bench.runners.ssh import parse_ssh_target, run_ssh
         target = parse_ssh_target(device)
@@ -137,7 +141,7 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
             target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
             precision=item.precision, roofline=roofline, ov_device=options.ov_device,
             ort_providers=options.ort_providers, op_profile=options.op_profile)
-    raise UserError(f"--on {device}: expected local, browser, adb:SERIAL or ssh:[USER@]HOST[:PORT]")
+    raise UserError(f"--on {device}: expected local, browser[:webgpu], adb:SERIAL or ssh:[USER@]HOST[:PORT]")
 
 
 # What each runner times, for the skip line of an artifact it does not (the format table's

@@ -36,7 +36,7 @@ def _on_device(rows: list[dict], on: str, threads: int | None = None) -> list[di
     when given): a table copied from another computer or measured with other threads is not
     this machine's latency; so does ``browser`` (Chromium here). ``adb:``/``ssh:`` specs name their device."""
     rows = [r for r in rows if r.get("device_spec") == on]
-    if on not in ("local", "browser"):  # the browser runner runs Chromium on this machine
+    if on != "local" and on.split(":")[0] != "browser":  # the browser runner runs Chromium on this machine
         return rows
     from crd_edge.bench.harness import machine
     cpu = machine()["processor"]

@@ -35,6 +35,7 @@ POLL_S = 10.0            # how long the page's request for the next input is hel
 # optimizes hot functions in background threads that share the cores. Measured on a 2-core EPYC,
 # the 64 px student: p50 21.3 ms with no warm-up, 18.0 after 5 calls, 6.3 after 30 (0.5 s).
 WARMUP_S = 2.0
+BACKENDS = ("wasm", "webgpu")
 
 
 def find_chromium() -> str | None:
@@ -135,10 +136,13 @@ class _Handler(IsolatedFileHandler):
 class BrowserSession:
     """``run`` maps NCHW float32 [-1, 1] to NCHW float32 [-1, 1] through the web artifact
     ``path`` in headless Chromium; :attr:`backend` names the runtime, its backend, threads and
-    the browser; ``threads``: WebAssembly threads (default: the cores the browser reports).
+    the browser; ``threads``: WebAssembly threads (default: the cores the browser reports);
+    ``backend``: ``wasm`` (default) or ``webgpu`` (LiteRT.js only).
     Close it (or use it as a context manager) to stop the browser."""
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str = "wasm") -> None:
+        if backend not in BACKENDS:
+            raise UserError(f"browser backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.path = Path(path)
         for name in ("model.json", "session.html", "runtime.js"):
             if not (self.path / name).is_file():
@@ -157,9 +161,13 @@ class BrowserSession:
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self._profile = tempfile.mkdtemp(prefix="crd-edge-chromium-")
-        url = f"http://127.0.0.1:{self._server.server_address[1]}/session.html" + (f"?threads={threads}" if threads else "")
+        query = f"?backend={backend}" + (f"&threads={threads}" if threads else "")
+        url = f"http://127.0.0.1:{self._server.server_address[1]}/session.html{query}"
+        # WebGPU is behind a flag in Chromium on Linux; where no GPU is usable it offers SwiftShader,
+        # a software adapter (the backend then says so).
+        gpu = ["--enable-unsafe-webgpu"] if backend == "webgpu" else ["--disable-gpu"]
         self._browser = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+            [binary, "--headless", "--no-sandbox", *gpu, "--no-first-run", "--disable-extensions",
              f"--user-data-dir={self._profile}", url],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.browser = f"Chromium {chromium_version(binary)}"
@@ -170,8 +178,10 @@ class BrowserSession:
         info = self._exchange.info
         threads = info.get("threads", 1)
         self.threads, self.load_ms = threads, info.get("load_ms")
-        self.backend = (f"{info.get('runtime', 'unknown runtime')} ({info.get('backend', 'wasm')}, {threads} "
-                        f"thread{'s' if threads != 1 else ''}) in {self.browser}")
+        where = (f"wasm, {threads} thread{'s' if threads != 1 else ''}" if info.get("backend", "wasm") == "wasm"
+                 else info["backend"])
+        self.runtime = f"{info.get('runtime', 'unknown runtime')} ({where})"  # bench rows: the browser is the device
+        self.backend = f"{self.runtime} in {self.browser}"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)

@@ -13,14 +13,14 @@ from crd_edge.bench.harness import machine, percentiles
 
 
 def run_browser(artifact: Path, threads: int | None = None, warmup: int = 5, runs: int = 50,
-                max_seconds: float = 10.0) -> dict:
+                max_seconds: float = 10.0, backend: str = "wasm") -> dict:
     from crd_edge.runtime.browser_session import WARMUP_S, BrowserSession
     started = time.perf_counter()
-    with BrowserSession(artifact, threads=threads) as session:
+    with BrowserSession(artifact, threads=threads, backend=backend) as session:
         start_ms = (time.perf_counter() - started) * 1e3
         timings = session.time_runs(warmup, runs, max_seconds)
         latency = percentiles(timings["samples_ms"])
-        return {"path": str(artifact), "runtime": session.backend, "threads": session.threads,
+        return {"path": str(artifact), "runtime": session.runtime, "threads": session.threads,
                 "input_size": list(session.input_shape[2:]),
                 # load: the page's InferenceSession.create (fetch, WebAssembly compile, graph set-up);
                 # the browser's own start is in browser_start_ms

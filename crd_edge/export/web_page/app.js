@@ -8,9 +8,13 @@ const status = (text) => { $("status").textContent = text; };
 
 async function open() {
   const info = await (await fetch("model.json")).json();
-  const model = await load(info, Math.min(navigator.hardwareConcurrency || 1, 4));
-  return {model, height: info.height, width: info.width,
-          backend: `${model.runtime}, WebAssembly, ${model.threads} thread${model.threads > 1 ? "s" : ""}`};
+  // ?backend=wasm|webgpu forces one; by default the fastest the browser offers (WebGPU on a
+  // hardware adapter with LiteRT.js, else WebAssembly with threads where the page is isolated).
+  const backend = new URLSearchParams(location.search).get("backend") || "auto";
+  const model = await load(info, Math.min(navigator.hardwareConcurrency || 1, 4), backend);
+  const where = model.backend === "wasm" ? `WebAssembly, ${model.threads} thread${model.threads > 1 ? "s" : ""}`
+                                         : model.backend;
+  return {model, height: info.height, width: info.width, backend: `${model.runtime}, ${where}`};
 }
 
 function toInput(source, model) {  // RGB uint8 -> NCHW float32 in [-1, 1]

@@ -1,5 +1,5 @@
 // onnxruntime-web (WebAssembly) behind the pages' runtime interface (the export copies this file
-// to runtime.js): load(info, threads) -> {runtime, backend, threads, feed, infer, read, free}.
+// to runtime.js): load(info, threads, backend) -> {runtime, backend, threads, feed, infer, sync, read, free}.
 // Tensors cross the interface as NCHW Float32Arrays in [-1, 1], whatever the model's layout.
 function script(src) {  // onnxruntime-web's bundle is a classic script that defines `ort`
   return new Promise((resolve, reject) => {
@@ -8,7 +8,11 @@ function script(src) {  // onnxruntime-web's bundle is a classic script that def
   });
 }
 
-export async function load(info, threads) {
+// backend: "wasm" or "auto" (the same here); "webgpu" needs onnxruntime-web's larger WebGPU build,
+// which the web target does not ship: the web-litert target's LiteRT.js has WebGPU.
+export async function load(info, threads, backend = "auto") {
+  if (backend === "webgpu") throw new Error("the web target's onnxruntime-web build runs WebAssembly only; "
+                                            + "export --target web-litert for WebGPU");
   await script("ort/dist/ort.wasm.min.js");
   ort.env.wasm.wasmPaths = new URL("ort/dist/", location.href).href;
   // Threads need a cross-origin isolated page (COOP/COEP headers); else one.
@@ -19,6 +23,7 @@ export async function load(info, threads) {
     runtime: `onnxruntime-web ${ort.env.versions.web}`, backend: "wasm", threads: ort.env.wasm.numThreads,
     feed: (nchw, shape) => ({[input]: new ort.Tensor("float32", nchw, shape)}),
     infer: (feed) => session.run(feed),
+    sync: async () => {},  // WebAssembly: the outputs exist when run resolves
     read: async (outputs) => outputs[output].data,
     free: () => {},
   };

@@ -13,7 +13,11 @@ async function timeRuns(model, shape, {warmup, warmup_seconds, runs, max_seconds
   const size = shape.reduce((a, b) => a * b, 1), data = new Float32Array(size);
   for (let i = 0; i < size; i++) data[i] = Math.sin(i) * 0.9;  // a fixed input in [-1, 1]: fp32 cost does not depend on values
   const feed = model.feed(data, shape);
-  const call = async () => model.free(await model.infer(feed));
+  const call = async () => {
+    const outputs = await model.infer(feed);
+    await model.sync(outputs);  // on a GPU: until the work is done, not just queued
+    model.free(outputs);
+  };
   let start = performance.now();
   await call();
   const first = performance.now() - start;
@@ -33,12 +37,14 @@ async function timeRuns(model, shape, {warmup, warmup_seconds, runs, max_seconds
 }
 
 async function main() {
-  // ?threads=N asks for N WebAssembly threads, else as many as the browser reports cores.
-  const threads = Number(new URLSearchParams(location.search).get("threads")) || navigator.hardwareConcurrency || 1;
+  // ?threads=N asks for N WebAssembly threads, else as many as the browser reports cores;
+  // ?backend=wasm|webgpu|auto (default wasm: what crd-edge verifies unless asked).
+  const query = new URLSearchParams(location.search);
+  const threads = Number(query.get("threads")) || navigator.hardwareConcurrency || 1;
   const info = await (await fetch("model.json")).json();
   const shape = [1, 3, info.height, info.width];
   const loading = performance.now();
-  const model = await load(info, threads);
+  const model = await load(info, threads, query.get("backend") || "wasm");
   await post("/crd/ready", JSON.stringify({runtime: model.runtime, backend: model.backend, threads: model.threads,
     load_ms: performance.now() - loading, isolated: self.crossOriginIsolated, userAgent: navigator.userAgent,
     cores: navigator.hardwareConcurrency}));
