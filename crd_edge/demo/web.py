@@ -24,7 +24,7 @@ def web_folder(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise UserError(f"--web {path}: no such folder")
-    if (path / "index.html").is_file() and (path / "model.onnx").is_file():
+    if (path / "index.html").is_file() and (path / "model.json").is_file():  # a web artifact itself
         return path
     found = ([a for a in find_artifacts(path) if a.format.file_format == "web"]
              if (path / MANIFEST_NAME).is_file() else [])

@@ -8,7 +8,9 @@ Two runtimes, one page set: ``web`` runs the ONNX graph in onnxruntime-web, ``we
 ``.tflite`` file in LiteRT.js (XNNPACK in WebAssembly, measured faster here; it needs the tflite
 converter). Each ships a ``runtime.js`` with the same small interface, which the pages import.
 
-fp32 only for now: fp16 and int8 in the browser are neither exported nor measured yet."""
+fp32 only: the fp16 and int8 files of the other targets were no faster in either runtime's
+WebAssembly (LiteRT.js: fp16 389 ms, int8 65 ms, fp32 55 ms; onnxruntime-web 86.0, 87.7 and 84.4 ms;
+the trained student at 256x256 on 2 cores)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``web-litert`` target: the ``web`` target's folder with the student as a ``.tflite`` file run
 by LiteRT.js (XNNPACK compiled to WebAssembly) instead of ONNX in onnxruntime-web. Measured on a
-2-core EPYC in Chromium 156, the trained 1.36-GMAC student at 256x256, 2 threads: 55 ms against
-onnxruntime-web's 84 ms. The file is the tflite target's fp32 conversion (litert-torch), so this
+2-core EPYC in Chromium 156, the trained 1.36-GMAC student at 256x256, 2 threads: 59.8 ms p50 against
+onnxruntime-web's 84.6 ms. The file is the tflite target's fp32 conversion (litert-torch), so this
 target needs crd-edge[tflite] and converts in a child process as that one does."""
 
 from __future__ import annotations

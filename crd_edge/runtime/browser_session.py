@@ -1,14 +1,14 @@
-"""A web artifact (``.web`` folder) run in a real browser: headless Chromium on this machine opens
-the folder's ``session.html`` from a server on 127.0.0.1, and each ``run(x)`` hands the page one
-input tensor and waits for its output (the folder's runtime: onnxruntime-web or LiteRT.js, in
-WebAssembly). The server sends the
-headers cross-origin isolation needs (COOP/COEP), so the page may use WebAssembly threads as a
-deployed page with the same headers would.
+"""A web artifact (a ``.web`` folder) run in a real browser: headless Chromium on this machine
+opens the folder's ``session.html`` from a server on 127.0.0.1, and each ``run(x)`` hands the page
+one input tensor and waits for its output (the folder's runtime: onnxruntime-web or LiteRT.js, in
+WebAssembly, or LiteRT.js on WebGPU). The server sends the headers cross-origin isolation needs
+(COOP/COEP), so the page may use WebAssembly threads as a deployed page with the same headers would.
 
-Written here because no Python package drives a JavaScript runtime in a browser: the page polls ``/crd/next`` for
-an input (binary float32, its shape in ``X-Shape``) and posts the output to ``/crd/output``;
-:meth:`BrowserSession.time_runs` asks it instead to time the model itself (``X-Command: time``),
-with ``performance.now()`` inside the page, so no HTTP round trip is counted."""
+Written here because no Python package drives a JavaScript runtime in a browser: the page polls
+``/crd/next`` for an input (binary float32, its shape in ``X-Shape``) and posts the output to
+``/crd/output``; :meth:`BrowserSession.time_runs` asks it instead to time the model itself
+(``X-Command: time``), with ``performance.now()`` inside the page, so no HTTP round trip is
+counted."""
 
 from __future__ import annotations
 

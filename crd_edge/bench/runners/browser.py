@@ -1,5 +1,5 @@
-"""The browser runner: a web artifact (``--target web``) timed inside headless Chromium on this
-machine. The page times the model itself (``performance.now()`` around ``session.run``, no HTTP
+"""The browser runner: a web artifact (``--target web`` or ``web-litert``) timed inside headless
+Chromium on this machine. The page times the model itself (``performance.now()`` around ``session.run``, no HTTP
 round trip counted), with the same warm-up calls, runs and time limit as the native harness
 (plus a shortest warm-up time: V8 optimizes the WebAssembly while it runs); the
 browser, its version, the backend and its threads name the row's runtime."""
