@@ -303,3 +303,13 @@ def test_the_pipeline_times_web_exports_in_the_browser_and_the_rest_here():
         ("local", ["student_fp32.onnx", "student_fp32.tflite"], ["teacher_fp32.onnx"]),
         ("browser", ["student_fp32.web"], ["teacher_fp32.web"])]
     assert _bench_plans(students[:1], []) == [("local", ["student_fp32.onnx"], [])]
+
+
+def test_demo_web_takes_a_web_folder_of_either_runtime(tmp_path):
+    from crd_edge.demo.web import web_folder
+    for name in ("student_fp32.web", "student_fp32.litert.web"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "index.html").write_text("<!doctype html>")
+        (folder / "model.json").write_text("{}")
+        assert web_folder(folder) == folder
