@@ -54,6 +54,17 @@ def _is_disk_full(exc: BaseException, folder: Path) -> bool:
     return isinstance(exc, RuntimeError) and is_nearly_full(folder)
 
 
+def require_free_space(folder: str | Path, needed: int) -> None:
+    """Refuse, before any work, a folder (or the nearest existing folder above it) whose file
+    system has less than ``needed`` bytes free: a run that fills the disk at its last write
+    loses all the work before it."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if shutil.disk_usage(probe).free < needed:
+        raise DiskFullError(probe, needed)
+
+
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/crd-edge`` (default ``~/.cache/crd-edge``): crd-edge's own cache folder."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

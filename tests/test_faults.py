@@ -118,6 +118,22 @@ def test_distill_on_a_full_disk_is_one_error_line(run_cli, tiny_teacher, tmp_pat
     assert not list((tmp_path / "full").glob(".*.tmp"))
 
 
+def test_distill_refuses_a_disk_too_small_for_its_checkpoints_before_any_step(run_cli, tiny_teacher, tmp_path,
+                                                                                 monkeypatch):
+    """A run that fills the disk at its last save loses every step before it: the free space the
+    checkpoints need is checked first, and nothing is written."""
+    import collections
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(_io.shutil, "disk_usage", lambda path: usage(10 << 20, (10 << 20) - 600_000, 600_000))
+    code, out, err = run_cli("distill", "--teacher", tiny_teacher, "--student", "mobile_resnet_9blocks",
+                             "--steps", 1, "--size", 64, "--runs-dir", tmp_path / "runs", "--name", "tight",
+                             "--quiet", "--set", "student.kwargs.ngf=8", "--set", "data.views=0",
+                             "--set", "data.load_size=64", "--set", "data.test_size=64")
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert err.startswith(f"error: no space left in {tmp_path} (600,000 bytes free; it needs more than ")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_enospc_outside_the_atomic_writers_is_one_error_line(monkeypatch, capsys):
     from crd_edge import cli
 
@@ -196,3 +212,36 @@ def test_a_zip_disguised_as_torchscript_is_one_line(run_cli, fake_torchscript, t
     assert code == 2, err
     assert "not a loadable TorchScript file" in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_runs_started_at_once_with_one_name_get_a_folder_each(tmp_path):
+    """`distill --name same` twice at once: each claims its folder by creating it (a check and
+    then a create would let both pick runs/same and one fail)."""
+    import threading
+
+    from crd_edge.training.run_dir import new_run_dir
+    start, made = threading.Barrier(8), []
+
+    def claim():
+        start.wait()
+        made.append(new_run_dir(tmp_path / "runs", "same"))
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p.name for p in made) == sorted(["same", *[f"same-{n}" for n in range(2, 9)]])
+
+
+def test_a_single_photo_trains_and_says_nothing_was_held_out(run_cli, tiny_teacher, tmp_path):
+    import cv2
+    import numpy as np
+    (tmp_path / "one").mkdir()
+    cv2.imwrite(str(tmp_path / "one" / "a.jpg"), np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
+    code, out, err = run_cli("distill", "--teacher", tiny_teacher, "--data", tmp_path / "one", "--student",
+                             "mobile_resnet_9blocks", "--steps", 1, "--size", 64, "--runs-dir", tmp_path / "runs",
+                             "--name", "one", "--quiet", "--set", "student.kwargs.ngf=8", "--set", "data.views=16",
+                             "--set", "data.load_size=64", "--set", "data.test_size=64")
+    assert code == 0, err
+    report = (tmp_path / "runs" / "one" / "report.md").read_text()
+    assert "1 training image, 0 held-out" in report and "No held-out images: fidelity not scored." in report

@@ -132,6 +132,9 @@ def distill(cfg: RunConfig | None = None, *, resume: str | Path | None = None, q
     torch.manual_seed(cfg.train.seed)  # same on every rank: identical student initialisation
 
     run = _Run(cfg, device, dist)
+    if dist.is_main:  # a disk that cannot hold the checkpoints is refused before any step
+        from crd_edge._io import require_free_space
+        require_free_space(checkpoint_path.parent if checkpoint_path is not None else cfg.runs_dir, run.disk_needed())
     # The run folder only now: data, teacher and student have all been checked, so a failed
     # attempt leaves no empty runs/<name> behind.
     run.open_dir(checkpoint_path.parent if checkpoint_path is not None else None)
@@ -392,6 +395,15 @@ class _Run:
         self.step = self.saved_step = ckpt["step"]
         if self.dist.is_main:
             _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    def disk_needed(self) -> int:
+        """Bytes the run folder needs at the least: two checkpoints (the new one is written beside
+        the old, then renamed), each every trained weight with Adam's two moments, and 4 MB for
+        the report, curves, grids and samples."""
+        trained = [self.student, self.disc, self.features.adapters if self.features else None,
+                   self.teacher.module if self.online else None]
+        weights = sum(p.numel() * p.element_size() for m in trained if m is not None for p in m.parameters())
+        return 2 * 3 * weights + (4 << 20)
 
     def save(self, final: bool = False, heldout: dict | None = None) -> Path:
         """Rank 0 writes the self-describing checkpoint (atomic) and the teacher cache."""

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 
 def new_run_dir(runs_dir: str | Path, name: str | None, default: str = "distill") -> Path:
-    """``runs/<name>``; when it exists, ``<name>-2``, ``<name>-3``, ... (never reuses a folder)."""
+    """``runs/<name>``; when it exists, ``<name>-2``, ``<name>-3``, ... (never reuses a folder).
+    The folder is claimed by creating it, so two runs started at once with one name get two."""
     root = Path(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
     base = name or default
-    candidate, n = root / base, 1
-    while candidate.exists():
-        n += 1
-        candidate = root / f"{base}-{n}"
-    candidate.mkdir(parents=True)
-    return candidate
+    for n in itertools.count(1):
+        candidate = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:  # taken, by an earlier run or one starting right now
+            continue
+        return candidate
 
 
 def render_report(summary: dict) -> str:
@@ -27,7 +31,7 @@ def render_report(summary: dict) -> str:
              f"{summary['student']['params']:,} params, {summary['student']['true_gmacs']:.3f} true GMACs, "
              f"{summary['student']['paper_gmacs']:.3f} GMACs (paper convention) at 256x256",
              f"* first weights: {_init_line(summary['student'])}",
-             f"* data: {summary['data']['description']}; {summary['data']['train_images']} training images, "
+             f"* data: {summary['data']['description']}; {summary['data']['train_images']} training image{'s' if summary['data']['train_images'] != 1 else ''}, "
              f"{summary['data']['test_images']} held-out; skipped files: {summary['data']['skipped'] or 'none'}",
              f"* steps: {summary['step']} of {summary['total_steps']} (batch {summary['batch_size']}, crop "
              f"{summary['crop_size']}), {summary['train_seconds']:.0f} s, {summary['images_per_second']:.2f} images/s"
