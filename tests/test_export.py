@@ -343,3 +343,49 @@ def test_every_artifact_carries_its_contract_without_the_manifest(run_cli, tmp_p
         assert (artifact.role, artifact.precision, artifact.input_hw) == ("student", "fp32", (64, 64))
         assert artifact.record["layout"] == record["layout"]
     assert {r["target"] for r in json.loads(out)} == set(targets)
+
+
+def test_the_tflite_file_carries_the_standard_metadata_android_reads(run_cli, tmp_path):
+    """Besides crd-edge's own entry, a TFLITE_METADATA entry (a ModelMetadata flatbuffer, file
+    identifier M001): both tensors RGB images, normalised with mean 127.5 and std 127.5."""
+    pytest.importorskip("litert_torch")
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers.table import Table
+
+    _checkpoint(tmp_path / "c.pt")
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "tflite", "--precision", "fp32",
+                             "--out", tmp_path / "exp")
+    assert code == 0, err
+    model = schema.Model.GetRootAs((tmp_path / "exp" / "student_64_fp32.tflite").read_bytes(), 0)
+    entries = {model.Metadata(i).Name().decode(): model.Buffers(model.Metadata(i).Buffer()).DataAsNumpy().tobytes()
+               for i in range(model.MetadataLength())}
+    assert {"crd_edge", "TFLITE_METADATA"} <= set(entries)
+    data = bytearray(entries["TFLITE_METADATA"])
+    assert data[4:8] == b"M001"
+
+    def table(tab: Table, slot: int) -> Table:  # a sub-table field (metadata_schema.fbs slots)
+        return Table(tab.Bytes, tab.Indirect(tab.Offset(4 + 2 * slot) + tab.Pos))
+
+    def element(tab: Table, slot: int, i: int = 0) -> Table:  # a vector-of-tables field's element
+        start = tab.Vector(tab.Offset(4 + 2 * slot))
+        return Table(tab.Bytes, tab.Indirect(start + 4 * i))
+
+    def text(tab: Table, slot: int) -> str:
+        return tab.String(tab.Offset(4 + 2 * slot) + tab.Pos).decode()
+
+    root = Table(data, flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0))
+    assert text(root, 0) == "crd-edge student" and text(root, 7) == "1.0.0"  # name, min_parser_version
+    subgraph = element(root, 3)
+    for slot, name in ((2, "image"), (3, "output")):  # input_tensor_metadata, output_tensor_metadata
+        tensor = element(subgraph, slot)
+        assert text(tensor, 0) == name and "RGB image, 64x64, NHWC" in text(tensor, 1)
+        content = table(tensor, 3)
+        assert content.Get(flatbuffers.number_types.Uint8Flags, content.Offset(4) + content.Pos) == 2  # ImageProperties
+        assert table(content, 1).Get(flatbuffers.number_types.Int8Flags, table(content, 1).Offset(4) + table(content, 1).Pos) == 1  # RGB
+        unit = element(tensor, 4)
+        assert unit.Get(flatbuffers.number_types.Uint8Flags, unit.Offset(4) + unit.Pos) == 1  # NormalizationOptions
+        options = table(unit, 1)
+        for field in (0, 1):  # mean, std
+            vector = options.Vector(options.Offset(4 + 2 * field))
+            assert options.Get(flatbuffers.number_types.Float32Flags, vector) == 127.5

@@ -6,7 +6,8 @@ Where each format keeps it (what its own tools show):
 
 * ONNX: ``metadata_props``, keys ``crd_edge.<field>`` (Netron lists them);
 * TFLite: a ``metadata`` entry named ``crd_edge`` whose buffer is the JSON of the fields
-  (written with LiteRT's own flatbuffer tools);
+  (written with LiteRT's own flatbuffer tools), beside the standard ``TFLITE_METADATA`` that
+  Android's tooling reads (image tensors, normalisation);
 * OpenVINO: ``rt_info`` under ``crd_edge`` (``model.get_rt_info(["crd_edge", field])``);
 * Core ML: ``user_defined_metadata``, keys ``crd_edge.<field>`` (Xcode's model view).
 
@@ -50,17 +51,29 @@ def embed_onnx(path: Path, contract: dict[str, str]) -> None:
 
 
 def embed_tflite(path: Path, contract: dict[str, str]) -> None:
+    """The contract as the ``crd_edge`` entry, and the standard ``TFLITE_METADATA`` entry that
+    Android's tooling reads (:mod:`crd_edge.artifacts.tflite_metadata`)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
+    from crd_edge.artifacts.tflite_metadata import FIELD_NAME, image_to_image_metadata
     model = flatbuffer_utils.read_model(str(path))
-    model.metadata = [m for m in (model.metadata or []) if m.name != KEY]
-    buffer = schema.BufferT()
-    buffer.data = list(json.dumps(contract, sort_keys=True).encode())
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = KEY, len(model.buffers) - 1
-    model.metadata.append(entry)
+    # the signature's names (image, output: what a signature runner and every other format use),
+    # else the tensors' own
+    graph, signatures = model.subgraphs[0], model.signatureDefs or []
+    pairs = ([signatures[0].inputs[0], signatures[0].outputs[0]] if signatures and signatures[0].inputs
+             and signatures[0].outputs else [graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]])
+    names = [p.name.decode() if isinstance(p.name, bytes) else str(p.name) for p in pairs]
+    entries = {KEY: json.dumps(contract, sort_keys=True).encode(), FIELD_NAME: image_to_image_metadata(contract, *names)}
+    model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name)
+                      not in entries]
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = list(data)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
     flatbuffer_utils.write_model(model, str(path))
 
 
