@@ -312,3 +312,20 @@ def test_learning_curve_plots_the_logged_points(tmp_path):
     out = plot_curve(metrics, tmp_path / "curve.png")
     assert out is not None and out.stat().st_size > 1000
     assert plot_curve(tmp_path / "none.jsonl", tmp_path / "x.png") is None
+
+
+def test_fewer_training_photos_are_nested_and_leave_the_held_out_split_alone(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (130, 140, 3), dtype=np.uint8)).save(tmp_path / f"p{i:02d}.png")
+    full = load_photo_set(tmp_path)
+    names = lambda s: {n for n, _ in s.train}  # noqa: E731
+    small, larger = full.first_photos(5), full.first_photos(12)
+    assert len(small.train) == 5 and len(larger.train) == 12 and names(small) < names(larger) < names(full)
+    assert [n for n, _ in small.test] == [n for n, _ in full.test] and full.test
+    assert full.first_photos(0) is full and full.first_photos(1000) is full
+    assert {m["name"] for m in small.manifest if m["split"] == "train"} == names(small)
+    assert "5 of its" in small.description
+    # the choice depends on the names only, not on the order the files were read in
+    reordered = type(full)(list(reversed(full.train)), full.test, full.description)
+    assert names(reordered.first_photos(5)) == names(small)

@@ -13,6 +13,7 @@ Unreadable files are skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,21 @@ class PhotoSet:
     description: str
     manifest: list[dict] = field(default_factory=list)
     skipped: SkipCounter = field(default_factory=SkipCounter)
+
+    def first_photos(self, count: int) -> "PhotoSet":
+        """The same set with ``count`` training photos (all when 0 or more than there are): the
+        first by the CRC-32 of their names, so a smaller set is always inside a larger one and
+        the choice is the same on every machine. Frames of one video count as one photo."""
+        if not count:
+            return self
+        names = sorted({name.split("#")[0] for name, _ in self.train}, key=lambda n: (zlib.crc32(n.encode()), n))
+        if count >= len(names):
+            return self
+        kept = set(names[:count])
+        train = [item for item in self.train if item[0].split("#")[0] in kept]
+        manifest = [m for m in self.manifest if m["split"] != "train" or m["name"].split("#")[0] in kept]
+        return PhotoSet(train, self.test, f"{self.description}; training on {count} of its {len(names)} "
+                        f"training photos (data.train_photos)", manifest, self.skipped)
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:

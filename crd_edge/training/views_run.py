@@ -40,7 +40,7 @@ class ViewTraining:
     @classmethod
     def build(cls, cfg: RunConfig, teacher, device: torch.device, *, cache_dir: Path | None = None) -> "ViewTraining":
         dc = cfg.data
-        photos = load_photo_set(dc.data, video_stride=dc.video_stride, min_size=dc.size)
+        photos = load_photo_set(dc.data, video_stride=dc.video_stride, min_size=dc.size).first_photos(dc.train_photos)
         spec = ViewSpec(size=dc.size, min_short=dc.size, max_short=dc.view_max_short, jitter=dc.view_jitter)
         images = [img for _, img in photos.train]
         probe = np.stack([sample_view(images[i % len(images)], random.Random(i), spec) for i in range(4)])
