@@ -227,3 +227,14 @@ def test_a_static_shape_onnx_teacher_runs_at_its_own_size(run_cli, tmp_path, mon
 def test_a_mistyped_teacher_path_is_not_told_to_install_vintagify(run_cli, tmp_path):
     code, _, err = run_cli("distill", "--teacher", tmp_path / "teacher_fp32.onx", "--steps", 1, "--quiet")
     assert code == 2 and "no such file" in err and "vintagify CycleGAN" not in err
+
+
+def test_a_short_run_labels_only_the_views_it_can_draw():
+    from crd_edge.config import load_config
+    from crd_edge.training.views_run import bank_capacity
+
+    def capacity(*overrides):
+        return bank_capacity(load_config(overrides=list(overrides)))
+    assert capacity("train.steps=20", "data.batch_size=8") == 160          # a trial: 3 shards, not 63
+    assert capacity("train.steps=1500", "data.views=4000") == 4000         # the main job: the whole bank
+    assert capacity("train.steps=null", "data.views=4000") == 4000         # an epoch-based run

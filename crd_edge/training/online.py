@@ -154,6 +154,10 @@ class OnlineTeacher:
         self._step(self.opt_g)
         return {"teacher_G_gan": float(loss_gan), "teacher_l1": float(loss_l1), "teacher_D": float(loss_d)}
 
+    def networks(self) -> list[nn.Module]:
+        """Every network this teacher trains (generators and discriminators)."""
+        return list(self._modules().values())
+
     def _modules(self) -> dict[str, nn.Module]:
         if self.recipe == "cyclegan":
             return {"G": self.G, "F": self.F, "D_A": self.D_A, "D_B": self.D_B}

@@ -18,13 +18,21 @@ from crd_edge.data.views import ViewSpec, sample_view
 from crd_edge.training.heldout import HeldoutSet, build_heldout
 from crd_edge.training.view_bank import TeacherLabeller, ViewBank, bank_key
 
-__all__ = ["ViewTraining", "views_cache_dir"]
+__all__ = ["ViewTraining", "bank_capacity", "views_cache_dir"]
 
 FIT_VIEWS = 128  # training views whose L1 to the teacher is tracked (the training-set fit)
 
 
 def views_cache_dir() -> Path:
     return cache_root() / "views"
+
+
+def bank_capacity(cfg: RunConfig) -> int:
+    """How many views to label: ``data.views``, or fewer when the run draws fewer (``train.steps``
+    x ``data.batch_size``): a 20-step trial labels 160 views, not 4000. Shard k is the same views
+    whatever the capacity, so a longer run later labels only the views the trial did not."""
+    dc, steps = cfg.data, cfg.train.steps
+    return dc.views if steps is None else max(1, min(dc.views, steps * dc.batch_size))
 
 
 @dataclass
@@ -49,13 +57,13 @@ class ViewTraining:
                      "photos": [(name, img.shape) for name, img in photos.train], "spec": spec.as_dict(),
                      "seed": cfg.train.seed, "labeller": labeller.info.get("precision")}
         root = (cache_dir or views_cache_dir())
-        bank = ViewBank(root / bank_key(key_parts), images, spec, labeller, dc.views, seed=cfg.train.seed)
+        bank = ViewBank(root / bank_key(key_parts), images, spec, labeller, bank_capacity(cfg), seed=cfg.train.seed)
         heldout = None
         if photos.test:
             held_key = bank_key({**key_parts, "photos": [(n, i.shape) for n, i in photos.test], "seed": None})
             heldout = build_heldout(photos.test, dc.size, labeller, root / f"heldout-{held_key}")
         # The fit views are the bank's first views: labelled before training starts.
-        while len(bank) < min(FIT_VIEWS, dc.views):
+        while len(bank) < min(FIT_VIEWS, bank.capacity):
             if not bank.fill_shard():
                 break
         fit_x, fit_y = bank.first(min(FIT_VIEWS, len(bank)))
