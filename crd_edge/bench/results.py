@@ -199,65 +199,104 @@ def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
     for r in rows:
         by_device[device_name(r)].append(r)
     for device, group in by_device.items():
-        ceiling = group[0].get("roofline_gmacs_per_s")
-        lines += [f"## {device}", ""]
-        if ceiling:
-            lines += [f"Roofline: dense fp32 matmul {ceiling:.1f} GMAC/s with the same threads, in the same run.", ""]
-        own = {(r["ceiling"]["runtime"], r["ceiling"]["precision"]): r["ceiling"]["gmacs_per_s"]
-               for r in group if r.get("ceiling")}
-        if own:
-            lines += ["Ceilings in other precisions (each runtime on a dense 1x1 convolution, same threads): "
-                      + ", ".join(f"{rt} {p} {g:.1f} GMAC/s" for (rt, p), g in sorted(own.items())) + ".", ""]
-        lines += ["| model | artifact | runtime | precision | size | params | true GMACs | act. MB | p50 ms | p90 ms | FPS | "
-                  "end-to-end FPS | peak MB | PSNR dB | % of ceiling |",
-                  "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in sorted(group, key=lambda r: (r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])):
-            a, m, lat = r["artifact"], r.get("model", {}), r["latency_ms"]
-            eff = efficiency(r)
-            size = "x".join(map(str, r.get("input_size") or [])) or "-"
-            psnr = a.get("verification_psnr_db")
-            status = a.get("verification_status")
-            psnr_text = ("-" if psnr is None else f"{psnr:.1f}") + ("" if status in (None, "passed") else f" ({status})")
-            lines.append(f"| {a['role']} | {artifact_label(r, rows)} | {r.get('runtime')} | {a['precision']} | {size} | "
-                         f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
-                         f"{_fmt(m.get('act_peak_bytes') and m['act_peak_bytes'] / 1e6, '.1f')} | "
-                         f"{typical_ms(r):.1f}{'' if lat.get('p50') is not None else ' (mean)'} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
-                         f"{_fmt(r.get('end_to_end_fps'), '.1f')} | {_fmt(r.get('peak_rss_mb') or r.get('peak_memory_mb'), '.0f')} | "
-                         f"{psnr_text} | {_fmt(eff and eff * 100, '.0f')} |")
-        lines.append("")
-    table = speedups(rows)
-    if table:
-        lines += ["## Student speed-up over the teacher (same device, runtime and precision)", ""]
-        lines += _table(["device", "runtime", "precision", "student", "teacher p50 ms:", "student p50 ms:",
-                         "speed-up:", "true-MAC ratio:"],
-                        [[s["device"], s["runtime"], s["precision"], s["student"], f"{s['teacher_p50_ms']:.1f}",
-                          f"{s['student_p50_ms']:.1f}", f"{s['speedup']:.1f}x", f"{_fmt(s['mac_ratio'], '.1f')}x"]
-                         for s in table])
-        lines.append("")
-    best = best_speedups(rows)
-    if best:
-        lines += ["## Student speed-up, each model at its fastest verified precision", ""]
-        lines += _table(["device", "runtime", "teacher", "teacher p50 ms:", "student", "student p50 ms:", "speed-up:"],
-                        [[b["device"], b["runtime"], b["teacher"], f"{b['teacher_p50_ms']:.1f}", b["student"],
-                          f"{b['student_p50_ms']:.1f}", f"{b['speedup']:.1f}x"] for b in best])
-        lines += ["", "What a user ships: each model in the quickest precision whose export passed verification "
-                  "against its torch original (a failed int8 export is left out).", ""]
+        lines += _device_section(device, group, rows)
+    lines += _speedup_section(rows)
+    lines += _best_speedup_section(rows)
     from crd_edge.bench import sizes
     lines += sizes.render(rows)
     lines += _op_profile_section(rows)
-    if skipped:
-        lines += ["## Not measured", ""]
-        lines += [f"- {s['artifact']['name']} on {s['device_spec']}: {s['status']}: {s['reason']}" for s in skipped]
-        lines.append("")
-    lines += ["Latency: wall-clock per call after warm-up (median p50, p90), model only; end-to-end FPS adds the "
-              "camera-frame pre- and post-processing measured in the same process. PSNR: the export's "
-              "verification against torch fp32 on held-out photos. act. MB: peak activation memory of one "
-              "image (tensors between layers alive at once; weights, input and runtime workspace excluded), "
-              "counted on the fp32 torch model, or from the ONNX graph for a file without a source model; "
-              "peak MB: the process's measured peak resident memory. % of ceiling: true MACs per second "
-              "against the ceiling of the precision the artifact computes in (fp32: the matmul roofline; int8 "
-              "and OpenVINO's fp16: the runtime's own on a dense convolution; '-' where none was measured).", ""]
+    lines += _skipped_section(skipped)
+    lines += [_LEGEND, ""]
     return "\n".join(lines)
+
+
+_LEGEND = ("Latency: wall-clock per call after warm-up (median p50, p90), model only; end-to-end FPS adds the "
+           "camera-frame pre- and post-processing measured in the same process. PSNR: the export's "
+           "verification against torch fp32 on held-out photos. act. MB: peak activation memory of one "
+           "image (tensors between layers alive at once; weights, input and runtime workspace excluded), "
+           "counted on the fp32 torch model, or from the ONNX graph for a file without a source model; "
+           "peak MB: the process's measured peak resident memory. % of ceiling: true MACs per second "
+           "against the ceiling of the precision the artifact computes in (fp32: the matmul roofline; int8 "
+           "and OpenVINO's fp16: the runtime's own on a dense convolution; '-' where none was measured).")
+
+
+def _device_section(device: str, group: list[dict], rows: list[dict]) -> list[str]:
+    """One device's ceilings and its table of measurements; ``rows`` (every device's) decides
+    how an artifact is labelled."""
+    lines = [f"## {device}", ""] + _ceiling_lines(group)
+    lines += ["| model | artifact | runtime | precision | size | params | true GMACs | act. MB | p50 ms | p90 ms | FPS | "
+              "end-to-end FPS | peak MB | PSNR dB | % of ceiling |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(group, key=lambda r: (r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])):
+        lines.append(_measurement_line(r, rows))
+    lines.append("")
+    return lines
+
+
+def _ceiling_lines(group: list[dict]) -> list[str]:
+    """What the device's rows are measured against: the fp32 matmul roofline of the run and any
+    runtime's own ceiling in another precision."""
+    lines = []
+    ceiling = group[0].get("roofline_gmacs_per_s")
+    if ceiling:
+        lines += [f"Roofline: dense fp32 matmul {ceiling:.1f} GMAC/s with the same threads, in the same run.", ""]
+    own = {(r["ceiling"]["runtime"], r["ceiling"]["precision"]): r["ceiling"]["gmacs_per_s"]
+           for r in group if r.get("ceiling")}
+    if own:
+        lines += ["Ceilings in other precisions (each runtime on a dense 1x1 convolution, same threads): "
+                  + ", ".join(f"{rt} {p} {g:.1f} GMAC/s" for (rt, p), g in sorted(own.items())) + ".", ""]
+    return lines
+
+
+def _measurement_line(r: dict, rows: list[dict]) -> str:
+    a, m, lat = r["artifact"], r.get("model", {}), r["latency_ms"]
+    eff = efficiency(r)
+    size = "x".join(map(str, r.get("input_size") or [])) or "-"
+    psnr = a.get("verification_psnr_db")
+    status = a.get("verification_status")
+    psnr_text = ("-" if psnr is None else f"{psnr:.1f}") + ("" if status in (None, "passed") else f" ({status})")
+    return (f"| {a['role']} | {artifact_label(r, rows)} | {r.get('runtime')} | {a['precision']} | {size} | "
+            f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
+            f"{_fmt(m.get('act_peak_bytes') and m['act_peak_bytes'] / 1e6, '.1f')} | "
+            f"{typical_ms(r):.1f}{'' if lat.get('p50') is not None else ' (mean)'} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
+            f"{_fmt(r.get('end_to_end_fps'), '.1f')} | {_fmt(r.get('peak_rss_mb') or r.get('peak_memory_mb'), '.0f')} | "
+            f"{psnr_text} | {_fmt(eff and eff * 100, '.0f')} |")
+
+
+def _speedup_section(rows: list[dict]) -> list[str]:
+    table = speedups(rows)
+    if not table:
+        return []
+    lines = ["## Student speed-up over the teacher (same device, runtime and precision)", ""]
+    lines += _table(["device", "runtime", "precision", "student", "teacher p50 ms:", "student p50 ms:",
+                     "speed-up:", "true-MAC ratio:"],
+                    [[s["device"], s["runtime"], s["precision"], s["student"], f"{s['teacher_p50_ms']:.1f}",
+                      f"{s['student_p50_ms']:.1f}", f"{s['speedup']:.1f}x", f"{_fmt(s['mac_ratio'], '.1f')}x"]
+                     for s in table])
+    lines.append("")
+    return lines
+
+
+def _best_speedup_section(rows: list[dict]) -> list[str]:
+    best = best_speedups(rows)
+    if not best:
+        return []
+    lines = ["## Student speed-up, each model at its fastest verified precision", ""]
+    lines += _table(["device", "runtime", "teacher", "teacher p50 ms:", "student", "student p50 ms:", "speed-up:"],
+                    [[b["device"], b["runtime"], b["teacher"], f"{b['teacher_p50_ms']:.1f}", b["student"],
+                      f"{b['student_p50_ms']:.1f}", f"{b['speedup']:.1f}x"] for b in best])
+    lines += ["", "What a user ships: each model in the quickest precision whose export passed verification "
+              "against its torch original (a failed int8 export is left out).", ""]
+    return lines
+
+
+def _skipped_section(skipped: list[dict]) -> list[str]:
+    if not skipped:
+        return []
+    lines = ["## Not measured", ""]
+    lines += [f"- {s['artifact']['name']} on {s['device_spec']}: {s['status']}: {s['reason']}" for s in skipped]
+    lines.append("")
+    return lines
 
 
 def plot(rows: list[dict], out_dir: Path) -> list[Path]:
@@ -269,63 +308,88 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
     written = []
     points = [r for r in rows if r.get("model", {}).get("macs_true")]
     if points:
-        # Colour: runtime; marker: precision; dashed line: the fastest any model could run at
-        # the device's dense fp32 matmul ceiling (the roofline).
-        fig, ax = plt.subplots(figsize=(7.5, 5))
-        runtimes = sorted({r.get("runtime") or "?" for r in points})
-        colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
-        markers = {"fp32": "o", "fp16": "s", "int8": "^", "int8-dynamic": "v", "int8-weight": "D"}
-        for r in points:  # an artifact that failed its verification, or has none, is drawn hollow
-            colour = colours[r.get("runtime") or "?"]
-            ax.scatter(r["model"]["macs_true"] / 1e9, typical_ms(r), edgecolors=colour,
-                       facecolors=colour if _verified(r) else "none",
-                       marker=markers.get(r["artifact"]["precision"], "x"), s=40, alpha=0.85)
-        macs = [r["model"]["macs_true"] for r in points]
-        for device, ceiling in {device_name(r): r.get("roofline_gmacs_per_s") for r in points}.items():
-            if ceiling:
-                xs = [min(macs) / 1.5, max(macs) * 1.5]
-                ax.plot([x / 1e9 for x in xs], [x / (ceiling * 1e9) * 1e3 for x in xs], "k--", lw=1)
-                ax.annotate(f"roofline {ceiling:.0f} GMAC/s", (xs[0] / 1e9, xs[0] / (ceiling * 1e9) * 1e3),
-                            fontsize=7, va="bottom")
-        handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=rt) for rt, c in colours.items()]
-        handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=p) for p, m in markers.items()
-                    if any(r["artifact"]["precision"] == p for r in points)]
-        if not all(_verified(r) for r in points):
-            handles.append(plt.Line2D([], [], color="grey", marker="o", mfc="none", ls="",
-                                      label="failed or unverified"))
-        ax.legend(handles=handles, fontsize=7, loc="upper left")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("true MACs per image (G), log scale")
-        ax.set_ylabel("latency per image, p50 (ms), log scale")
-        ax.set_title("Latency vs compute (left: student, right: teacher)" if len(set(macs)) > 1 else "Latency vs compute")
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        written.append(_save(fig, out_dir / "latency_vs_macs.png"))
+        written.append(_plot_latency_vs_macs(plt, points, out_dir))
     if rows:
-        ordered = sorted(rows, key=lambda r: (device_name(r), r["artifact"]["role"], r.get("runtime") or "",
-                                              r["artifact"]["precision"]))
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
-        labels = [f"{r['artifact']['role']} {r.get('runtime')} {r['artifact']['precision']}" for r in ordered]
-        repeated = {label for label in labels if labels.count(label) > 1}  # two students: say whose bar
-        labels = [f"{label} ({artifact_label(r, rows)})" if label in repeated else label
-                  for label, r in zip(labels, ordered)]
-        labels = [label + _unverified_note(r) for label, r in zip(labels, ordered)]
-        p50 = [typical_ms(r) for r in ordered]
-        p90 = [r["latency_ms"].get("p90") or typical_ms(r) for r in ordered]
-        bars = ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
-        for bar, r in zip(bars, ordered):  # not something to ship: hatched and grey
-            if not _verified(r):
-                bar.set(facecolor="none", edgecolor="grey", hatch="//")
-        ax.set_xscale("log")
-        ax.set_xlabel("latency per image, ms (bar: p50, whisker: p90; log scale)")
-        ax.set_title("Model latency per artifact")
-        ax.invert_yaxis()
-        fig.tight_layout()
-        written.append(_save(fig, out_dir / "latency.png"))
+        written.append(_plot_latency_bars(plt, rows, out_dir))
     from crd_edge.bench import sizes
     by_size = sizes.plot(rows, out_dir)
     return written + ([by_size] if by_size is not None else [])
+
+
+_MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "int8-dynamic": "v", "int8-weight": "D"}
+
+
+def _plot_latency_vs_macs(plt, points: list[dict], out_dir: Path) -> Path:
+    """latency_vs_macs.png. Colour: runtime; marker: precision; dashed line: the fastest any model
+    could run at the device's dense fp32 matmul ceiling (the roofline)."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    runtimes = sorted({r.get("runtime") or "?" for r in points})
+    colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
+    for r in points:  # an artifact that failed its verification, or has none, is drawn hollow
+        colour = colours[r.get("runtime") or "?"]
+        ax.scatter(r["model"]["macs_true"] / 1e9, typical_ms(r), edgecolors=colour,
+                   facecolors=colour if _verified(r) else "none",
+                   marker=_MARKERS.get(r["artifact"]["precision"], "x"), s=40, alpha=0.85)
+    macs = [r["model"]["macs_true"] for r in points]
+    _draw_rooflines(ax, points, macs)
+    ax.legend(handles=_scatter_legend(plt, points, colours), fontsize=7, loc="upper left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("true MACs per image (G), log scale")
+    ax.set_ylabel("latency per image, p50 (ms), log scale")
+    ax.set_title("Latency vs compute (left: student, right: teacher)" if len(set(macs)) > 1 else "Latency vs compute")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out_dir / "latency_vs_macs.png")
+
+
+def _draw_rooflines(ax, points: list[dict], macs: list[float]) -> None:
+    """One dashed line per device with a roofline, spanning the plotted MACs."""
+    for device, ceiling in {device_name(r): r.get("roofline_gmacs_per_s") for r in points}.items():
+        if ceiling:
+            xs = [min(macs) / 1.5, max(macs) * 1.5]
+            ax.plot([x / 1e9 for x in xs], [x / (ceiling * 1e9) * 1e3 for x in xs], "k--", lw=1)
+            ax.annotate(f"roofline {ceiling:.0f} GMAC/s", (xs[0] / 1e9, xs[0] / (ceiling * 1e9) * 1e3),
+                        fontsize=7, va="bottom")
+
+
+def _scatter_legend(plt, points: list[dict], colours: dict[str, str]) -> list:
+    """A handle per runtime, per precision plotted, and for hollow points where there are any."""
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=rt) for rt, c in colours.items()]
+    handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=p) for p, m in _MARKERS.items()
+                if any(r["artifact"]["precision"] == p for r in points)]
+    if not all(_verified(r) for r in points):
+        handles.append(plt.Line2D([], [], color="grey", marker="o", mfc="none", ls="",
+                                  label="failed or unverified"))
+    return handles
+
+
+def _plot_latency_bars(plt, rows: list[dict], out_dir: Path) -> Path:
+    """latency.png: a p50 bar with a p90 whisker per artifact, unverified ones hatched."""
+    ordered = sorted(rows, key=lambda r: (device_name(r), r["artifact"]["role"], r.get("runtime") or "",
+                                          r["artifact"]["precision"]))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
+    labels = _bar_labels(ordered, rows)
+    p50 = [typical_ms(r) for r in ordered]
+    p90 = [r["latency_ms"].get("p90") or typical_ms(r) for r in ordered]
+    bars = ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
+    for bar, r in zip(bars, ordered):  # not something to ship: hatched and grey
+        if not _verified(r):
+            bar.set(facecolor="none", edgecolor="grey", hatch="//")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per image, ms (bar: p50, whisker: p90; log scale)")
+    ax.set_title("Model latency per artifact")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return _save(fig, out_dir / "latency.png")
+
+
+def _bar_labels(ordered: list[dict], rows: list[dict]) -> list[str]:
+    labels = [f"{r['artifact']['role']} {r.get('runtime')} {r['artifact']['precision']}" for r in ordered]
+    repeated = {label for label in labels if labels.count(label) > 1}  # two students: say whose bar
+    labels = [f"{label} ({artifact_label(r, rows)})" if label in repeated else label
+              for label, r in zip(labels, ordered)]
+    return [label + _unverified_note(r) for label, r in zip(labels, ordered)]
 
 
 def _verified(r: dict) -> bool:

@@ -23,7 +23,7 @@ from crd_edge.bench.run import RunnerOptions, bench
 from crd_edge.errors import UserError
 from crd_edge.models.family import FAMILY_BASE, Member
 
-__all__ = ["choose_student", "parse_budget", "run_sweep", "render_sweep"]
+__all__ = ["choose_student", "parse_budget", "run_sweep", "render_sweep", "student_for_budget"]
 
 
 def _key(row: dict) -> tuple:
@@ -208,3 +208,13 @@ def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None =
                         f"{precision} on {on} (the fastest, {fastest['name']}, takes {fastest['ms']:.2f} ms)")
     return {"budget_ms": budget_ms, "runtime": runtime, "precision": precision, "device": on, "table": str(table),
             "chosen": within[-1], "runner_up": within[-2] if len(within) > 1 else None, "candidates": candidates}
+
+
+def student_for_budget(table: str | Path, budget: str, *, runtime: str | None = None, precision: str | None = None,
+                       on: str = "local") -> tuple[dict, dict]:
+    """``distill --latency-budget``: the choice for a budget as typed (``5ms``, see
+    :func:`choose_student`) and the config keys that make the chosen member the run's student,
+    the choice kept with them so the run's report can say why this student."""
+    choice = choose_student(table, parse_budget(budget), runtime=runtime, precision=precision, on=on)
+    return choice, {"student.arch": FAMILY_BASE, "student.kwargs": choice["chosen"]["member"]["kwargs"],
+                    "student.selection": choice}

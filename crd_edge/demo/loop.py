@@ -101,32 +101,14 @@ def _save_snapshot(frame: np.ndarray, folder: Path) -> Path:
 def run_demo(options: DemoOptions, log: Callable[[str], None] = print, stop: threading.Event | None = None,
              on_frame: Callable[[np.ndarray], None] | None = None) -> DemoSummary:
     """Run the demo until the source ends, ``max_frames``, a quit key, Ctrl-C or ``stop`` is set."""
-    if options.fit not in FITS:
-        raise UserError(f"--fit {options.fit}: expected one of {', '.join(FITS)}")
-    if options.max_frames is not None and options.max_frames < 1:
-        raise UserError(f"--max-frames {options.max_frames}: must be at least 1")
+    _check_options(options)
     spec = parse_source(options.source)
     sink = VideoFileSink(options.output) if options.output else None  # a bad --output fails first
-    model = open_model(options.model, options.runtime, options.size, options.threads)
-    teacher = None
-    if options.compare:
-        teacher = open_model(options.compare, "auto", model.size, options.threads, size_option="the student's size")
-    window, can_show, why = None, False, ""
-    if options.window is not False:
-        can_show, why = window_available()
-        if options.window and not can_show:
-            raise UserError(f"--window: {why}; use --output or --serve instead")
+    model, teacher = _open_models(options)
+    can_show, why = _window_check(options)
     server = MjpegServer(options.serve, title=model.label) if options.serve else None  # a busy port fails here
-    try:
-        cap, first = open_capture(spec)  # last: a bad model or port fails before the camera turns on
-    except UserError:
-        if server:
-            server.close()
-        raise
-    if options.window is not False:
-        window = WindowSink() if can_show else None
-        if window is None and not (options.output or options.serve):
-            log(f"note: no window ({why}); frames are only counted. Add --output FILE or --serve HOST:PORT to see them")
+    cap, first = _open_capture(spec, server)  # last: a bad model or port fails before the camera turns on
+    window = _open_window(options, can_show, why, log)
     reader = FrameReader(cap, first, live=spec.live, loop=options.loop)
     if sink:
         sink.set_fps(reader.fps)
@@ -135,66 +117,146 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print, stop: thr
     log(f"demo: {model.label} at {model.size[0]}x{model.size[1]}"
         + (f" vs {teacher.label}" if teacher else "") + f" on {spec.text}"
         + (f"; serving {server.url}" if server else "") + (f"; writing {options.output}" if sink else ""))
-    rate, paused, composed, ok = SmoothedRate(), False, None, False
-    reader.start()
-    started = last = time.perf_counter()
+    _DemoLoop(options, spec.live, model, teacher, reader, sink, server, window, summary, log, on_frame).run(stop)
+    return summary
+
+
+def _check_options(options: DemoOptions) -> None:
+    if options.fit not in FITS:
+        raise UserError(f"--fit {options.fit}: expected one of {', '.join(FITS)}")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise UserError(f"--max-frames {options.max_frames}: must be at least 1")
+
+
+def _open_models(options: DemoOptions) -> tuple[DemoModel, DemoModel | None]:
+    """The student, and the teacher of --compare at the student's size (the panels sit side by side)."""
+    model = open_model(options.model, options.runtime, options.size, options.threads)
+    teacher = None
+    if options.compare:
+        teacher = open_model(options.compare, "auto", model.size, options.threads, size_option="the student's size")
+    return model, teacher
+
+
+def _window_check(options: DemoOptions) -> tuple[bool, str]:
+    """Whether a window can be shown and why not; checked before the server and camera start, so
+    an explicit --window that cannot open fails before either."""
+    can_show, why = False, ""
+    if options.window is not False:
+        can_show, why = window_available()
+        if options.window and not can_show:
+            raise UserError(f"--window: {why}; use --output or --serve instead")
+    return can_show, why
+
+
+def _open_capture(spec, server: MjpegServer | None):
+    """The source's capture and first frame; a source that fails frees the server's port."""
     try:
-        while True:
-            if stop is not None and stop.is_set():
-                summary.ended = "stopped"
-                break
-            if not paused:
-                frame = reader.read()
-                if frame is None:
-                    summary.ended = "end of video" if not spec.live else "source lost"
-                    break
-                fitted = fit_frame(frame, model.size, options.fit)
-                x = to_model_input(fitted)
-                y, ms = _timed(model, x)
-                summary.latencies_ms.append(ms)
-                panels = [(from_model_output(y), model.label, f"{ms:.1f} ms")]
-                if teacher is not None:
-                    y_teacher, teacher_ms = _timed(teacher, x)
-                    summary.teacher_latencies_ms.append(teacher_ms)
-                    panels.append((from_model_output(y_teacher), teacher.label, f"{teacher_ms:.0f} ms"))
-                now = time.perf_counter()
-                fps = rate.update(now - last)
-                last = now
-                composed = compose([(fitted, f"input  {fps:.1f} FPS", ""), *panels])
-                summary.frames += 1
-                if sink:
-                    sink.write(composed)
-                if server:
-                    server.write(composed, {"frames": summary.frames, "fps": fps, "latency_ms": ms})
-                if on_frame:
-                    on_frame(composed)
-            if window is not None:
-                window.write(composed)
-                key = window.poll_key()
-                if key == "quit":
-                    summary.ended = "quit"
-                    break
-                if key == "pause":
-                    paused = not paused
-                if key == "snapshot":
-                    log(f"snapshot: {_save_snapshot(composed, options.snapshot_dir)}")
-                if paused:
-                    time.sleep(0.02)
-            if options.max_frames and summary.frames >= options.max_frames:
-                summary.ended = "max frames"
-                break
-        ok = True
-    except KeyboardInterrupt:
-        summary.ended, ok = "interrupted", True
-    finally:
-        summary.seconds = time.perf_counter() - started
-        summary.dropped = reader.dropped
-        reader.stop()
+        return open_capture(spec)
+    except UserError:
         if server:
             server.close()
-        if window is not None:
-            window.close()
-        if sink:
-            written = sink.close(keep=ok)
-            summary.output = str(written) if written else None
-    return summary
+        raise
+
+
+def _open_window(options: DemoOptions, can_show: bool, why: str, log: Callable[[str], None]) -> WindowSink | None:
+    if options.window is False:
+        return None
+    window = WindowSink() if can_show else None
+    if window is None and not (options.output or options.serve):
+        log(f"note: no window ({why}); frames are only counted. Add --output FILE or --serve HOST:PORT to see them")
+    return window
+
+
+class _DemoLoop:
+    """The frame loop of one demo, with what lives from frame to frame: the FPS estimate, the
+    pause, the last composed frame (a paused window keeps showing it)."""
+
+    def __init__(self, options: DemoOptions, live: bool, model: DemoModel, teacher: DemoModel | None,
+                 reader: FrameReader, sink: VideoFileSink | None, server: MjpegServer | None,
+                 window: WindowSink | None, summary: DemoSummary, log: Callable[[str], None],
+                 on_frame: Callable[[np.ndarray], None] | None):
+        self.options, self.live, self.model, self.teacher = options, live, model, teacher
+        self.reader, self.sink, self.server, self.window = reader, sink, server, window
+        self.summary, self.log, self.on_frame = summary, log, on_frame
+        self.rate, self.paused, self.composed = SmoothedRate(), False, None
+        self.last = 0.0
+
+    def run(self, stop: threading.Event | None) -> None:
+        """Loop until it ends, then close every output; Ctrl-C is an ending like any other, so
+        the video written so far is kept."""
+        ok = False
+        self.reader.start()
+        started = self.last = time.perf_counter()
+        try:
+            self.summary.ended = self._loop(stop)
+            ok = True
+        except KeyboardInterrupt:
+            self.summary.ended, ok = "interrupted", True
+        finally:
+            self.summary.seconds = time.perf_counter() - started
+            self._close(keep=ok)
+
+    def _loop(self, stop: threading.Event | None) -> str:
+        """Frames until one of the endings; returns which (DemoSummary.ended)."""
+        while True:
+            if stop is not None and stop.is_set():
+                return "stopped"
+            if not self.paused:
+                frame = self.reader.read()
+                if frame is None:
+                    return "end of video" if not self.live else "source lost"
+                self._process(frame)
+            if self.window is not None and self._window_key() == "quit":
+                return "quit"
+            if self.options.max_frames and self.summary.frames >= self.options.max_frames:
+                return "max frames"
+
+    def _process(self, frame: np.ndarray) -> None:
+        """Fit, run the student (and teacher), compose the panels and hand them to every output."""
+        fitted = fit_frame(frame, self.model.size, self.options.fit)
+        x = to_model_input(fitted)
+        y, ms = _timed(self.model, x)
+        self.summary.latencies_ms.append(ms)
+        panels = [(from_model_output(y), self.model.label, f"{ms:.1f} ms")]
+        if self.teacher is not None:
+            y_teacher, teacher_ms = _timed(self.teacher, x)
+            self.summary.teacher_latencies_ms.append(teacher_ms)
+            panels.append((from_model_output(y_teacher), self.teacher.label, f"{teacher_ms:.0f} ms"))
+        now = time.perf_counter()
+        fps = self.rate.update(now - self.last)
+        self.last = now
+        self.composed = compose([(fitted, f"input  {fps:.1f} FPS", ""), *panels])
+        self.summary.frames += 1
+        if self.sink:
+            self.sink.write(self.composed)
+        if self.server:
+            self.server.write(self.composed, {"frames": self.summary.frames, "fps": fps, "latency_ms": ms})
+        if self.on_frame:
+            self.on_frame(self.composed)
+
+    def _window_key(self) -> str | None:
+        """Show the frame and act on the key pressed: pause toggles, a snapshot is saved; "quit"
+        is left to the loop to end on."""
+        self.window.write(self.composed)
+        key = self.window.poll_key()
+        if key == "quit":
+            return key
+        if key == "pause":
+            self.paused = not self.paused
+        if key == "snapshot":
+            self.log(f"snapshot: {_save_snapshot(self.composed, self.options.snapshot_dir)}")
+        if self.paused:
+            time.sleep(0.02)  # a paused loop would otherwise spin on poll_key
+        return key
+
+    def _close(self, keep: bool) -> None:
+        """Stop the reader and close each output; the video file is kept only after a clean end."""
+        self.summary.dropped = self.reader.dropped
+        self.reader.stop()
+        if self.server:
+            self.server.close()
+        if self.window is not None:
+            self.window.close()
+        if self.sink:
+            written = self.sink.close(keep=keep)
+            self.summary.output = str(written) if written else None

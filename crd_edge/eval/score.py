@@ -27,6 +27,7 @@ import difflib
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,47 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
     say = log or (lambda line: None)
     is_teacher_ref = str(reference) == "teacher"
     wanted, notes = parse_metrics(metrics, is_teacher_ref)
+    _check_arguments(model, size, out_dir)
+    # 1. Everything that can fail on user input is resolved before the slow part starts.
+    inputs = _resolve_inputs(model, data, reference, is_teacher_ref, wanted, size, teacher, inception, vgg_weights,
+                             limit, notes)
+    _check_memory(size, inputs.size, inputs.loaded, inputs.t_model, inputs.vgg)
+    # 2. The reference's Inception statistics: cached, or gathered while scoring (a teacher).
+    if inputs.net is not None:
+        inputs.ref_stats, inputs.ref_info, inputs.ref_parts = _reference_statistics(
+            inputs.net, inputs.size, inputs.source, inputs.ref_source, inputs.t_model, cache_dir, say)
+    # 3. The model (and the teacher) on every image.
+    rows, model_feats, teacher_feats, examples = _score_all(inputs, model, wanted, progress, say)
+    # 4. The figures.
+    figures = _pixel_figures(rows, inputs.vgg)
+    if inputs.net is not None:
+        figures.update(_fid_kid(inputs, model_feats, teacher_feats, wanted, cache_dir, fid_method, kid_subsets,
+                                kid_subset_size, notes))
+    result = _result_record(inputs, rows, figures, notes)
+    if out_dir is not None:
+        write_report_folder(Path(out_dir), result, examples)
+    return result
+
+
+@dataclass
+class _Inputs:
+    """What an evaluation scores, on what and against what, resolved before the first image."""
+    source: Any                 # the images scored
+    teacher_reference: bool     # compared with the teacher's outputs, not a folder of real images
+    ref_source: Any             # a folder reference; None for the teacher's outputs
+    net: Any                    # Inception, where FID or KID is asked for
+    vgg: Any                    # the VGG distance, where asked for
+    loaded: Model
+    size: tuple[int, int]
+    t_model: Any = None
+    t_identity: dict[str, Any] | None = None
+    ref_stats: dict | None = None  # the reference's Inception statistics; None until cached or gathered
+    ref_info: Any = None
+    ref_parts: dict | None = None
+
+
+def _check_arguments(model, size: int | None, out_dir) -> None:
+    """The checks that need nothing loaded, so a typo fails at once."""
     if size is not None:
         check_size(None, None, size, size)  # the generic rule first: before anything is loaded
     check_model_exists(model)
@@ -180,7 +222,11 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         from crd_edge._io import writable_folder
         writable_folder(out_dir)
 
-    # 1. Everything that can fail on user input is resolved before the slow part starts.
+
+def _resolve_inputs(model, data, reference, is_teacher_ref: bool, wanted: list[str], size: int | None,
+                    teacher: str | None, inception, vgg_weights, limit: int | None, notes: list[str]) -> _Inputs:
+    """The images, the reference, the networks the metrics need, the model at its evaluation
+    size and, for a teacher reference, the teacher; the teacher's notes go to ``notes``."""
     from crd_edge.eval.images import data_source, reference_source
 
     source = data_source(data, limit)
@@ -195,53 +241,54 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
         vgg = VGGDistance(vgg_weights)
     loaded = open_model(str(model))
     height, width = _evaluation_size(loaded, size, model)
-    t_model, t_identity = None, None
+    inputs = _Inputs(source, is_teacher_ref, ref_source, net, vgg, loaded, (height, width))
     if is_teacher_ref:
-        t_model, t_identity, t_notes = resolve_teacher(teacher, loaded)
+        inputs.t_model, inputs.t_identity, t_notes = resolve_teacher(teacher, loaded)
         notes += t_notes
+    return inputs
 
-    _check_memory(size, (height, width), loaded, t_model, vgg)
 
-    # 2. The reference's Inception statistics: cached, or gathered while scoring (a teacher).
-    ref_stats = ref_info = ref_parts = None
-    if net is not None:
-        ref_stats, ref_info, ref_parts = _reference_statistics(net, (height, width), source, ref_source, t_model,
-                                                               cache_dir, say)
-    run_teacher = t_model is not None and (bool(PIXEL_METRICS & set(wanted)) or (net is not None and ref_stats is None))
-    say(f"scoring {source.count} images of {source.description} at {height}x{width}"
+def _score_all(inputs: _Inputs, model, wanted: list[str], progress, say) -> tuple[list, list, list, list]:
+    """:func:`_score_images` with the teacher run only where a figure needs it: a pixel metric,
+    or a teacher reference whose statistics were not cached."""
+    gather = inputs.net is not None and inputs.ref_stats is None
+    run_teacher = inputs.t_model is not None and (bool(PIXEL_METRICS & set(wanted)) or gather)
+    height, width = inputs.size
+    say(f"scoring {inputs.source.count} images of {inputs.source.description} at {height}x{width}"
         + (" (model + teacher)" if run_teacher else ""))
-
-    # 3. The model (and the teacher) on every image.
-    bar = optional_bar(progress, source.count, "eval")
+    bar = optional_bar(progress, inputs.source.count, "eval")
     with bar as advance:
-        rows, model_feats, teacher_feats, examples = _score_images(
-            loaded, model, source, (height, width), wanted, t_model if run_teacher else None, net, vgg,
-            teacher_features=net is not None and ref_stats is None, advance=advance)
+        return _score_images(inputs.loaded, model, inputs.source, inputs.size, wanted,
+                             inputs.t_model if run_teacher else None, inputs.net, inputs.vgg,
+                             teacher_features=gather, advance=advance)
 
-    # 4. The figures.
-    figures = _pixel_figures(rows, vgg)
-    if net is not None:
-        from crd_edge.eval import cache
-        if len(model_feats) < 2:  # before anything is cached
-            raise UserError(f"FID/KID need at least 2 images, {source.description} gave {len(model_feats)}")
-        if ref_stats is None:  # a teacher reference, gathered in step 3
-            ref_stats = cache.store(ref_parts, np.concatenate(teacher_feats), cache_dir)
-        against = "teacher outputs" if is_teacher_ref else ref_source.description
-        figures.update(_feature_figures(net, model_feats, ref_stats, ref_info, wanted, against, fid_method,
-                                        kid_subsets, kid_subset_size, notes))
-    result = {
-        "model": loaded.identity,
+
+def _fid_kid(inputs: _Inputs, model_feats: list[np.ndarray], teacher_feats: list[np.ndarray], wanted: list[str],
+             cache_dir, fid_method: str, kid_subsets: int, kid_subset_size: int, notes: list[str]) -> dict[str, Any]:
+    """FID/KID against the reference, caching a teacher reference's statistics gathered while scoring."""
+    from crd_edge.eval import cache
+    if len(model_feats) < 2:  # before anything is cached
+        raise UserError(f"FID/KID need at least 2 images, {inputs.source.description} gave {len(model_feats)}")
+    if inputs.ref_stats is None:  # a teacher reference, gathered in step 3
+        inputs.ref_stats = cache.store(inputs.ref_parts, np.concatenate(teacher_feats), cache_dir)
+    against = "teacher outputs" if inputs.teacher_reference else inputs.ref_source.description
+    return _feature_figures(inputs.net, model_feats, inputs.ref_stats, inputs.ref_info, wanted, against, fid_method,
+                            kid_subsets, kid_subset_size, notes)
+
+
+def _result_record(inputs: _Inputs, rows: list[dict[str, Any]], figures: dict[str, Any],
+                   notes: list[str]) -> dict[str, Any]:
+    source, ref_source = inputs.source, inputs.ref_source
+    return {
+        "model": inputs.loaded.identity,
         "data": {"source": source.description, "images": len(rows), "skipped": dict(source.skipped)},
-        "reference": ({"kind": "teacher", "teacher": t_identity} if is_teacher_ref else
+        "reference": ({"kind": "teacher", "teacher": inputs.t_identity} if inputs.teacher_reference else
                       {"kind": "images", "source": ref_source.description, "skipped": dict(ref_source.skipped)}),
-        "size": [height, width],
+        "size": list(inputs.size),
         "metrics": figures,
         "per_image": rows,
         "notes": [UINT8_NOTE, *notes],
     }
-    if out_dir is not None:
-        write_report_folder(Path(out_dir), result, examples)
-    return result
 
 
 #: Images kept for the side-by-side picture of a report folder.

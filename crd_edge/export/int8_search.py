@@ -141,56 +141,86 @@ def search(model: nn.Module, images: torch.Tensor, quantize: Callable[[list[str]
     accurate one tried if none reaches the aim (``aim_db`` None: :data:`AIM_DB`; the worst
     photo's aim is :data:`AIM_WORST_DB`, never above the mean's)."""
     aim_db = AIM_DB if aim_db is None else aim_db
-    aim_worst_db = min(AIM_WORST_DB, aim_db)
     with torch.no_grad():
         reference = model(images).numpy()
-    batch = images.numpy()
-    tried: dict[int, tuple[Any, float, float]] = {}  # k -> (artifact, mean PSNR, worst PSNR)
-
-    def reaches(k: int) -> bool:
-        return tried[k][1] >= aim_db and tried[k][2] >= aim_worst_db
-
-    def attempt(k: int) -> bool:
-        """Quantise with the k first units in float; True when the result reaches both aims."""
-        artifact = quantize([layer.key for layer in ranking[:k]])
-        psnrs = _psnrs(run(artifact, batch), reference)
-        tried[k] = (artifact, float(psnrs.mean()), float(psnrs.min()))
-        return reaches(k)
-
-    ranking = [Layer(unit, 0, float("nan")) for unit in lead]
-    shares = np.zeros(len(ranking))
+    trials = _Trials(quantize, run, images.numpy(), reference, aim_db, min(AIM_WORST_DB, aim_db))
+    trials.ranking = [Layer(unit, 0, float("nan")) for unit in lead]
+    shares = np.zeros(len(trials.ranking))
     start = len(lead)  # the lead units first, as one step: ranking the layers costs a pass each
-    if not attempt(0) and (not start or not attempt(start)):
-        ranking += rank_layers(model, images, keys)
-        shares = np.cumsum([layer.macs for layer in ranking]) / max(sum(layer.macs for layer in ranking), 1)
+    if not trials.attempt(0) and (not start or not trials.attempt(start)):
+        trials.ranking += rank_layers(model, images, keys)
+        shares = _float_mac_shares(trials.ranking)
         most = int(np.searchsorted(shares, MAX_FLOAT_MAC_SHARE, side="right"))  # float units allowed
+        trials.grow_then_bisect(start, most)
+    chosen = trials.chosen()
+    return trials.tried[chosen][0], _search_record(trials, chosen, shares, lead, start, len(images))
+
+
+def _float_mac_shares(ranking: list[Layer]) -> np.ndarray:
+    """The share of all MACs left in float with the first k units in float, at index k - 1."""
+    return np.cumsum([layer.macs for layer in ranking]) / max(sum(layer.macs for layer in ranking), 1)
+
+
+class _Trials:
+    """The artifacts :func:`search` has tried, by k (the first k units of ``ranking`` in float),
+    each measured once: a quantiser run costs seconds to minutes."""
+
+    def __init__(self, quantize: Callable[[list[str]], Path], run: Callable[[Path, np.ndarray], np.ndarray],
+                 batch: np.ndarray, reference: np.ndarray, aim_db: float, aim_worst_db: float):
+        self.quantize, self.run, self.batch, self.reference = quantize, run, batch, reference
+        self.aim_db, self.aim_worst_db = aim_db, aim_worst_db
+        self.ranking: list[Layer] = []
+        self.tried: dict[int, tuple[Any, float, float]] = {}  # k -> (artifact, mean PSNR, worst PSNR)
+
+    def reaches(self, k: int) -> bool:
+        return self.tried[k][1] >= self.aim_db and self.tried[k][2] >= self.aim_worst_db
+
+    def attempt(self, k: int) -> bool:
+        """Quantise with the k first units in float; True when the result reaches both aims."""
+        artifact = self.quantize([layer.key for layer in self.ranking[:k]])
+        psnrs = _psnrs(self.run(artifact, self.batch), self.reference)
+        self.tried[k] = (artifact, float(psnrs.mean()), float(psnrs.min()))
+        return self.reaches(k)
+
+    def grow_then_bisect(self, start: int, most: int) -> None:
+        """k = start + 1, 2, 4, ... (capped at ``most``) until one reaches the aims, then the
+        smallest k between the last miss and it: few quantiser runs for a long ranking."""
         low, step = start, 1  # low: the largest k known to miss the aim
         k = min(start + step, most)
-        while k < most and not attempt(k):
+        while k < most and not self.attempt(k):
             low, step = k, 2 * step
             k = min(start + step, most)
-        if k not in tried:
-            attempt(k)
+        if k not in self.tried:
+            self.attempt(k)
         high = k
-        if reaches(high):
+        if self.reaches(high):
             while high - low > 1:  # the smallest k that reaches the aim, if monotone
                 middle = (low + high) // 2
-                if attempt(middle):
+                if self.attempt(middle):
                     high = middle
                 else:
                     low = middle
-    passing = [k for k in tried if reaches(k)]
-    # None reaches both: the best worst photo (the verification floor applies to the worst).
-    chosen = min(passing) if passing else max(tried, key=lambda k: (tried[k][2], tried[k][1]))
-    kept = [layer.key for layer in ranking[:chosen]]
-    record = {"aim_db": aim_db, "aim_worst_db": aim_worst_db, "images": len(images),
+
+    def chosen(self) -> int:
+        passing = [k for k in self.tried if self.reaches(k)]
+        # None reaches both: the best worst photo (the verification floor applies to the worst).
+        return min(passing) if passing else max(self.tried, key=lambda k: (self.tried[k][2], self.tried[k][1]))
+
+
+def _search_record(trials: _Trials, chosen: int, shares: np.ndarray, lead: tuple[str, ...], start: int,
+                   images: int) -> dict:
+    """The manifest's record of the search: what stayed in float, the PSNRs of every k tried
+    and, where layers were ranked, each one's sensitivity."""
+    kept = [layer.key for layer in trials.ranking[:chosen]]
+    tried = trials.tried
+    record = {"aim_db": trials.aim_db, "aim_worst_db": trials.aim_worst_db, "images": images,
               "float_ops": [key for key in kept if key in lead],
               "float_layers": [key for key in kept if key not in lead],
               "float_mac_share": round(float(shares[chosen - 1]), 4) if chosen else 0.0,
               "psnr_db_mean": round(tried[chosen][1], 2), "psnr_db_min": round(tried[chosen][2], 2),
               "tried": [{"float_units": k, "psnr_db_mean": round(mean, 2), "psnr_db_min": round(worst, 2)}
                         for k, (_, mean, worst) in sorted(tried.items())]}
-    if len(ranking) > start:
+    if len(trials.ranking) > start:
         record["max_float_mac_share"] = MAX_FLOAT_MAC_SHARE
-        record["sensitivity_db"] = {layer.key: round(layer.psnr_db, 2) for layer in ranking[start:]}
-    return tried[chosen][0], record
+        record["sensitivity_db"] = {layer.key: round(layer.psnr_db, 2) for layer in trials.ranking[start:]}
+    return record

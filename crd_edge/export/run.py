@@ -29,26 +29,13 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     is missing, with several targets) or failed (its conversion raised). ``keep_going``: report
     a missing backend or a failed conversion as a result instead of raising (default: with
     several targets or precisions)."""
-    import torch
-
-    from crd_edge.export.base import MissingExtra
     from crd_edge.artifacts import ArtifactWriter
-    from crd_edge.runtime.torch_source import load_source
-    from crd_edge.export.verify import calibration_images, verification_images
+    from crd_edge.export.verify import calibration_images
 
     targets = [targets] if isinstance(targets, str) else list(targets)
     precisions = [precisions] if isinstance(precisions, str) else precisions
     pairs = plan(targets, precisions)
-    if out_dir is not None:
-        from crd_edge._io import writable_folder
-        writable_folder(out_dir)  # before the model is loaded
-    src = load_source(source, arch)
-    sizes = parse_sizes(size, src.native_size)
-    from crd_edge.models.registry import check_size
-    for height, width in sizes:
-        check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
-    default_out = Path(src.identity["path"]).parent / "export" if src.role == "student" else Path("export")
-    out_dir = Path(out_dir) if out_dir else default_out
+    src, sizes, out_dir = _load_checked(source, arch, size, out_dir)
     writer = ArtifactWriter(out_dir, force=force)
     if keep_going is None:
         keep_going = "all" in targets or len(pairs) > 1 or len(sizes) > 1
@@ -56,36 +43,74 @@ def export(source: str | Path, targets: list[str] | str = "onnx", precisions: li
     done: list[ExportResult] = []
     first = None  # the first size's photos and reference: the comparison picture's
     for height, width in sizes:  # every artifact is verified at its own size, on the same photos
-        images = verification_images(height, width)
-        with torch.no_grad():
-            reference = src.model(images).float().numpy()
+        images, reference = _verification_set(src, height, width)
         first = first or (images, reference)
         calibration = (calibration_images(height, width, calib)
                        if any(p.startswith("int8") for _, p in pairs) else None)
-        for target, precision in pairs:
-            module = target_module(target)
-            try:
-                record = _export_one(module, target, precision, src, (height, width), calibration, images,
-                                     reference, writer)
-                done.append(ExportResult.written(record, out_dir))
-                yield done[-1]
-            except MissingExtra as exc:
-                if not keep_going:
-                    raise
-                yield ExportResult(target, precision, "skipped", str(exc))
-            except Exception as exc:  # a conversion that fails must not cost the other targets
-                if not keep_going:
-                    raise
-                reason = (str(exc) if isinstance(exc, UserError)
-                          else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-                yield ExportResult(target, precision, "error", reason)
-    # One held-out photo through every artifact of the first size that runs here (comparison.png
-    # beside them): an illustration, so a failure to draw it is a warning, never a failed export.
-    picture = out_dir / COMPARISON_NAME
+        yield from _export_pairs(pairs, src, (height, width), calibration, images, reference, writer, out_dir,
+                                 keep_going, done)
+    _draw_comparison(out_dir / COMPARISON_NAME, first, [r for r in done if _record_size(r.record) == sizes[0]])
+
+
+def _load_checked(source, arch: str | None, size, out_dir) -> tuple:
+    """(the source model, the sizes to export at, the output folder), each checked before any
+    conversion; a folder that cannot be written fails before the model is loaded."""
+    from crd_edge.models.registry import check_size
+    from crd_edge.runtime.torch_source import load_source
+
+    if out_dir is not None:
+        from crd_edge._io import writable_folder
+        writable_folder(out_dir)  # before the model is loaded
+    src = load_source(source, arch)
+    sizes = parse_sizes(size, src.native_size)
+    for height, width in sizes:
+        check_size(src.identity.get("arch"), src.identity.get("kwargs"), height, width)
+    default_out = Path(src.identity["path"]).parent / "export" if src.role == "student" else Path("export")
+    return src, sizes, Path(out_dir) if out_dir else default_out
+
+
+def _verification_set(src, height: int, width: int) -> tuple:
+    """The held-out photos at this size and the torch fp32 model's outputs on them."""
+    import torch
+
+    from crd_edge.export.verify import verification_images
+
+    images = verification_images(height, width)
+    with torch.no_grad():
+        reference = src.model(images).float().numpy()
+    return images, reference
+
+
+def _export_pairs(pairs, src, size, calibration, images, reference, writer, out_dir: Path, keep_going: bool,
+                  done: list[ExportResult]) -> Iterator[ExportResult]:
+    """Each (target, precision) at one size; the written ones are appended to ``done`` too. With
+    ``keep_going`` a missing backend or a failed conversion is a result, not the end."""
+    from crd_edge.export.base import MissingExtra
+
+    for target, precision in pairs:
+        module = target_module(target)
+        try:
+            record = _export_one(module, target, precision, src, size, calibration, images, reference, writer)
+            done.append(ExportResult.written(record, out_dir))
+            yield done[-1]
+        except MissingExtra as exc:
+            if not keep_going:
+                raise
+            yield ExportResult(target, precision, "skipped", str(exc))
+        except Exception as exc:  # a conversion that fails must not cost the other targets
+            if not keep_going:
+                raise
+            reason = (str(exc) if isinstance(exc, UserError)
+                      else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            yield ExportResult(target, precision, "error", reason)
+
+
+def _draw_comparison(picture: Path, first: tuple, written: list[ExportResult]) -> None:
+    """One held-out photo through every artifact of the first size that runs here (comparison.png
+    beside them): an illustration, so a failure to draw it is a warning, never a failed export."""
     images, reference = first
-    first_size = [r for r in done if _record_size(r.record) == sizes[0]]
     try:
-        if write_comparison(first_size, images[:1].numpy(), reference[:1], picture) is None:
+        if write_comparison(written, images[:1].numpy(), reference[:1], picture) is None:
             picture.unlink(missing_ok=True)  # not an older export's picture beside these artifacts
     except Exception as exc:  # noqa: BLE001
         picture.unlink(missing_ok=True)

@@ -197,8 +197,28 @@ def _refit(student: ResnetGenerator, teacher: ResnetGenerator, io: list, images:
     et al. 2017). Slicing alone leaves each layer reading a quarter of the inputs it was trained
     on; the fit gives the start a layer-by-layer match instead. Transposed convolutions keep
     are written as plain convolutions and fitted the same way."""
-    t_convs, s_convs = _convs(teacher), _convs(student)
-    generator = torch.Generator().manual_seed(0)
+    s_convs = _convs(student)
+    generator = torch.Generator().manual_seed(0)  # one stream for every layer's row sample
+    targets = _teacher_targets(teacher, io, images, chunk)
+    for j, conv in enumerate(s_convs):
+        transposed = isinstance(conv, nn.ConvTranspose2d)
+        if transposed and (conv.stride != (2, 2) or conv.padding != (1, 1) or conv.kernel_size != (4, 4)):
+            continue  # only the k4/s2/p1 layer is written as a plain conv below
+        captured, pad, stride = _layer_inputs(student, conv, images, chunk, transposed)
+        ys_all, weights = targets[j], [None] * len(captured)
+        last = j == len(s_convs) - 1
+        if last:
+            ys_all, weights = _output_targets(student, ys_all, images, chunk)
+        # One normal-equation system per output channel when rows are weighted per channel.
+        systems = conv.out_channels if last else 1
+        gram, cross = _normal_equations(conv, captured, ys_all, weights, pad, stride, systems, generator, max_rows)
+        _write_fit(conv, _solve_ridge(gram, cross, ridge), transposed)
+
+
+def _teacher_targets(teacher: ResnetGenerator, io: list, images: torch.Tensor, chunk: int) -> dict[int, list]:
+    """Each teacher convolution's outputs on ``images`` (a tensor per chunk), at the output
+    channels the student keeps of it."""
+    t_convs = _convs(teacher)
     targets: dict[int, list[torch.Tensor]] = {j: [] for j in range(len(t_convs))}
 
     def keep(j):
@@ -207,66 +227,89 @@ def _refit(student: ResnetGenerator, teacher: ResnetGenerator, io: list, images:
             targets[j].append(output if out_idx is None else output[:, out_idx])
         return hook
     _run_hooked(teacher, images, [c.register_forward_hook(keep(j)) for j, c in enumerate(t_convs)], chunk)
-    for j, conv in enumerate(s_convs):
-        transposed = isinstance(conv, nn.ConvTranspose2d)
-        if transposed and (conv.stride != (2, 2) or conv.padding != (1, 1) or conv.kernel_size != (4, 4)):
-            continue  # only the k4/s2/p1 layer is written as a plain conv below
-        captured: list[torch.Tensor] = []
-        _run_hooked(student, images, [conv.register_forward_pre_hook(lambda m, inputs: captured.append(inputs[0]))],
-                    chunk)
-        k, pad, stride = conv.kernel_size, conv.padding, conv.stride
-        if transposed:
-            # ConvTranspose(k4, s2, p1) = zeros inserted between the input's pixels, padded by
-            # k - 1 - p = 2, then a plain conv with the kernel flipped and in/out swapped.
-            captured = [_zero_insert(x) for x in captured]
-            pad, stride = (2, 2), (1, 1)
-        n_feat = conv.in_channels * k[0] * k[1] + 1
-        cross = torch.zeros(n_feat, conv.out_channels, dtype=torch.float64)
-        ys_all, weights = targets[j], [None] * len(captured)
-        last = j == len(s_convs) - 1
-        if last:
-            # The last conv is fitted where it counts, in the output: each pre-tanh error weighted
-            # by the squared slope of tanh at the teacher's output (Gauss-Newton), or saturated
-            # pixels (pre-tanh values of 5 and more) would dominate the fit.
-            weights = [(1 - torch.tanh(y).pow(2)).pow(2) for y in ys_all]
-            if student.input_skip:
-                # With the input skip the last conv predicts the change of the input in tanh space
-                # (ResnetGenerator.forward): the teacher's pre-tanh output minus atanh(x).
-                inputs = [images[start:start + chunk] for start in range(0, len(images), chunk)]
-                ys_all = [y - torch.atanh(x.clamp(-0.999, 0.999)) for y, x in zip(ys_all, inputs)]
-        # One normal-equation system per output channel when rows are weighted per channel.
-        systems = conv.out_channels if last else 1
-        gram = torch.zeros(systems, n_feat, n_feat, dtype=torch.float64)
-        rows_per_chunk = max(1, max_rows // len(captured))
-        for x, y, w in zip(captured, ys_all, weights):
-            cols = nn.functional.unfold(x, k, padding=pad, stride=stride)  # N x (C k k) x L
-            cols = torch.cat([cols, torch.ones_like(cols[:, :1])], 1).transpose(1, 2).reshape(-1, n_feat)
-            ys = y.flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)
-            # A fixed random subset of the rows: a few hundred thousand pixels determine at most
-            # a thousand weights well, and full-resolution layers have millions.
-            rows = torch.randperm(len(cols), generator=generator)[:rows_per_chunk]
-            cols, ys = cols[rows].double(), ys[rows].double()
-            if w is not None:
-                w = w.flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)[rows]
-            if w is None:
-                gram[0] += cols.T @ cols
-                cross += cols.T @ ys
-            else:
-                ws = w.double()
-                for c in range(systems):
-                    gram[c] += cols.T @ (cols * ws[:, c:c + 1])
-                    cross[:, c] += cols.T @ (ys[:, c] * ws[:, c])
-        reg = ridge * gram.diagonal(dim1=1, dim2=2).mean(1)[:, None, None] * torch.eye(n_feat, dtype=torch.float64)
-        if systems == 1:
-            solution = torch.linalg.solve(gram[0] + reg[0], cross)  # (C k k + 1) x out
+    return targets
+
+
+def _layer_inputs(student: ResnetGenerator, conv: nn.Module, images: torch.Tensor, chunk: int,
+                  transposed: bool) -> tuple[list[torch.Tensor], tuple, tuple]:
+    """What ``conv`` reads in the student as it is now (its earlier layers re-fitted), per chunk,
+    with the padding and stride of the plain convolution fitted on it."""
+    captured: list[torch.Tensor] = []
+    _run_hooked(student, images, [conv.register_forward_pre_hook(lambda m, inputs: captured.append(inputs[0]))],
+                chunk)
+    pad, stride = conv.padding, conv.stride
+    if transposed:
+        # ConvTranspose(k4, s2, p1) = zeros inserted between the input's pixels, padded by
+        # k - 1 - p = 2, then a plain conv with the kernel flipped and in/out swapped.
+        captured = [_zero_insert(x) for x in captured]
+        pad, stride = (2, 2), (1, 1)
+    return captured, pad, stride
+
+
+def _output_targets(student: ResnetGenerator, ys_all: list[torch.Tensor], images: torch.Tensor,
+                    chunk: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The last conv's targets and per-pixel row weights.
+
+    The last conv is fitted where it counts, in the output: each pre-tanh error weighted by the
+    squared slope of tanh at the teacher's output (Gauss-Newton), or saturated pixels (pre-tanh
+    values of 5 and more) would dominate the fit."""
+    weights = [(1 - torch.tanh(y).pow(2)).pow(2) for y in ys_all]
+    if student.input_skip:
+        # With the input skip the last conv predicts the change of the input in tanh space
+        # (ResnetGenerator.forward): the teacher's pre-tanh output minus atanh(x).
+        inputs = [images[start:start + chunk] for start in range(0, len(images), chunk)]
+        ys_all = [y - torch.atanh(x.clamp(-0.999, 0.999)) for y, x in zip(ys_all, inputs)]
+    return ys_all, weights
+
+
+def _normal_equations(conv: nn.Module, captured: list[torch.Tensor], ys_all: list[torch.Tensor], weights: list,
+                      pad: tuple, stride: tuple, systems: int, generator: torch.Generator,
+                      max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gram, cross) of the least-squares fit from ``conv``'s unfolded input (plus a bias column)
+    to its targets, over a random sample of the rows; ``systems`` grams where rows are weighted
+    per output channel, else one."""
+    k = conv.kernel_size
+    n_feat = conv.in_channels * k[0] * k[1] + 1
+    cross = torch.zeros(n_feat, conv.out_channels, dtype=torch.float64)
+    gram = torch.zeros(systems, n_feat, n_feat, dtype=torch.float64)
+    rows_per_chunk = max(1, max_rows // len(captured))
+    for x, y, w in zip(captured, ys_all, weights):
+        cols = nn.functional.unfold(x, k, padding=pad, stride=stride)  # N x (C k k) x L
+        cols = torch.cat([cols, torch.ones_like(cols[:, :1])], 1).transpose(1, 2).reshape(-1, n_feat)
+        ys = y.flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)
+        # A fixed random subset of the rows: a few hundred thousand pixels determine at most
+        # a thousand weights well, and full-resolution layers have millions.
+        rows = torch.randperm(len(cols), generator=generator)[:rows_per_chunk]
+        cols, ys = cols[rows].double(), ys[rows].double()
+        if w is None:
+            gram[0] += cols.T @ cols
+            cross += cols.T @ ys
         else:
-            solution = torch.stack([torch.linalg.solve(gram[c] + reg[c], cross[:, c]) for c in range(systems)], 1)
-        weight = solution[:-1].T.reshape(conv.out_channels, conv.in_channels, *k)
-        if transposed:
-            weight = weight.flip(-1, -2).transpose(0, 1)
-        conv.weight.copy_(weight.to(conv.weight.dtype))
-        if conv.bias is not None:
-            conv.bias.copy_(solution[-1].to(conv.bias.dtype))
+            ws = w.flatten(2).transpose(1, 2).reshape(-1, conv.out_channels)[rows].double()
+            for c in range(systems):
+                gram[c] += cols.T @ (cols * ws[:, c:c + 1])
+                cross[:, c] += cols.T @ (ys[:, c] * ws[:, c])
+    return gram, cross
+
+
+def _solve_ridge(gram: torch.Tensor, cross: torch.Tensor, ridge: float) -> torch.Tensor:
+    """The (C k k + 1) x out solution, each system damped by ``ridge`` times its mean diagonal."""
+    n_feat = gram.shape[-1]
+    reg = ridge * gram.diagonal(dim1=1, dim2=2).mean(1)[:, None, None] * torch.eye(n_feat, dtype=torch.float64)
+    if len(gram) == 1:
+        return torch.linalg.solve(gram[0] + reg[0], cross)
+    return torch.stack([torch.linalg.solve(gram[c] + reg[c], cross[:, c]) for c in range(len(gram))], 1)
+
+
+def _write_fit(conv: nn.Module, solution: torch.Tensor, transposed: bool) -> None:
+    """The fitted plain-conv weights (and bias) into ``conv``, flipped and swapped back for a
+    transposed one."""
+    weight = solution[:-1].T.reshape(conv.out_channels, conv.in_channels, *conv.kernel_size)
+    if transposed:
+        weight = weight.flip(-1, -2).transpose(0, 1)
+    conv.weight.copy_(weight.to(conv.weight.dtype))
+    if conv.bias is not None:
+        conv.bias.copy_(solution[-1].to(conv.bias.dtype))
 
 
 def inherit_into(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, refit: bool = True,

