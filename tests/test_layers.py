@@ -125,3 +125,29 @@ def test_each_format_s_exporter_and_session_are_registered_where_they_live():
     from crd_edge.runtime import SESSIONS
     assert set(EXPORTERS) == set(EXPORT_TARGETS)
     assert set(SESSIONS) == {t for t, f in FORMATS.items() if f.session}
+
+
+MAX_FUNCTION_LINES, MAX_CLASS_LINES = 60, 300  # docstrings and comments included
+
+
+def _oversized(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        limit = (MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None)
+        if limit and node.end_lineno - node.lineno + 1 > limit:
+            found.append(f"{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return found
+
+
+def test_functions_and_classes_stay_small_enough_to_read():
+    over = [f"{path.relative_to(ROOT)}: {name}" for path in sorted(ROOT.rglob("*.py"))
+            for name in _oversized(path.read_text())]
+    assert not over, "split these (one job each): " + "; ".join(over)
+
+
+def test_the_size_check_sees_a_long_function_and_a_long_class():
+    body = "\n".join(["    x = 1"] * 60)
+    assert _oversized(f"def f():\n{body}\n") == ["f (61 lines)"]
+    assert _oversized("class C:\n" + "\n".join([f"    a{i} = {i}" for i in range(300)]) + "\n") == ["C (301 lines)"]
+    assert _oversized("def g():\n    pass\n") == []
