@@ -61,10 +61,10 @@ def _pad_modes(path):
 def test_export_is_spec_verified(exported, arch, precision):
     job, path, details = exported[arch, precision]
     assert path.is_dir() and (path / "Manifest.json").exists()
-    assert (details["input_name"], details["output_name"], details["layout"]) == ("image", "output", "NCHW")
-    assert set(details["tool_versions"]) == {"torch", "coremltools"}
-    assert "torch.jit.trace" in details["conversion"]["method"]
-    assert any("tested with torch up to" in note for note in details["conversion"]["notes"])
+    assert (details.input_name, details.output_name, details.layout) == ("image", "output", "NCHW")
+    assert set(details.tool_versions) == {"torch", "coremltools"}
+    assert "torch.jit.trace" in details.conversion["method"]
+    assert any("tested with torch up to" in note for note in details.conversion["notes"])
 
     report = coreml.inspect(path, job)
     assert report["status"] == "spec-verified", report["problems"]
@@ -110,7 +110,7 @@ def test_export_prints_nothing(models, tmp_path, capfd):
     details = coreml.export(_job(models["resnet_9blocks"], "fp32", tmp_path), tmp_path / "m.mlpackage")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
-    assert any("deprecated" in note for note in details["conversion"]["notes"])  # torch.jit.trace's own warning
+    assert any("deprecated" in note for note in details.conversion["notes"])  # torch.jit.trace's own warning
 
 
 def test_unsupported_op_is_a_one_line_user_error(tmp_path):

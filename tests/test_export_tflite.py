@@ -73,11 +73,11 @@ def test_fp32_is_nhwc_and_reproduces_torch(artifacts):
     path, details, model = artifacts("fp32")
     session = open_session(path)
     assert session.backend == "litert" and session.input_shape == (1, SIZE, SIZE, 3)
-    assert details["layout"] == "NHWC"
+    assert details.layout == "NHWC"
     # the signature is named as in every format; the manifest keeps the file's tensor names too
-    assert (details["input_name"], details["output_name"]) == ("image", "output")
-    assert details["conversion"]["io"]["tensors"] == {"input": session.input["name"], "output": session.output["name"]}
-    assert set(details["tool_versions"]) == {"torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"}
+    assert (details.input_name, details.output_name) == ("image", "output")
+    assert details.conversion["io"]["tensors"] == {"input": session.input["name"], "output": session.output["name"]}
+    assert set(details.tool_versions) == {"torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert"}
     assert psnr_on_photos(path, model).min() >= 60
 
 
@@ -85,7 +85,7 @@ def test_fp16_is_close_and_smaller(artifacts):
     path, details, model = artifacts("fp16")
     assert psnr_on_photos(path, model).min() >= 40
     assert path.stat().st_size < artifacts("fp32")[0].stat().st_size
-    assert details["conversion"]["quantization"]["recipe"][0]["algorithm_key"] == "float_casting"
+    assert details.conversion["quantization"]["recipe"][0]["algorithm_key"] == "float_casting"
 
 
 @pytest.mark.parametrize("precision", ["int8", "int8-dynamic", "int8-weight"])
@@ -95,7 +95,7 @@ def test_int8_modes_run_and_shrink(artifacts, precision):
     path, details, model = artifacts(precision)
     assert np.isfinite(psnr_on_photos(path, model)).all()
     assert path.stat().st_size < artifacts("fp32")[0].stat().st_size
-    name = details["conversion"]["quantization"]["recipe_name"]
+    name = details.conversion["quantization"]["recipe_name"]
     assert name == tflite.RECIPES[precision] or (precision == "int8" and "accuracy search" in name)
 
 
@@ -105,7 +105,7 @@ def test_full_integer_int8_has_quantized_io(edge_model, tmp_path_factory, monkey
     path, details, _ = export(edge_model, "int8", tmp_path_factory)
     session = open_session(path)
     assert session.input["dtype"] == np.int8 and session.output["dtype"] == np.int8
-    found = details["conversion"]["quantization"]["accuracy_search"]
+    found = details.conversion["quantization"]["accuracy_search"]
     assert found["float_layers"] == found["float_ops"] == []
 
 
@@ -115,9 +115,9 @@ def test_int8_short_of_the_aim_keeps_the_sensitive_layers_in_float(edge_model, t
     from crd_edge.export import int8_search
     monkeypatch.setattr(int8_search, "AIM_DB", 200.0)  # never reached: the search goes to its MAC cap
     path, details, model = export(edge_model, "int8", tmp_path_factory)
-    found = details["conversion"]["quantization"]["accuracy_search"]
+    found = details.conversion["quantization"]["accuracy_search"]
     assert found["float_ops"] == [int8_search.NON_CONVOLUTIONS] and 0 < found["float_mac_share"] <= 0.5
-    io = details["conversion"]["io"]
+    io = details.conversion["io"]
     assert (io["input"], io["output"]) == ({"dtype": "float32"}, {"dtype": "float32"})
     # The file: int8 convolutions beside float ones, as many float as the search kept.
     interpreter = Interpreter(model_path=str(path))

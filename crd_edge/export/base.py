@@ -5,8 +5,9 @@ the format table, :data:`crd_edge.artifacts.FORMATS`) defines
 
 * ``REWRITES``    names from ``crd_edge.export.rewrites`` applied to the model before it is
                   handed over (the orchestrator applies them and records them);
-* ``export(job, path) -> dict``  writes the artifact to ``path`` (a temporary name that the
-  manifest writer renames into place) and returns :class:`ExportDetails` fields as a dict.
+* ``export(job, path) -> ExportDetails``  writes the artifact to ``path`` (a temporary name that
+  the manifest writer renames into place) and says what it wrote; the manifest record is made
+  from it at the edge (``export.run``), the one place it becomes a dict.
 
 Backends are imported inside ``export`` so that ``import crd_edge.export`` stays light;
 a missing backend raises :func:`missing_extra`.

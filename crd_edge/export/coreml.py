@@ -5,7 +5,6 @@ other systems :func:`inspect` checks the saved spec (I/O, weight precision, ops)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -178,7 +177,7 @@ def _conversion(job: ExportJob, notes: list[str]) -> dict:
     return conversion
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     ct = _import_coremltools()
     notes = _untested_torch(ct)
     model = _convert(ct, job, notes)
@@ -187,7 +186,7 @@ def export(job: ExportJob, path: Path) -> dict:
         {f"{CONTRACT_KEY}.{k}": v for k, v in {**job.contract, "layout": "NCHW"}.items()})
     _save_reproducibly(model, path)
     versions = {"torch": tool_version("torch"), "coremltools": tool_version("coremltools")}
-    return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, _conversion(job, notes)))
+    return ExportDetails("image", "output", "NCHW", versions, _conversion(job, notes))
 
 
 # ---- spec-only verification (Linux; on macOS the orchestrator runs real predictions) ----

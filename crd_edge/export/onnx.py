@@ -4,7 +4,6 @@ onnxruntime's own converters. Also the writer behind the OpenVINO and TensorRT t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 import shutil
@@ -124,7 +123,7 @@ def versions() -> dict[str, str]:
             "onnxruntime": tool_version("onnxruntime"), "opset": str(OPSET)}
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     if job.precision == "fp32":
         write_fp32(job, path)
         conversion = {"method": "torch.onnx.export (TorchScript exporter), float32"}
@@ -133,4 +132,4 @@ def export(job: ExportJob, path: Path) -> dict:
         write_fp32(job, fp32)
         conversion = to_fp16(fp32, path) if job.precision == "fp16" else to_int8_searched(job, fp32, path)
     embed_onnx(path, {**job.contract, "layout": "NCHW"})
-    return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions(), conversion))
+    return ExportDetails("image", "output", "NCHW", versions(), conversion)

@@ -5,7 +5,6 @@ calibrated on real photos. OpenVINO was the fastest CPU runtime in our benchmark
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 import shutil
@@ -92,7 +91,7 @@ def _int8_searched(ov, model, job: ExportJob, path: Path) -> dict:
     return record
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     try:
         import openvino as ov
     except ImportError:
@@ -112,4 +111,4 @@ def export(job: ExportJob, path: Path) -> dict:
     versions = {**onnx_target.versions(), "openvino": tool_version("openvino")}
     if job.precision == "int8":
         versions["nncf"] = tool_version("nncf")
-    return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, conversion))
+    return ExportDetails("image", "output", "NCHW", versions, conversion)

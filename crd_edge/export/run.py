@@ -152,13 +152,13 @@ def _export_one(module, target, precision, src, size, calibration, images, refer
     except BaseException:
         remove(path)  # never leave a half-written artifact behind
         raise
-    nhwc = details["layout"] == "NHWC"
+    nhwc = details.layout == "NHWC"
     shape = [1, height, width, 3] if nhwc else [1, 3, height, width]
-    record = {"target": target, "precision": precision, "layout": details["layout"], "value_range": [-1.0, 1.0],
-              "input": {"name": details["input_name"], "shape": shape},
-              "output": {"name": details["output_name"], "shape": shape},
-              "source": src.identity, "tool_versions": details["tool_versions"], "rewrites": rewrites,
-              "export_seconds": round(seconds, 3), "conversion": details["conversion"],
+    record = {"target": target, "precision": precision, "layout": details.layout, "value_range": [-1.0, 1.0],
+              "input": {"name": details.input_name, "shape": shape},
+              "output": {"name": details.output_name, "shape": shape},
+              "source": src.identity, "tool_versions": details.tool_versions, "rewrites": rewrites,
+              "export_seconds": round(seconds, 3), "conversion": details.conversion,
               "verification": verification}
     return writer.commit(path, record)
 

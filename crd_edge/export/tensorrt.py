@@ -12,7 +12,6 @@ calibration cache. fp16 is a builder flag, so the fp16 artifact is the fp32 grap
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from crd_edge.artifacts import FORMATS
@@ -87,7 +86,7 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str) -> str:
     return f"built {engine_path.name} with TensorRT {trt.__version__}"
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     if job.precision == "int8":
         fp32 = job.work_dir / "fp32.onnx"
         onnx_target.write_fp32(job, fp32)
@@ -101,7 +100,7 @@ def export(job: ExportJob, path: Path) -> dict:
     conversion.update(check_graph(path), trtexec=trtexec_command(final_name, job.precision),
                       engine=build_engine(path, path.parent / engine_name(final_name), job.precision))
     versions = {**onnx_target.versions(), "tensorrt": tool_version("tensorrt")}
-    return dataclasses.asdict(ExportDetails("image", "output", "NCHW", versions, conversion))
+    return ExportDetails("image", "output", "NCHW", versions, conversion)
 
 
 def verify(path: Path, job: ExportJob, images, reference) -> dict:

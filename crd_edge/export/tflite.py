@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ RECIPES = {  # precision -> ai_edge_quantizer.recipe function (fp16 has none: se
 }
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     """Write ``job.model`` at ``job.precision`` to ``path``; fp32 intermediates go to work_dir."""
     fp32_path = path if job.precision == "fp32" else job.work_dir / "fp32.tflite"
     _convert(job, fp32_path)
@@ -73,8 +72,7 @@ def export(job: ExportJob, path: Path) -> dict:
     embed_tflite(path, {**job.contract, "layout": "NHWC"})
     versions = {name: tool_version(name)
                 for name in ("torch", "litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
-    return asdict(ExportDetails(INPUT_NAME, OUTPUT_NAME, layout="NHWC", tool_versions=versions,
-                                conversion=conversion))
+    return ExportDetails(INPUT_NAME, OUTPUT_NAME, layout="NHWC", tool_versions=versions, conversion=conversion)
 
 
 def _convert(job: ExportJob, path: Path) -> None:

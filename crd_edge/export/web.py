@@ -17,10 +17,10 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from crd_edge.export.base import ExportJob, MissingExtra
+from crd_edge.export.base import ExportDetails, ExportJob, MissingExtra
 
 REWRITES = ("narrow_conv_to_space_to_depth",)  # as the ONNX target: the same graph, the same runtime
 PAGE_FILES = ("index.html", "app.js", "session.html", "session.js")
@@ -55,11 +55,11 @@ def runtime_folders(site: Site) -> dict[str, Path]:
     return found
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     return export_site(SITES["web"], job, path)
 
 
-def export_site(site: Site, job: ExportJob, path: Path) -> dict:
+def export_site(site: Site, job: ExportJob, path: Path) -> ExportDetails:
     """The model (written by the site's converter), the runtime's files and the pages."""
     from crd_edge._assets import WEB_RUNTIMES
     folders = runtime_folders(site)  # before any conversion: a missing runtime costs nothing
@@ -86,10 +86,10 @@ def export_site(site: Site, job: ExportJob, path: Path) -> dict:
     runtime = WEB_RUNTIMES[site.runtime]
     (path / "model.json").write_text(json.dumps({
         "model": site.model, "height": job.height, "width": job.width, "layout": "NCHW",
-        "model_layout": details["layout"], "value_range": [-1, 1], "runtime": runtime.package,
+        "model_layout": details.layout, "value_range": [-1, 1], "runtime": runtime.package,
         "runtime_version": runtime.version}))
-    details["tool_versions"][site.runtime] = runtime.version
-    details["conversion"] = {**details["conversion"], "runtime": f"{runtime.package} {runtime.version} "
-                             f"(WebAssembly; files: {', '.join(copied)})", "pages": [*PAGE_FILES, "runtime.js"]}
+    conversion = {**details.conversion, "runtime": f"{runtime.package} {runtime.version} "
+                  f"(WebAssembly; files: {', '.join(copied)})", "pages": [*PAGE_FILES, "runtime.js"]}
     # The folder's interface is the page's: NCHW float32 in [-1, 1], whatever the file inside takes.
-    return {**details, "layout": "NCHW"}
+    return replace(details, layout="NCHW", tool_versions={**details.tool_versions, site.runtime: runtime.version},
+                   conversion=conversion)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crd_edge.export.base import ExportJob
+from crd_edge.export.base import ExportDetails, ExportJob
 from crd_edge.export.tflite import REWRITES  # noqa: F401 - the same file, the same rewrites
 from crd_edge.export.web import SITES, export_site
 
 
-def export(job: ExportJob, path: Path) -> dict:
+def export(job: ExportJob, path: Path) -> ExportDetails:
     return export_site(SITES["web-litert"], job, path)
