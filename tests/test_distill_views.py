@@ -43,7 +43,8 @@ def test_distill_on_views_reports_the_heldout_split(run_cli, tiny_teacher, tmp_p
     assert "gan" in summary["loss_terms"] and "D" in summary["loss_terms"]  # D learns the teacher's outputs
     assert "teacher outputs (real)" in summary["gan_note"]
     views = summary["data"]["views"]
-    assert views["bank"]["views"] == 128 and views["teacher_passes"] == 128 + held["crops"]
+    # 4 steps of batch 2 draw 8 views: one shard of 64 is labelled, not the 128 of data.views
+    assert views["bank"]["views"] == 64 and views["teacher_passes"] == 64 + held["crops"]
     report = (run / "report.md").read_text()
     assert "| copy the input |" in report and "![held-out views](heldout_grid.png)" in report
     assert (run / "heldout_grid.png").is_file() and (run / "photos.json").is_file()
@@ -54,7 +55,11 @@ def test_distill_on_views_reports_the_heldout_split(run_cli, tiny_teacher, tmp_p
     code, out, err = run_cli(*views_args(tmp_path / "runs", "again", tiny_teacher, data, 2))
     assert code == 0, err
     again = json.loads((tmp_path / "runs" / "again" / "summary.json").read_text())["data"]["views"]
-    assert again["bank"]["loaded_from_disk"] == 128 and again["teacher_passes"] == 0
+    assert again["bank"]["loaded_from_disk"] == 64 and again["teacher_passes"] == 0
+
+
+# 2 steps of 128 draw 256 views: the whole bank of 256 is labelled (a run labels what it can draw)
+DRAWS_256 = ("--set", "data.batch_size=128")
 
 
 def test_the_bank_is_labelled_before_the_first_step(run_cli, tiny_teacher, tmp_path, monkeypatch):
@@ -64,7 +69,7 @@ def test_the_bank_is_labelled_before_the_first_step(run_cli, tiny_teacher, tmp_p
     seen, sample = [], ViewBank.sample
     monkeypatch.setattr(ViewBank, "sample", lambda self, n, rng: seen.append(len(self)) or sample(self, n, rng))
     code, _, err = run_cli(*views_args(tmp_path / "runs", "ahead", tiny_teacher, data, 2, "--set", "data.views=256",
-                                       "--set", "data.label_ahead=true"))
+                                       "--set", "data.label_ahead=true", *DRAWS_256))
     assert code == 0, err
     assert seen and set(seen) == {256}  # every draw, the first included, from all 256 views (128 before)
 
@@ -85,13 +90,13 @@ def test_a_stop_while_labelling_keeps_the_shards_for_the_next_run(run_cli, tiny_
         return done
 
     monkeypatch.setattr(ViewBank, "fill_shard", fill_then_ctrl_c)
-    args = views_args(tmp_path / "runs", "stop", tiny_teacher, data, 2, "--set", "data.views=256")
+    args = views_args(tmp_path / "runs", "stop", tiny_teacher, data, 2, "--set", "data.views=256", *DRAWS_256)
     code, out, err = run_cli(*args)
     assert code == 130 and "Traceback" not in err, err
     assert len(list((tmp_path / "cache").rglob("views_*.npz"))) == 3  # whole shards only
     monkeypatch.setattr(ViewBank, "fill_shard", fill)
     code, out, err = run_cli(*views_args(tmp_path / "runs", "go-on", tiny_teacher, data, 2,
-                                         "--set", "data.views=256"))
+                                         "--set", "data.views=256", *DRAWS_256))
     assert code == 0, err
     views = json.loads((tmp_path / "runs" / "go-on" / "summary.json").read_text())["data"]["views"]
     assert views["bank"]["loaded_from_disk"] == 192 and views["bank"]["views"] == 256
