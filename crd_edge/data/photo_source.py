@@ -43,14 +43,19 @@ class PhotoSet:
         the choice is the same on every machine. Frames of one video count as one photo."""
         if not count:
             return self
-        names = sorted({name.split("#")[0] for name, _ in self.train}, key=lambda n: (zlib.crc32(n.encode()), n))
+        names = sorted({_file_of(name) for name, _ in self.train}, key=lambda n: (zlib.crc32(n.encode()), n))
         if count >= len(names):
             return self
         kept = set(names[:count])
-        train = [item for item in self.train if item[0].split("#")[0] in kept]
-        manifest = [m for m in self.manifest if m["split"] != "train" or m["name"].split("#")[0] in kept]
+        train = [item for item in self.train if _file_of(item[0]) in kept]
+        manifest = [m for m in self.manifest if m["split"] != "train" or _file_of(m["name"]) in kept]
         return PhotoSet(train, self.test, f"{self.description}; training on {count} of its {len(names)} "
                         f"training photos (data.train_photos)", manifest, self.skipped)
+
+
+def _file_of(name: str) -> str:
+    """The file a photo came from: a video's frames are named ``file#index``."""
+    return name.split("#")[0]
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:
@@ -114,14 +119,14 @@ def load_photo_set(data: str | Path | None, *, video_stride: int = 30, min_size:
     else:
         items = _folder_items(root, video_stride, skipped, min_size)
         # Frames of one video share its file name, so a video is wholly train or wholly held out.
-        test = [item for item in items if is_heldout_name(item[0].split("#")[0])]
-        train = [item for item in items if not is_heldout_name(item[0].split("#")[0])]
+        test = [item for item in items if is_heldout_name(_file_of(item[0]))]
+        train = [item for item in items if not is_heldout_name(_file_of(item[0]))]
         rule = "files whose name's CRC-32 is divisible by 8 held out"
     if not train:
         raise UserError(f"--data {root}: no readable training images or video frames (expected images or videos "
                         f"in the folder, or in trainA/ and testA/; images need a short side of at least {min_size} px); "
                         f"{skipped.summary()}")
     manifest = [{"name": name, "split": split, "height": int(img.shape[0]), "width": int(img.shape[1]),
-                 "file": str(root / name.split("#")[0])}
+                 "file": str(root / _file_of(name))}
                 for split, items in (("train", train), ("test", test)) for name, img in items]
     return PhotoSet(train, test, f"{root} ({len(train)} train, {len(test)} held out; {rule})", manifest, skipped)
