@@ -62,13 +62,49 @@ class DataConfig:
     train_photos: int = 0
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One measured member of a student family: its name and constructor arguments (``member``:
+    name, kwargs), its measured p50 and its true MACs."""
+    name: str
+    member: dict
+    ms: float
+    true_gmacs: float
+
+
+@dataclass(frozen=True)
+class StudentChoice:
+    """Why a run's student is this one (``distill --latency-budget``): the largest member of the
+    family measured within the budget, in one runtime and precision on one device. Kept in the
+    config as a dict (``student.selection``, see :meth:`as_dict`) so the run explains itself."""
+    budget_ms: float
+    runtime: str
+    precision: str
+    device: str
+    table: str
+    chosen: Candidate
+    runner_up: Candidate | None
+    candidates: tuple[Candidate, ...]
+    plot: str | None = None  # latency_choice.png beside the run, once drawn
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudentChoice":
+        def candidate(c: dict | None) -> Candidate | None:
+            return Candidate(**c) if c else None
+        return cls(**{**d, "chosen": candidate(d["chosen"]), "runner_up": candidate(d.get("runner_up")),
+                      "candidates": tuple(Candidate(**c) for c in d["candidates"])})
+
+
 @dataclass
 class ModelConfig:
     # The default student is pruned from the teacher and starts from its weights (init below);
     # with a teacher whose weights cannot be read (ONNX) it trains from random weights.
     arch: str = "resnet_9blocks_inherited"
     kwargs: dict = field(default_factory=dict)
-    selection: dict = field(default_factory=dict)  # why this student (distill --latency-budget): for the report
+    selection: dict = field(default_factory=dict)  # why this student: StudentChoice.as_dict(), for the report
     # Where the student's weights start (crd_edge/models/inherit.py): "teacher" prunes the
     # teacher's own weights into the student's layers (an architecture with ``channels``, a
     # white-box ResNet teacher); "random" is a fresh initialisation; "auto" inherits when both
@@ -145,7 +181,7 @@ class TrainConfig:
     epochs: int = 200                # paper: 100 constant + 100 decay
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    amp: bool = True                 # mixed precision when on CUDA
+    amp: bool = True                 # mixed precision: fp16 on CUDA, bf16 on a CPU with AMX or AVX512-BF16
     channels_last: bool = False      # NHWC student and discriminator (no gain measured on a 2-core AMD CPU)
     log_every: int = 10
     sample_every: int = 200

@@ -243,3 +243,33 @@ def test_a_short_run_labels_only_the_views_it_can_draw():
     assert capacity("train.steps=20", "data.batch_size=8") == 160          # a trial: 3 shards, not 63
     assert capacity("train.steps=1500", "data.views=4000") == 4000         # the main job: the whole bank
     assert capacity("train.steps=null", "data.views=4000") == 4000         # an epoch-based run
+
+
+def test_a_cpu_run_trains_in_bf16_where_the_cpu_computes_it(run_cli, tiny_teacher, tmp_path, monkeypatch):
+    from crd_edge.training import run_setup
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(run_setup, "cpu_computes_bf16", lambda: False)
+    assert run_setup.mixed_precision(True, cpu) is None  # emulated bf16 would be slower than fp32
+    assert run_setup.mixed_precision(True, torch.device("cuda")) is torch.float16
+    monkeypatch.setattr(run_setup, "cpu_computes_bf16", lambda: True)
+    assert run_setup.mixed_precision(False, cpu) is None  # train.amp=false
+    assert run_setup.mixed_precision(True, cpu) is torch.bfloat16
+
+    # Two steps on such a CPU (emulated where this one lacks it) and the same two in fp32: the
+    # step ran under autocast (other weights, near the fp32 ones) and the report says so.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = photo_folder(tmp_path / "photos")
+    common = ("--set", "train.eval_every=0", "--set", "train.eval=none", "--set", "loss.gan=0")
+    for name, amp in (("bf16", "true"), ("fp32", "false")):
+        code, _, err = run_cli(*views_args(tmp_path / "runs", name, tiny_teacher, data, 2, *common,
+                                           "--set", f"train.amp={amp}"))
+        assert code == 0, err
+    summary = json.loads((tmp_path / "runs" / "bf16" / "summary.json").read_text())
+    assert summary["autocast"] == "bf16" and summary["compute"]["precision"] == "bf16"
+    assert np.isfinite(summary["final_metrics"]["loss"])
+    assert "on cpu (bf16 autocast)" in (tmp_path / "runs" / "bf16" / "report.md").read_text()
+    assert json.loads((tmp_path / "runs" / "fp32" / "summary.json").read_text())["autocast"] is None
+    a, b = (torch.load(tmp_path / "runs" / n / "checkpoint.pt", weights_only=True)["student"]["state_dict"]
+            for n in ("bf16", "fp32"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=0.05) for k in a)

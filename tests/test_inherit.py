@@ -143,7 +143,9 @@ def test_distill_init_teacher_starts_from_the_pruned_teacher_and_resumes(run_cli
     compute = summary["compute"]
     assert compute["gflop_per_image"] > 0 and compute["matmul_gflops"] > 0
     assert compute["share"] == pytest.approx(compute["gflops"] / compute["matmul_gflops"])
-    assert "of this CPU's fp32 matmul roofline" in report
+    # ... in the precision the step computed in: bf16 where the CPU has it (autocast), else fp32
+    assert compute["precision"] == (summary["autocast"] or "fp32")
+    assert f"of this CPU's {compute['precision']} matmul roofline" in report
     student, _ = load_student(run / "checkpoint.pt")
     teacher = torch.load(tiny_teacher, weights_only=True)
     # the RGB input conv keeps all three input channels and the teacher's kept filters (re-fitted)

@@ -249,6 +249,21 @@ def test_float32_angle_kernel_in_uneven_anchor_blocks_matches_autograd():
     assert_angle_kernel_matches_autograd(n=2)
 
 
+def test_eager_kernels_bypass_the_compiled_kernel_only_inside_the_block(monkeypatch):
+    # The FLOP counter traces one training step: a compiled kernel traced under its dispatch mode
+    # left every later step 1.5x slower, so the count runs the eager kernel (same loss, tested above).
+    from crd_edge.training import losses
+
+    monkeypatch.delenv("CRD_EDGE_COMPILE", raising=False)
+    compiled = object()
+    monkeypatch.setattr(losses, "_compiled_kernel", compiled)
+    x = torch.zeros(1, 4, 4)
+    with losses.eager_kernels():
+        assert losses._angle_kernel(x) is losses._angle_loss_and_grads
+        assert_angle_kernel_matches_autograd(n=2)
+    assert losses._angle_kernel(x) is compiled
+
+
 @pytest.mark.parametrize("plan", [(3, 7), (2, 20), (1, 3)])
 def test_angle_kernel_over_blocks_of_images_matches_autograd(monkeypatch, plan):
     # The GPU plan (several images per call, anchors in blocks that leave a remainder), forced

@@ -12,15 +12,21 @@ import time
 from typing import Callable
 
 
-def matmul_gflops(threads: int | None = None, n: int = 1024, seconds: float = 1.0) -> dict:
-    """Best dense fp32 matmul throughput (GFLOP/s, 2 n^3 per product) with ``threads`` threads
-    (None: torch's current setting), over about ``seconds`` of repeated products."""
+def _precision_names() -> dict:
+    import torch
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def matmul_gflops(threads: int | None = None, n: int = 1024, seconds: float = 1.0, dtype=None) -> dict:
+    """Best dense matmul throughput (GFLOP/s, 2 n^3 per product) with ``threads`` threads (None:
+    torch's current setting), over about ``seconds`` of repeated products; fp32 unless ``dtype``
+    (a torch dtype: ``torch.bfloat16`` for work that autocast runs in bf16)."""
     import torch
     previous = torch.get_num_threads()
     threads = threads or previous
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         for _ in range(2):  # warm-up: allocation, kernel selection
             torch.mm(a, b)
         best, started = float("inf"), time.perf_counter()
@@ -32,7 +38,8 @@ def matmul_gflops(threads: int | None = None, n: int = 1024, seconds: float = 1.
                 break
     finally:
         torch.set_num_threads(previous)
-    return {"gflops": 2 * n ** 3 / best / 1e9, "gmacs_per_s": n ** 3 / best / 1e9, "n": n, "threads": threads}
+    return {"gflops": 2 * n ** 3 / best / 1e9, "gmacs_per_s": n ** 3 / best / 1e9, "n": n, "threads": threads,
+            "precision": _precision_names().get(a.dtype, str(a.dtype))}
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from crd_edge.config import StudentChoice
+
 
 def new_run_dir(runs_dir: str | Path, name: str | None, default: str = "distill") -> Path:
     """``runs/<name>``; when it exists, ``<name>-2``, ``<name>-3``, ... (never reuses a folder).
@@ -35,7 +37,8 @@ def render_report(summary: dict) -> str:
              f"{summary['data']['test_images']} held-out; skipped files: {summary['data']['skipped'] or 'none'}",
              f"* steps: {summary['step']} of {summary['total_steps']} (batch {summary['batch_size']}, crop "
              f"{summary['crop_size']}), {summary['train_seconds']:.0f} s, {summary['images_per_second']:.2f} images/s"
-             f" on {summary['device']}" + _compute_note(summary.get("compute")),
+             f" on {summary['device']}" + (f" ({summary['autocast']} autocast)" if summary.get("autocast") else "")
+             + _compute_note(summary.get("compute")),
              f"* loss terms: {', '.join(summary['loss_terms'])}",
              f"* VGG16 weights: {summary.get('vgg') or 'not used'}",
              f"* GAN term: {summary['gan_note']}",
@@ -110,19 +113,19 @@ def _selection_lines(selection: dict | None) -> list[str]:
     runner-up, and the measured table it was chosen from."""
     if not selection:
         return []
-    chosen, runner = selection["chosen"], selection.get("runner_up")
+    choice = StudentChoice.from_dict(selection)
+    chosen, runner = choice.chosen, choice.runner_up
     lines = ["## Why this student", "",
-             f"The largest student of the family (most true MACs) measured within {selection['budget_ms']:g} ms "
-             f"in {selection['runtime']} {selection['precision']} on {selection['device']} "
-             f"(`{selection['table']}`): **{chosen['name']}**, {chosen['ms']:.2f} ms, "
-             f"{chosen['true_gmacs']:.3f} true GMACs."]
+             f"The largest student of the family (most true MACs) measured within {choice.budget_ms:g} ms "
+             f"in {choice.runtime} {choice.precision} on {choice.device} "
+             f"(`{choice.table}`): **{chosen.name}**, {chosen.ms:.2f} ms, {chosen.true_gmacs:.3f} true GMACs."]
     if runner:
-        lines.append(f"Runner-up: {runner['name']}, {runner['ms']:.2f} ms, {runner['true_gmacs']:.3f} true GMACs.")
+        lines.append(f"Runner-up: {runner.name}, {runner.ms:.2f} ms, {runner.true_gmacs:.3f} true GMACs.")
     lines += ["", "| member | true GMACs | p50 ms | within budget |", "|---|---:|---:|---|"]
-    lines += [f"| {c['name']} | {c['true_gmacs']:.3f} | {c['ms']:.2f} | {'yes' if c['ms'] <= selection['budget_ms'] else 'no'} |"
-              for c in selection["candidates"]]
-    if selection.get("plot"):
-        lines += ["", f"![latency against MACs, with the budget]({selection['plot']})"]
+    lines += [f"| {c.name} | {c.true_gmacs:.3f} | {c.ms:.2f} | {'yes' if c.ms <= choice.budget_ms else 'no'} |"
+              for c in choice.candidates]
+    if choice.plot:
+        lines += ["", f"![latency against MACs, with the budget]({choice.plot})"]
     return lines + [""]
 
 
@@ -140,5 +143,6 @@ def _compute_note(compute: dict | None) -> str:
     if not compute:
         return ""
     return (f"; {compute['gflop_per_image']:.2f} GFLOP an image (every network, forward and backward), "
-            f"{compute['gflops']:.1f} GFLOP/s: {compute['share']:.0%} of this CPU's fp32 matmul roofline "
+            f"{compute['gflops']:.1f} GFLOP/s: {compute['share']:.0%} of this CPU's "
+            f"{compute.get('precision', 'fp32')} matmul roofline "
             f"({compute['matmul_gflops']:.0f} GFLOP/s, {compute['threads']} threads, measured in the same process)")

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from crd_edge._io import write_json
 from crd_edge.analysis.macs import count_macs
 from crd_edge.analysis.roofline import matmul_gflops
+from crd_edge.config import StudentChoice
 from crd_edge.models import create_model
 from crd_edge.training.curves import NOT_LOSSES, plot_curve, plot_latency_choice, plot_losses
 from crd_edge.training.run_dir import render_report
@@ -31,16 +35,17 @@ class Throughput:
     batch_images: int  # images in one step, over every rank
     step_flops: int | None  # FLOPs of one whole step (every network, fwd + bwd), None: not counted
 
-    def compute_share(self, device) -> dict | None:
+    def compute_share(self, device, amp_dtype=None) -> dict | None:
         """How much of this machine the training used: the counted FLOPs of one step times the
-        steps per second, against the fp32 matmul roofline measured now, in this process."""
+        steps per second, against the matmul roofline measured now, in this process, in the
+        precision the step's convolutions ran in (bf16 under CPU autocast, else fp32)."""
         if not self.step_flops or not self.train_seconds or device.type != "cpu":
             return None
         per_image = self.step_flops / max(1, self.batch_images)
         achieved = per_image * self.images_seen / self.train_seconds / 1e9
-        roof = matmul_gflops(seconds=0.5)
+        roof = matmul_gflops(seconds=0.5, dtype=amp_dtype)
         return {"gflop_per_image": per_image / 1e9, "gflops": achieved, "matmul_gflops": roof["gflops"],
-                "threads": roof["threads"], "share": achieved / roof["gflops"]}
+                "threads": roof["threads"], "share": achieved / roof["gflops"], "precision": roof["precision"]}
 
 
 def run_summary(setup: RunSetup, throughput: Throughput, *, run_dir: Path, step: int, interrupted: bool,
@@ -63,7 +68,8 @@ def run_summary(setup: RunSetup, throughput: Throughput, *, run_dir: Path, step:
         "train_seconds": throughput.train_seconds,
         "scoring_seconds": round(scoring_seconds, 1),
         "images_per_second": throughput.images_seen / max(throughput.train_seconds, 1e-9),
-        "compute": throughput.compute_share(setup.device),
+        "compute": throughput.compute_share(setup.device, setup.amp_dtype),
+        "autocast": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(setup.amp_dtype),
         "loss_terms": sorted(k for k in last_metrics if k not in not_terms),
         "vgg": setup.vgg_info, "gan_note": setup.gan_note, "cache_note": cache_note,
         "heldout": heldout, "final_metrics": last_metrics,
@@ -99,8 +105,9 @@ def write_report(run_dir: Path, summary: dict, views: bool) -> None:
     """Plot the latency choice, the losses and (view-based runs: ``views``) the learning curve
     beside the run, name them in ``summary``, and write ``summary.json`` and ``report.md``."""
     if summary["student"]["selection"]:
-        plot = plot_latency_choice(summary["student"]["selection"], run_dir / "latency_choice.png")
-        summary["student"]["selection"] = {**summary["student"]["selection"], "plot": plot.name}
+        choice = StudentChoice.from_dict(summary["student"]["selection"])
+        plot = plot_latency_choice(choice, run_dir / "latency_choice.png")
+        summary["student"]["selection"] = dataclasses.replace(choice, plot=plot.name).as_dict()
     losses = plot_losses(run_dir / "metrics.jsonl", run_dir / "loss_curve.png",
                          f"{run_dir.name}: training losses (weighted)")
     summary["loss_curve"] = losses.name if losses is not None else None

@@ -79,7 +79,7 @@ class RunStep:
         if opt_d is not None and s.views is not None:
             # pix2pix order: the student's output first, D learns from it (detached),
             # then the student's loss goes through the updated D.
-            with torch.autocast(s.device.type, enabled=s.amp):
+            with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp):
                 out = s.model(x)
             meter.add("D", views_discriminator_step(disc, opt_d, x, target, out.detach().float(),
                                                     s.conditional, s.gan_mode))
@@ -102,7 +102,7 @@ class RunStep:
 
     def _student_step(self, x: torch.Tensor, target: torch.Tensor, out: torch.Tensor | None, meter) -> None:
         s = self.setup
-        with torch.autocast(s.device.type, enabled=s.amp):
+        with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp):
             out = s.model(x) if out is None else out
             terms = student_losses(out.float(), target, s.cfg.loss, vgg=s.vgg, discriminator=s.disc,
                                    condition=x if s.conditional else None, gan_mode=s.gan_mode)

@@ -20,6 +20,7 @@ from crd_edge.imaging import tensor_from_uint8
 from crd_edge.training.losses import crd_loss
 from crd_edge.training.objective import VGG_LAYERS, student_losses
 from crd_edge.training.perceptual import feature_loss, style_loss
+from crd_edge.training.run_setup import mixed_precision
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -42,9 +43,11 @@ def _real_batch(batch_size: int, size: int) -> torch.Tensor:
 
 
 def benchmark_train_step(student_arch: str, size: int = 256, batch_size: int = 1, repeats: int = 5,
-                         loss: LossConfig | None = None) -> dict:
-    """Seconds per step and per part for ``student_arch`` at ``size`` (real photos, this CPU)."""
+                         loss: LossConfig | None = None, amp: bool = True) -> dict:
+    """Seconds per step and per part for ``student_arch`` at ``size`` (real photos, this CPU),
+    under the autocast a run would use here (``amp``: bf16 on a CPU with AMX or AVX512-BF16)."""
     from crd_edge.models.vgg import load_vgg16
+    dtype = mixed_precision(amp, torch.device("cpu"))
     cfg = loss or LossConfig()
     torch.manual_seed(0)
     student = create_model(student_arch)
@@ -53,14 +56,18 @@ def benchmark_train_step(student_arch: str, size: int = 256, batch_size: int = 1
     x = _real_batch(batch_size, size)
     target = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # any image-like target times the same
 
+    def forward():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            return student(x).float()
+
     def full_step():
-        terms = student_losses(student(x), target, cfg, vgg=vgg)
+        terms = student_losses(forward(), target, cfg, vgg=vgg)
         opt.zero_grad(set_to_none=True)
         sum(terms.values()).backward()
         opt.step()
 
     def generator_only():
-        student(x).abs().mean().backward()
+        forward().abs().mean().backward()
 
     out = student(x).detach()
 
@@ -79,6 +86,7 @@ def benchmark_train_step(student_arch: str, size: int = 256, batch_size: int = 1
     parts = {name: _median_seconds(fn, repeats) for name, fn in
              (("generator_fwd_bwd", generator_only), ("crd_terms", crd_only), ("vgg_terms", vgg_only))}
     return {"student": student_arch, "size": size, "batch_size": batch_size, "threads": torch.get_num_threads(),
+            "autocast": "bf16" if dtype is not None else None,
             "step_s": full, "images_per_s": batch_size / full, "parts_s": parts,
             "parts_share": {k: v / full for k, v in parts.items()}, "vgg_weights": weights.description}
 
@@ -91,6 +99,7 @@ def render_train_step(rows: list[dict]) -> str:
                      f"{p['generator_fwd_bwd']:.3f} s ({s['generator_fwd_bwd']:.0%}) | "
                      f"{p['crd_terms']:.3f} s ({s['crd_terms']:.0%}) | {p['vgg_terms']:.3f} s ({s['vgg_terms']:.0%}) |")
     r = rows[0]
-    lines.append(f"\n{r['student']} at {r['size']}x{r['size']}, {r['threads']} threads, median of timed steps; "
+    lines.append(f"\n{r['student']} at {r['size']}x{r['size']}, {r['threads']} threads"
+                 + (f", {r['autocast']} autocast" if r.get("autocast") else ", fp32") + ", median of timed steps; "
                  f"parts timed alone. VGG16: {r['vgg_weights']}")
     return "\n".join(lines)
