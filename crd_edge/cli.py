@@ -167,9 +167,9 @@ def _budget_student(budget: str, table: Path, runtime: str | None, precision: st
     choice is seen before the minutes of training."""
     from crd_edge.bench.sweep import student_for_budget
     choice, overrides = student_for_budget(table, budget, runtime=runtime, precision=precision, on=on)
-    chosen = choice["chosen"]
-    typer.echo(f"student: {chosen['name']} ({chosen['ms']:.2f} ms in {choice['runtime']} {choice['precision']} "
-               f"on {choice['device']}, {chosen['true_gmacs']:.3f} true GMACs; budget {budget})", err=True)
+    chosen = choice.chosen
+    typer.echo(f"student: {chosen.name} ({chosen.ms:.2f} ms in {choice.runtime} {choice.precision} "
+               f"on {choice.device}, {chosen.true_gmacs:.3f} true GMACs; budget {budget})", err=True)
     return overrides
 
 
@@ -453,7 +453,7 @@ def ablate(
     """Does CRD help? Train the same student with each objective (same data, seed and steps),
     score each on held-out photos against the teacher, and write a table and a plot."""
     from crd_edge._progress import progress_bar
-    from crd_edge.experiments.ablate import run_ablation
+    from crd_edge.training.ablation import run_ablation
     result = run_ablation(out, variant or None, seed, steps=steps, config=config, overrides=set_, eval_crop=eval_crop,
                           log=lambda line: typer.echo(line, err=True), progress=None if as_json else progress_bar)
     if as_json:

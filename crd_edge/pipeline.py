@@ -223,9 +223,10 @@ def _exportable_teacher(config) -> str | None:
     if config.teacher.mode == "online" or not config.teacher.source:
         return None
     source = str(config.teacher.source)
-    from crd_edge.runtime.teachers import STYLETRANSFER
-    if source.partition(":")[0] == STYLETRANSFER:
+    from crd_edge.runtime.teachers import STYLETRANSFER, builtin_teacher
+    builtin = builtin_teacher(source)
+    if builtin == STYLETRANSFER:
         return None  # an ONNX network with a second (style) input: the bench harness feeds one image
-    if source != "vintagify" and not Path(source).is_file():
+    if builtin is None and not Path(source).is_file():
         raise UserError(f"teacher.source {source}: no such file")
     return source

@@ -12,7 +12,7 @@
    held-out crops; and the same trained on a quarter and a half of the photos, to show how it
    scales with the number of distinct photos.
 
-``python -m crd_edge.experiments.anatomy --out runs/anatomy`` (the main job's config: its bank and
+``python -m research.anatomy --out runs/anatomy`` (the main job's config: its bank and
 held-out split, labelled once and reused; the teacher-feature predictor needs a white-box
 teacher). The figures are in docs/distill.md. A research tool, not a product command: it
 answers "is my student short of data, capacity or texture?", and runs on any run config.
@@ -224,7 +224,7 @@ def run(config: str | None, out: Path, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m crd_edge.experiments.anatomy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.anatomy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="a run config or recipe (default: the main job's)")
     parser.add_argument("--out", type=Path, default=Path("runs/anatomy"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

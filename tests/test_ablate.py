@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from crd_edge.experiments.ablate import VARIANTS, render_table
+from crd_edge.training.ablation import VARIANTS, render_table
 
 pytestmark = pytest.mark.slow
 

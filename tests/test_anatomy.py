@@ -1,10 +1,10 @@
-"""The colour-map arithmetic behind ``python -m crd_edge.experiments.anatomy``."""
+"""The colour-map arithmetic behind ``python -m research.anatomy``."""
 
 import pytest
 import torch
 from PIL import Image
 
-from crd_edge.experiments.anatomy import (IDENTITY, apply_colour_maps, colour_map_mse, colour_moments,
+from research.anatomy import (IDENTITY, apply_colour_maps, colour_map_mse, colour_moments,
                                           bottleneck_stats, fit_colour_maps, fit_predictor, gaussian_blur,
                                           last_residual_block, main, tiled_colour_maps)
 from crd_edge.models.resnet import ResidualBlock, ResnetGenerator

@@ -24,7 +24,7 @@ LAYERS = [
     ("training",),
     ("export",),
     ("bench",),
-    ("demo", "experiments"),
+    ("demo",),
     ("pipeline",),
     ("cli",),
     ("__main__",),
@@ -99,6 +99,21 @@ def test_imports_point_down():
                 if target == "__init__" or LAYER_OF.get(target, 99) >= LAYER_OF[unit]:
                     wrong.append(f"{path.relative_to(ROOT.parent)}:{line} {unit} imports {module}")
     assert not wrong, "imports that point up or sideways:\n" + "\n".join(wrong)
+
+
+def _imports_research(node: ast.AST) -> bool:
+    names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else
+             [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+    return any(n.split(".")[0] == "research" for n in names)
+
+
+def test_the_package_never_imports_the_research_scripts(tmp_path):
+    """research/ sits beside the package and is not installed: an import of it would work in a
+    checkout and fail for every user."""
+    wrong = [f"{path.relative_to(ROOT.parent)}:{node.lineno}" for path in sorted(ROOT.rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text())) if _imports_research(node)]
+    assert not wrong, "crd_edge imports research/: " + ", ".join(wrong)
+    assert _imports_research(ast.parse("def f():\n    from research.anatomy import main\n").body[0].body[0])
 
 
 def test_the_checker_sees_lazy_imports(tmp_path):

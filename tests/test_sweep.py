@@ -83,7 +83,7 @@ def test_a_table_from_another_machine_is_not_this_machines_latency(run_cli, tmp_
         choose_student(out, 1e6)
     code, _, err = run_cli("sweep", "--widths", "8", *ARGS, "--out", out)
     assert code == 0 and "0 already measured" in err  # measured again, here
-    assert choose_student(out, 1e6)["chosen"]["name"] == "w8-b1-dw"
+    assert choose_student(out, 1e6).chosen.name == "w8-b1-dw"
 
 
 def test_a_latency_budget_picks_the_largest_member_within_it_and_says_why(run_cli, tmp_path, tiny_teacher):

@@ -42,10 +42,10 @@ Reflection pads are exported as ``Pad`` (no MACs) or, rewritten, as ``Slice`` + 
 (no MACs either); they change only the activation figures. (``convtranspose_k3_to_k4`` is a
 TFLite-only rewrite; an ONNX graph holding it would count the zero-extended k4 kernel.)
 
-Shapes come from ``onnx.shape_inference`` after the constant sub-graph is evaluated by
-onnxruntime (the reflect pads' sizes are computed by nodes that shape inference cannot see
-through; ``onnx.reference`` lacks DequantizeLinear before opset 19). A graph with dynamic
-input dimensions needs ``size``.
+Shapes come from ``onnx.shape_inference`` after the constant sub-graph is evaluated by onnx's
+reference evaluator (the reflect pads' sizes are computed by nodes that shape inference cannot
+see through; with DequantizeLinear of opsets 13-17 written here: it implements 19 on). A
+graph with dynamic input dimensions needs ``size``.
 
 Why not ``onnx-tool`` (1.0.1, evaluated on the default student's export): its parameter count
 matches, but its ``ConvTranspose`` MACs use the weight's ``C_out/groups`` dimension where the
@@ -63,9 +63,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from crd_edge.analysis.macs import MacsReport
 from crd_edge.analysis.memory import ActivationMemory
-from crd_edge._deps import import_onnxruntime
 from crd_edge.errors import UserError
 
 ALIAS_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
@@ -164,24 +165,37 @@ class _Graph:
 
     # -- helpers -------------------------------------------------------------------------
     def _evaluate_constants(self, model, names: list[str]) -> dict:
-        """The values of constant tensors, computed by onnxruntime on the constant sub-graph."""
+        """The values of constant tensors, computed on the constant sub-graph by onnx's own
+        reference evaluator (numpy): counting opens no runtime session, and these sub-graphs are
+        shape arithmetic, small enough for it."""
         if not names:
             return {}
         from onnx import helper
+        from onnx.reference import ReferenceEvaluator
 
-        ort = import_onnxruntime("counting MACs of an ONNX file with computed shapes")
         used = {i for n in self.const_nodes for i in n.input}
         sub = helper.make_model(
             helper.make_graph(self.const_nodes, "constants", [], [helper.make_empty_tensor_value_info(n) for n in names],
                               initializer=[self.inits[name] for name in used if name in self.inits]),
             opset_imports=model.opset_import, ir_version=model.ir_version)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
+        from onnx.reference.op_run import OpRun
+
+        class DequantizeLinear(OpRun):
+            # Written here: the evaluator implements the operator from opset 19 only (it checks
+            # the version's attributes), int8 exports use 13-17: (x - zero) * scale, the scale
+            # per tensor or per channel along ``axis``.
+            op_domain = ""
+
+            def _run(self, x, scale, zero=None, axis=1, **later_opsets):  # block_size, output_dtype: 21+
+                shape = [1] * x.ndim
+                if scale.ndim:
+                    shape[axis] = -1
+                x = x.astype(np.float32) - (0 if zero is None else zero.astype(np.float32).reshape(shape))
+                return ((x * scale.reshape(shape)).astype(scale.dtype),)
+
         try:
-            session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            results = session.run(names, {})
-        except Exception as exc:
+            results = ReferenceEvaluator(sub, new_ops=[DequantizeLinear]).run(names, {})
+        except Exception as exc:  # the evaluator's own exception types
             raise UserError(f"could not evaluate the graph's constant nodes: {str(exc).splitlines()[0][:200]}") from None
         return dict(zip(names, results))
 

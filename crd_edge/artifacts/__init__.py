@@ -37,6 +37,13 @@ class Format:
     isolated: bool = False         # convert in a child process: its converter can abort the process
     graph: str = ""                # the file format underneath (TensorRT's graph is ONNX); "" = target
     bench_on: tuple[str, ...] = ("local", "ssh")  # the bench runners that time it (bench --on)
+    # Files built from the artifact on the device itself, which the device's own tool also runs
+    # (TensorRT engines: trtexec --loadEngine); the first is what crd-edge names them.
+    device_suffixes: tuple[str, ...] = ()
+    # Where its runtime stands when a folder is opened with --runtime auto (lower first; None:
+    # never picked): the fastest fp32 runtime on a CPU in our benchmarks (OpenVINO 12.5 ms,
+    # onnxruntime 28 ms, LiteRT 35 ms for the student at 256x256 on 2 cores).
+    auto_rank: int | None = None
 
     @property
     def file_format(self) -> str:
@@ -50,17 +57,19 @@ class Format:
 
 # Order of --target all: the fastest to convert first, so a slow backend never hides the rest.
 FORMATS: dict[str, Format] = {f.target: f for f in (
-    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), True, True, "onnxruntime", None),
-    Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), True, True, "openvino", "openvino"),
+    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), True, True, "onnxruntime", None, auto_rank=1),
+    Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), True, True, "openvino", "openvino",
+           auto_rank=0),
     Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), True, True,
-           "litert", "tflite", isolated=True, bench_on=("local", "ssh", "adb")),
+           "litert", "tflite", isolated=True, bench_on=("local", "ssh", "adb"), auto_rank=2),
     Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), True, True, "coreml", "coreml",
            not_local="Core ML runs only on macOS", verifier="spec", bench_on=()),
     # The graph handed to TensorRT: building an engine needs crd-edge[tensorrt] and a GPU; on a CPU
     # it is the ONNX file again (its onnx row already measures that).
     Format("tensorrt", (".trt.onnx",), ("fp32", "fp16", "int8"), True, False, "tensorrt", None,
            not_local="TensorRT-ready graph: bench it on the device (--on ssh:HOST runs trtexec there); "
-                     "locally it equals the onnx row", verifier="graph", graph="onnx", bench_on=("ssh",)),
+                     "locally it equals the onnx row", verifier="graph", graph="onnx", bench_on=("ssh",),
+           device_suffixes=(".engine", ".plan")),
     # A folder for any static web server: the ONNX student, onnxruntime-web's WebAssembly files
     # (`crd-edge assets install onnxruntime-web`) and its pages; it runs here in headless Chromium
     # and is timed there, inside the page (bench --on browser).

@@ -20,6 +20,7 @@ from pathlib import Path
 from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, save_figure
 from crd_edge.bench.results import runtime_family, typical_ms
 from crd_edge.bench.run import RunnerOptions, bench
+from crd_edge.config import Candidate, StudentChoice
 from crd_edge.errors import UserError
 from crd_edge.models.family import FAMILY_BASE, Member
 
@@ -176,7 +177,7 @@ def _only(values: set[str], option: str, table: Path) -> str:
 
 
 def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None = None, precision: str | None = None,
-                   on: str = "local") -> dict:
+                   on: str = "local") -> StudentChoice:
     """The member with the most true MACs whose measured p50 in ``runtime`` ``precision`` on
     ``on`` is within the budget (MACs stand for capacity; latency decides), the runner-up and
     every candidate, from a sweep's ``sweep.jsonl``."""
@@ -198,23 +199,22 @@ def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None =
     if not rows:
         raise UserError(f"--latency-precision {precision}: {table} has no {runtime} {precision} measurement")
     latest = {r["member"]["name"]: r for r in rows}  # the last measurement of each member
-    candidates = sorted(({"name": name, "member": r["member"], "ms": typical_ms(r),
-                          "true_gmacs": (r.get("model", {}).get("macs_true") or 0) / 1e9} for name, r in latest.items()),
-                        key=lambda c: (c["true_gmacs"], -c["ms"]))
-    within = [c for c in candidates if c["ms"] <= budget_ms]
+    candidates = sorted((Candidate(name, r["member"], typical_ms(r), (r.get("model", {}).get("macs_true") or 0) / 1e9)
+                         for name, r in latest.items()), key=lambda c: (c.true_gmacs, -c.ms))
+    within = [c for c in candidates if c.ms <= budget_ms]
     if not within:
-        fastest = min(candidates, key=lambda c: c["ms"])
+        fastest = min(candidates, key=lambda c: c.ms)
         raise UserError(f"--latency-budget {budget_ms:g}ms: no member of {table} is that fast in {runtime} "
-                        f"{precision} on {on} (the fastest, {fastest['name']}, takes {fastest['ms']:.2f} ms)")
-    return {"budget_ms": budget_ms, "runtime": runtime, "precision": precision, "device": on, "table": str(table),
-            "chosen": within[-1], "runner_up": within[-2] if len(within) > 1 else None, "candidates": candidates}
+                        f"{precision} on {on} (the fastest, {fastest.name}, takes {fastest.ms:.2f} ms)")
+    return StudentChoice(budget_ms, runtime, precision, on, str(table), chosen=within[-1],
+                         runner_up=within[-2] if len(within) > 1 else None, candidates=tuple(candidates))
 
 
 def student_for_budget(table: str | Path, budget: str, *, runtime: str | None = None, precision: str | None = None,
-                       on: str = "local") -> tuple[dict, dict]:
+                       on: str = "local") -> tuple[StudentChoice, dict]:
     """``distill --latency-budget``: the choice for a budget as typed (``5ms``, see
     :func:`choose_student`) and the config keys that make the chosen member the run's student,
     the choice kept with them so the run's report can say why this student."""
     choice = choose_student(table, parse_budget(budget), runtime=runtime, precision=precision, on=on)
-    return choice, {"student.arch": FAMILY_BASE, "student.kwargs": choice["chosen"]["member"]["kwargs"],
-                    "student.selection": choice}
+    return choice, {"student.arch": FAMILY_BASE, "student.kwargs": choice.chosen.member["kwargs"],
+                    "student.selection": choice.as_dict()}

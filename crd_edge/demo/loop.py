@@ -17,7 +17,7 @@ from crd_edge._deps import import_cv2
 from crd_edge.demo.capture import FrameReader, open_capture, parse_source
 from crd_edge.demo.frames import SmoothedRate, compose
 from crd_edge.imaging import FITS, fit_frame, from_model_output, to_model_input
-from crd_edge.demo.models import DemoModel, open_model
+from crd_edge.demo.models import DemoModel, open_demo_model
 from crd_edge.demo.server import MjpegServer
 from crd_edge.demo.sinks import VideoFileSink, WindowSink, window_available
 from crd_edge.errors import UserError
@@ -130,10 +130,10 @@ def _check_options(options: DemoOptions) -> None:
 
 def _open_models(options: DemoOptions) -> tuple[DemoModel, DemoModel | None]:
     """The student, and the teacher of --compare at the student's size (the panels sit side by side)."""
-    model = open_model(options.model, options.runtime, options.size, options.threads)
+    model = open_demo_model(options.model, options.runtime, options.size, options.threads)
     teacher = None
     if options.compare:
-        teacher = open_model(options.compare, "auto", model.size, options.threads, size_option="the student's size")
+        teacher = open_demo_model(options.compare, "auto", model.size, options.threads, size_option="the student's size")
     return model, teacher
 
 

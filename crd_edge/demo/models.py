@@ -26,7 +26,7 @@ class DemoModel:
         return self.model.run(x)
 
 
-def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = None,
+def open_demo_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = None,
                threads: int | None = None, size_option: str = "--size") -> DemoModel:
     """Open MODEL for the demo. ``size`` None: the model's own input size (256 for a teacher).
     ``size_option`` names where a required size came from, for the mismatch message."""
@@ -40,6 +40,7 @@ def open_model(spec: str, runtime: str = "auto", size: tuple[int, int] | None = 
         path = model.identity["path"]
         raise UserError(f"{path}: takes {native[0]}x{native[1]} input, not {size[0]}x{size[1]} ({size_option}); "
                         f"export it again with --size {size[0]}x{size[1]}" + (" or drop --size" if size_option == "--size" else ""))
-    name = "vintagify" if spec == "vintagify" else Path(spec).name
+    from crd_edge.runtime.teachers import is_builtin_teacher  # torch: only once a model is opened
+    name = spec if is_builtin_teacher(spec) else Path(spec).name
     label = f"{model.role} torch ({name})" if model.backend == "torch" else model.label
     return DemoModel(model, label, tuple(native))

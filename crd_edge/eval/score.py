@@ -96,7 +96,7 @@ def parse_metrics(metrics: str | list[str] | None, reference_is_teacher: bool) -
 def resolve_teacher(teacher: str | None, loaded: Model) -> tuple[Any, dict[str, Any], list[str]]:
     """The teacher to compare with: ``teacher`` if given, else the checkpoint's recorded one,
     else vintagify. Returns ``(Teacher, identity for the report, notes)``."""
-    from crd_edge.runtime.teachers import is_builtin_teacher, load_teacher
+    from crd_edge.runtime.teachers import VINTAGIFY, is_builtin_teacher, load_teacher
 
     notes: list[str] = []
     recorded = (loaded.checkpoint or {}).get("teacher")
@@ -122,7 +122,7 @@ def resolve_teacher(teacher: str | None, loaded: Model) -> tuple[Any, dict[str, 
             notes.append("the teacher file differs from the one the model was distilled from "
                          f"(sha256 {found.identity['sha256'][:12]}, recorded {recorded['sha256'][:12]})")
     else:
-        found, origin = load_teacher("vintagify"), "default"
+        found, origin = load_teacher(VINTAGIFY), "default"
         notes.append("the model records no teacher: compared with vintagify (pass --teacher to choose)")
     identity = {"source": found.identity.get("source"), "path": found.identity.get("path"),
                 "sha256": str(found.identity.get("sha256"))[:12], "kind": found.identity.get("kind"),

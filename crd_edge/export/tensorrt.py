@@ -33,7 +33,8 @@ TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack puts it; on a desktop
 
 
 def engine_name(onnx_name: str) -> str:
-    return onnx_name.removesuffix(FORMATS["tensorrt"].suffix) + ".engine"
+    trt = FORMATS["tensorrt"]
+    return onnx_name.removesuffix(trt.suffix) + trt.device_suffixes[0]
 
 
 def trtexec_command(onnx_name: str, precision: str) -> list[str]:

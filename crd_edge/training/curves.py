@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crd_edge._io import read_jsonl, save_figure
+from crd_edge.config import StudentChoice
 
 # Logged beside the loss terms, not losses themselves.
 NOT_LOSSES = ("step", "epoch", "lr", "images_per_s", "grad_norm")
@@ -75,22 +76,22 @@ def plot_curve(metrics: Path, out: Path, title: str = "") -> Path | None:
     return save_figure(fig, out, dpi=100)
 
 
-def plot_latency_choice(selection: dict, out: Path) -> Path:
+def plot_latency_choice(choice: StudentChoice, out: Path) -> Path:
     """``latency_choice.png``: the family's measured latency against true MACs, the budget line
     and the chosen member (``distill --latency-budget``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted((c["true_gmacs"], c["ms"], c["name"]) for c in selection["candidates"])
+    points = sorted((c.true_gmacs, c.ms, c.name) for c in choice.candidates)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot([p[0] for p in points], [p[1] for p in points], "o", color="0.5", label="family member")
-    ax.axhline(selection["budget_ms"], color="tab:red", linestyle="--", label=f"budget {selection['budget_ms']:g} ms")
-    chosen = selection["chosen"]
-    ax.plot([chosen["true_gmacs"]], [chosen["ms"]], "o", color="tab:green", markersize=10, label=f"chosen: {chosen['name']}")
+    ax.axhline(choice.budget_ms, color="tab:red", linestyle="--", label=f"budget {choice.budget_ms:g} ms")
+    chosen = choice.chosen
+    ax.plot([chosen.true_gmacs], [chosen.ms], "o", color="tab:green", markersize=10, label=f"chosen: {chosen.name}")
     ax.set_xlabel("true GMACs per image")
     ax.set_ylabel("p50 latency (ms)")
-    ax.set_title(f"{selection['runtime']} {selection['precision']} on {selection['device']}", fontsize=9)
+    ax.set_title(f"{choice.runtime} {choice.precision} on {choice.device}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -33,11 +33,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from crd_edge.artifacts import FORMATS
 from crd_edge.bench.runners.local import harness_command, parse_harness_output
 from crd_edge.errors import DeviceUnreachable, UserError
 
 TARGET_FORM = "ssh:[USER@]HOST[:PORT] (e.g. ssh:jetson, ssh:pi@192.168.1.20:2222, ssh:me@[fe80::1]:22)"
-TRTEXEC_SUFFIXES = (".onnx", ".engine", ".plan")  # .trt.onnx ends with .onnx
+# What trtexec runs: the TensorRT target's graph (ONNX: .trt.onnx ends with .onnx) or an engine.
+TRTEXEC_SUFFIXES = (*FORMATS[FORMATS["tensorrt"].file_format].suffixes, *FORMATS["tensorrt"].device_suffixes)
 PRECISIONS = ("fp32", "fp16", "int8")
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 ALIVE_INTERVAL, ALIVE_COUNT = 5, 3  # a session whose host stops answering ends after ~15 s
@@ -242,7 +244,7 @@ def run_ssh(target: SshTarget, artifact: Path, *, threads: int = 2, warmup: int 
             result = _run_trtexec(conn, info["trtexec"], remote_path, precision, runs, max_seconds)
         elif info.get("trtexec"):
             raise UserError(f"{host} has no crd-edge for {remote_python} (pip install crd-edge on it), and its "
-                            f"trtexec only runs .onnx/.engine files, not {artifact.name}")
+                            f"trtexec only runs {'/'.join(TRTEXEC_SUFFIXES)} files, not {artifact.name}")
         else:
             raise UserError(f"{host} has neither crd-edge (pip install crd-edge on it, or pass the remote python "
                             f"that has it; tried {remote_python}) nor trtexec")
@@ -285,7 +287,7 @@ def _run_harness(conn: _Ssh, remote_python: str, remote_path: str, threads: int,
 def _run_trtexec(conn: _Ssh, trtexec: str, remote_path: str, precision: str, runs: int, max_seconds: float) -> dict:
     from crd_edge.bench.parsers import parse_trtexec  # lazily: only this branch needs it
 
-    model = (f"--loadEngine={remote_path}" if remote_path.lower().endswith((".engine", ".plan"))
+    model = (f"--loadEngine={remote_path}" if remote_path.lower().endswith(FORMATS["tensorrt"].device_suffixes)
              else f"--onnx={remote_path}")
     argv = [trtexec, model, *({"fp16": ["--fp16"], "int8": ["--int8"]}.get(precision, [])),
             f"--iterations={runs}", f"--avgRuns={runs}", f"--duration={max(1, math.ceil(max_seconds))}"]
