@@ -26,7 +26,6 @@ from crd_edge.analysis.roofline import count_flops
 from crd_edge.config import load_config
 from crd_edge.training import distributed as D
 from crd_edge.training.loop import Meter
-from crd_edge.training.losses import eager_kernels
 from crd_edge.training.run_setup import RunSetup
 from crd_edge.training.run_step import RunStep
 
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         return {"A": x, "T": t}
 
     step(batch(0), 0, 0, meter)
-    with eager_kernels():  # as the run counts its FLOPs
-        flops = count_flops(lambda: step(batch(1), 0, 1, meter))
+    flops = count_flops(lambda: step(batch(1), 0, 1, meter))  # as the run does
     for i in range(2, 6):
         step(batch(i), 0, i, meter)
     start = time.perf_counter()

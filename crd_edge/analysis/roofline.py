@@ -12,9 +12,10 @@ import time
 from typing import Callable
 
 
-def _precision_names() -> dict:
+def precision_name(dtype) -> str:
+    """``torch.bfloat16`` -> ``"bf16"``: a torch dtype as reports name precisions."""
     import torch
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def matmul_gflops(threads: int | None = None, n: int = 1024, seconds: float = 1.0, dtype=None) -> dict:
@@ -39,7 +40,7 @@ def matmul_gflops(threads: int | None = None, n: int = 1024, seconds: float = 1.
     finally:
         torch.set_num_threads(previous)
     return {"gflops": 2 * n ** 3 / best / 1e9, "gmacs_per_s": n ** 3 / best / 1e9, "n": n, "threads": threads,
-            "precision": _precision_names().get(a.dtype, str(a.dtype))}
+            "precision": precision_name(a.dtype)}
 
 
 def count_flops(fn: Callable[[], object]) -> int:

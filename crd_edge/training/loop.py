@@ -27,7 +27,6 @@ from crd_edge.config import RunConfig, config_from_dict
 from crd_edge.errors import UserError
 from crd_edge.training import distributed as D
 from crd_edge.training.evaluate import heldout_fidelity
-from crd_edge.training.losses import eager_kernels
 from crd_edge.training.progress import TrainProgress
 from crd_edge.training.run_checkpoint import RunFolder, read_resume
 from crd_edge.training.run_report import Throughput, run_summary, write_report
@@ -183,8 +182,7 @@ class _Run:
             for epoch, batch in self._batches():
                 mid_step = True
                 if self.step_flops is None and self.step == first_step + 1:  # one warm step first
-                    with eager_kernels():  # a compiled kernel traced by the counter slows every later step
-                        self.step_flops = count_flops(lambda: self.run_step(batch, epoch, self.step, self.meter))
+                    self.step_flops = count_flops(lambda: self.run_step(batch, epoch, self.step, self.meter))
                 else:
                     self.run_step(batch, epoch, self.step, self.meter)
                 self.step += 1

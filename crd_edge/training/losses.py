@@ -14,7 +14,6 @@ stores options, in the style of kornia.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -331,20 +330,17 @@ def _angle_sums(kernel, gs: Tensor, a_s: Tensor, rs: Tensor, gt: Tensor, a_t: Te
 
 
 _compiled_kernel = None
-_eager_only = False  # set by eager_kernels()
 
 
-@contextlib.contextmanager
-def eager_kernels():
-    """Run the angle term's eager kernel inside this block. For tracing tools such as torch's
-    FLOP counter: a compiled kernel called under their dispatch mode is compiled again for it,
-    and afterwards every training step ran 1.5x slower (188 -> 284 ms, main job, 2-core Xeon)."""
-    global _eager_only
-    before, _eager_only = _eager_only, True
+def _traced() -> bool:
+    """Whether a torch dispatch mode is active (the FLOP counter, other tracing tools). The
+    compiled kernel called under one is compiled again for it, and afterwards every training
+    step ran 1.5x slower (188 -> 284 ms, the main job on a 2-core Xeon): traced calls run eager."""
     try:
-        yield
-    finally:
-        _eager_only = before
+        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+    except ImportError:  # a torch without it: nothing to guard
+        return False
+    return is_in_torch_dispatch_mode()
 
 
 def _angle_kernel(x: Tensor):
@@ -353,7 +349,7 @@ def _angle_kernel(x: Tensor):
     eager otherwise. ``CRD_EDGE_COMPILE=0`` forces eager; so does any failure to compile (no C++
     compiler, an unsupported device)."""
     global _compiled_kernel
-    if _eager_only or os.environ.get("CRD_EDGE_COMPILE", "1") == "0" or x.dtype == torch.float64:
+    if os.environ.get("CRD_EDGE_COMPILE", "1") == "0" or x.dtype == torch.float64 or _traced():
         return _angle_loss_and_grads
     if _compiled_kernel is None:
         try:

@@ -7,11 +7,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from crd_edge._io import write_json
 from crd_edge.analysis.macs import count_macs
-from crd_edge.analysis.roofline import matmul_gflops
+from crd_edge.analysis.roofline import matmul_gflops, precision_name
 from crd_edge.config import StudentChoice
 from crd_edge.models import create_model
 from crd_edge.training.curves import NOT_LOSSES, plot_curve, plot_latency_choice, plot_losses
@@ -69,7 +67,7 @@ def run_summary(setup: RunSetup, throughput: Throughput, *, run_dir: Path, step:
         "scoring_seconds": round(scoring_seconds, 1),
         "images_per_second": throughput.images_seen / max(throughput.train_seconds, 1e-9),
         "compute": throughput.compute_share(setup.device, setup.amp_dtype),
-        "autocast": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(setup.amp_dtype),
+        "autocast": precision_name(setup.amp_dtype) if setup.amp else None,
         "loss_terms": sorted(k for k in last_metrics if k not in not_terms),
         "vgg": setup.vgg_info, "gan_note": setup.gan_note, "cache_note": cache_note,
         "heldout": heldout, "final_metrics": last_metrics,
