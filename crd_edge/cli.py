@@ -317,7 +317,7 @@ def bench(
     """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
     from crd_edge._progress import progress_bar
     from crd_edge.artifacts import find_artifacts
-    from crd_edge.bench.results import typical_ms, write_report
+    from crd_edge.bench.results import write_report
     from crd_edge.bench.run import RunnerOptions, bench as run_bench, default_out_dir
 
     if old_device:  # --device means the training device everywhere else; the target machine is --on
@@ -333,18 +333,17 @@ def bench(
                            warmup=warmup, runs=runs, max_seconds=max_seconds, out_dir=out_dir,
                            roofline=not no_roofline, options=options):
             results.append(r)
-            name = r["artifact"]["name"]
-            line = (f"{name} [{r['runtime']}]: {typical_ms(r):.1f} ms" if r["status"] == "measured"
-                    else f"{name}: {r['status']}: {r['reason']}")
+            name = r.artifact.name
+            line = f"{name} [{r.runtime}]: {r.typical_ms:.1f} ms" if r.measured else f"{name}: {r.status}: {r.reason}"
             advance(note=line[:60])
             typer.echo(line, err=True)
     report = write_report([out_dir / "results.jsonl", *merge], out_dir)
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
-        _show_markdown(report["markdown"])
-        typer.echo(f"report: {report['report']}; plots: {', '.join(p.name for p in report['plots'])}")
-    if any(r["status"] == "error" for r in results):
+        _show_markdown(report.markdown)
+        typer.echo(f"report: {report.report}; plots: {', '.join(p.name for p in report.plots)}")
+    if any(r.status == "error" for r in results):
         raise typer.Exit(1)
 
 
@@ -431,10 +430,10 @@ def sweep(
                        runs=runs, max_seconds=max_seconds, log=lambda line: typer.echo(line, err=True),
                        progress=None if as_json else progress_bar)
     if as_json:
-        typer.echo(json.dumps(result["rows"], indent=2, default=str))
+        typer.echo(json.dumps([r.to_json() for r in result.rows], indent=2, default=str))
         return
-    _show_markdown(result["table"].read_text())
-    typer.echo(f"table: {result['table']}  plot: {result['plot']}")
+    _show_markdown(result.table.read_text())
+    typer.echo(f"table: {result.table}  plot: {result.plot}")
 
 
 @app.command()
@@ -457,11 +456,11 @@ def ablate(
     result = run_ablation(out, variant or None, seed, steps=steps, config=config, overrides=set_, eval_crop=eval_crop,
                           log=lambda line: typer.echo(line, err=True), progress=None if as_json else progress_bar)
     if as_json:
-        typer.echo(json.dumps({"rows": result["rows"], "report": str(result["report"]),
-                               "plot": str(result["plot"]) if result["plot"] else None}, indent=2, default=str))
+        typer.echo(json.dumps({"rows": result.rows, "report": str(result.report),
+                               "plot": str(result.plot) if result.plot else None}, indent=2, default=str))
         return
-    typer.echo(result["markdown"])
-    typer.echo(f"table: {result['report']}  plot: {result['plot']}")
+    typer.echo(result.markdown)
+    typer.echo(f"table: {result.report}  plot: {result.plot}")
 
 
 @app.command()
@@ -561,7 +560,7 @@ def eval_(
                       limit=limit, log=None if quiet else (lambda line: typer.echo(line, err=True)),
                       progress=None if quiet else progress_bar, out_dir=out)
     if as_json:
-        typer.echo(json.dumps(json_safe(result), indent=2))
+        typer.echo(json.dumps(json_safe(result.to_json()), indent=2))
     else:
         _show_markdown(render_table(result))
 

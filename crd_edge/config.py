@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from crd_edge.errors import UserError
+from crd_edge.models.family import Member
 
 
 # Defaults = the built-in job that `crd-edge distill` runs with no arguments (minutes on a 2-core
@@ -64,12 +65,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One measured member of a student family: its name and constructor arguments (``member``:
-    name, kwargs), its measured p50 and its true MACs."""
+    """One measured member of a student family, its measured p50 and its true MACs."""
     name: str
-    member: dict
+    member: Member
     ms: float
     true_gmacs: float
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "member": self.member.as_dict(), "ms": self.ms, "true_gmacs": self.true_gmacs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        return cls(d["name"], Member.from_dict(d["member"]), d["ms"], d["true_gmacs"])
 
 
 @dataclass(frozen=True)
@@ -88,14 +95,16 @@ class StudentChoice:
     plot: str | None = None  # latency_choice.png beside the run, once drawn
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "chosen": self.chosen.as_dict(), "runner_up": self.runner_up and self.runner_up.as_dict(),
+                "candidates": [c.as_dict() for c in self.candidates]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudentChoice":
         def candidate(c: dict | None) -> Candidate | None:
-            return Candidate(**c) if c else None
+            return Candidate.from_dict(c) if c else None
         return cls(**{**d, "chosen": candidate(d["chosen"]), "runner_up": candidate(d.get("runner_up")),
-                      "candidates": tuple(Candidate(**c) for c in d["candidates"])})
+                      "candidates": tuple(Candidate.from_dict(c) for c in d["candidates"])})
 
 
 @dataclass

@@ -166,8 +166,8 @@ def _bench_exports(result, compare: list[str], runs: int, max_seconds: float, lo
         for device, sources, teachers in plans:
             for r in run_bench(sources, devices=[device], compare=teachers, runs=runs, max_seconds=max_seconds,
                                out_dir=bench_dir, require_runnable=False):
-                log(f"bench {r['artifact']['name']} ({device}): {r['status']}")
-                advance(note=r["artifact"]["name"])
+                log(f"bench {r.artifact.name} ({device}): {r.status}")
+                advance(note=r.artifact.name)
     return bench_dir
 
 
@@ -176,7 +176,7 @@ def _bench_section(bench_dir: Path, run_dir: Path, out: PipelineResult) -> list[
     from crd_edge.bench.results import write_report
 
     written = write_report([bench_dir / "results.jsonl"], bench_dir)
-    out.bench_report, plots = written["report"], written["plots"]
+    out.bench_report, plots = written.report, written.plots
     report_dir = out.bench_report.parent.relative_to(run_dir)
     sections = ["", f"## Benchmark\n\nThe tables: [{report_dir}/report.md]({report_dir}/report.md).", ""]
     sections += [f"![{p.stem.replace('_', ' ')}]({report_dir}/{p.name})\n" for p in plots]

@@ -184,7 +184,7 @@ def run(config: str | None, out: Path, overrides: list[str]) -> dict:
     from crd_edge.config import load_config
     from crd_edge.imaging import tensor_from_uint8
     from crd_edge.runtime.teachers import load_teacher
-    from crd_edge.training.evaluate import save_grid
+    from crd_edge.training.heldout import save_grid
     from crd_edge.training.views_run import ViewTraining
 
     cfg = load_config(config, overrides)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from crd_edge.bench.harness import matmul_gflops, percentiles, time_calls
+from crd_edge.bench.records import BenchRow
 from crd_edge.bench.results import load_results
 from crd_edge.errors import UserError
 from crd_edge.models import create_model
@@ -57,31 +58,31 @@ def test_bench_measures_reports_and_compares(run_cli, exports, tmp_path):
                                 "--max-seconds", 0.2, "--no-roofline", "--out", out)
     assert code == 0, err
     results = load_results([out / "results.jsonl"])
-    assert [(r["artifact"]["role"], r["status"]) for r in results] == [("student", "measured"), ("teacher", "measured")]
+    assert [(r.artifact.role, r.status) for r in results] == [("student", "measured"), ("teacher", "measured")]
     s, t = results
-    assert s["runtime"] == "onnxruntime" and s["latency_ms"]["n"] >= 3 and s["input_size"] == [64, 64]
-    assert s["model"]["params"] == sum(p.numel() for p in create_model(
+    assert s.runtime == "onnxruntime" and s.latency.n >= 3 and s.input_size == (64, 64)
+    assert s.model.params == sum(p.numel() for p in create_model(
         "mobile_resnet_9blocks", ngf=8, n_blocks=2, upsample="convt4").parameters())
-    assert t["model"]["macs_true"] > s["model"]["macs_true"] > 0
-    assert s["artifact"]["verification_status"] == "passed" and s["peak_rss_mb"] > 10
-    assert 0 < s["prepost_ms"]["pre"]["p50"] and s["end_to_end_fps"] < s["throughput_fps"]
+    assert t.model.macs_true > s.model.macs_true > 0
+    assert s.artifact.verification_status == "passed" and s.peak_mb > 10
+    assert 0 < s.details["prepost_ms"]["pre"]["p50"] and s.end_to_end_fps < s.throughput_fps
     report = (out / "report.md").read_text()
     assert "| student | student_64_fp32.onnx | onnxruntime | fp32 | 64x64 |" in report
     assert "Student speed-up over the teacher" in report
     speedup = json.loads((out / "report.json").read_text())["speedups"][0]
-    assert speedup["speedup"] == pytest.approx(t["latency_ms"]["p50"] / s["latency_ms"]["p50"])
+    assert speedup["speedup"] == pytest.approx(t.latency.p50 / s.latency.p50)
     for name in ("latency_vs_macs.png", "latency.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tables, *pictures = report.split("\n\n![")
     assert tables in stdout and "![" not in stdout  # the terminal gets the tables, the file the pictures too
     assert pictures == ["latency vs macs](latency_vs_macs.png)", "latency](latency.png)\n"]
     # Where the time goes: onnxruntime's own profiler, by op type, shares of one whole.
-    ops = {o["op"]: o for o in s["ops"]}
-    assert {"Conv", "ConvTranspose"} <= set(ops) and all(o["where"] == "CPU" and o["ms"] > 0 for o in s["ops"])
-    assert ops["ConvTranspose"]["nodes"] == 2 and sum(o["share"] for o in s["ops"]) == pytest.approx(1)
+    ops = {o["op"]: o for o in s.ops}
+    assert {"Conv", "ConvTranspose"} <= set(ops) and all(o["where"] == "CPU" and o["ms"] > 0 for o in s.ops)
+    assert ops["ConvTranspose"]["nodes"] == 2 and sum(o["share"] for o in s.ops) == pytest.approx(1)
     assert "## Where the time goes (per op type)" in report
     # the slowest op type first (which one it is depends on the machine's load: not asserted)
-    slowest = max(s["ops"], key=lambda o: o["ms"])["op"]
+    slowest = max(s.ops, key=lambda o: o["ms"])["op"]
     assert f"| student_64_fp32.onnx | onnxruntime | {slowest} " in report.split("## Where the time goes")[1]
 
 
@@ -90,7 +91,7 @@ def test_no_op_profile_skips_it(run_cli, exports, tmp_path):
                            "--no-op-profile", "--out", tmp_path)
     assert code == 0, err
     (row,) = load_results([tmp_path / "results.jsonl"])
-    assert row["status"] == "measured" and "ops" not in row
+    assert row.measured and not row.ops and "ops" not in row.to_json()
     assert "Where the time goes" not in (tmp_path / "report.md").read_text()
 
 
@@ -108,8 +109,9 @@ def test_the_report_names_ops_off_the_fast_path():
     from crd_edge.bench.results import _op_profile_section
 
     def row(runtime, ops):
-        return {"device": {"kind": "local", "name": "local"}, "artifact": {"name": "m"}, "runtime": runtime,
-                "ops": [{"op": op, "where": where, "ms": 1.0, "share": 0.5} for op, where in ops]}
+        return BenchRow.from_json({"status": "measured", "device": {"kind": "local", "name": "local"},
+                                   "artifact": {"name": "m"}, "runtime": runtime,
+                                   "ops": [{"op": op, "where": where, "ms": 1.0, "share": 0.5} for op, where in ops]})
     text = "\n".join(_op_profile_section([
         row("onnxruntime (CUDA)", [("Conv", "CUDA"), ("Resize", "CPU")]),
         row("onnxruntime", [("Conv", "CPU"), ("Pad", "CPU")]),
@@ -122,7 +124,7 @@ def test_bench_a_checkpoint_in_torch_and_merge_reports(run_cli, exports, tmp_pat
     code, _, err = run_cli("bench", exports / "s.pt", "--runs", 3, "--max-seconds", 0.2, "--out", tmp_path / "a")
     assert code == 0, err
     (r,) = load_results([tmp_path / "a" / "results.jsonl"])
-    assert r["runtime"] == "torch" and r["matmul"]["gmacs_per_s"] > 0  # roofline on by default
+    assert r.runtime == "torch" and r.matmul_gmacs_per_s > 0  # roofline on by default
     code, _, err = run_cli("bench", exports / "export" / "student_64_fp32.onnx", "--runs", 3, "--max-seconds", 0.2,
                            "--no-roofline", "--out", tmp_path / "b", "--merge", tmp_path / "a" / "results.jsonl")
     assert code == 0, err
@@ -143,10 +145,10 @@ def test_bench_bad_inputs(run_cli, tmp_path, exports):
     # one JSON-lines reader for every file: a torn last line (a crash) is skipped silently, a
     # damaged line elsewhere is skipped with a warning naming it
     (tmp_path / "bad.jsonl").write_text('{"status": "measured"}\n{"trunc')
-    assert load_results([tmp_path / "bad.jsonl"]) == [{"status": "measured"}]
+    assert [r.status for r in load_results([tmp_path / "bad.jsonl"])] == ["measured"]
     (tmp_path / "bad.jsonl").write_text('{"status": "measured"}\n{"trunc\n{"status": "error"}\n')
     with pytest.warns(UserWarning, match=r"bad.jsonl: skipped 1 line\(s\) that are not JSON \(line 2\)"):
-        assert load_results([tmp_path / "bad.jsonl"]) == [{"status": "measured"}, {"status": "error"}]
+        assert [r.status for r in load_results([tmp_path / "bad.jsonl"])] == ["measured", "error"]
 
 
 def test_peak_rss_is_the_measured_process_own(tmp_path):
@@ -177,7 +179,7 @@ def test_an_onnxruntime_provider_reaches_the_session(exports, tmp_path):
 
     (r,) = bench([str(exports / "export")], out_dir=tmp_path, runs=2, max_seconds=0.1, roofline=False,
                  options=RunnerOptions(ort_providers=("CPUExecutionProvider",)))
-    assert r["status"] == "measured" and r["runtime"] == "onnxruntime"
+    assert r.measured and r.runtime == "onnxruntime"
 
 
 def test_each_runner_times_what_the_format_table_says():

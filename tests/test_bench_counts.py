@@ -251,25 +251,27 @@ def test_bench_counts_a_bare_onnx_from_its_graph(student_export, tmp_path):
 
 
 def test_report_shows_activation_memory():
+    from crd_edge.bench.records import BenchRow
     from crd_edge.bench.results import render_markdown
-    row = {"artifact": {"name": "s.onnx", "role": "student", "precision": "fp32"}, "runtime": "onnxruntime",
+    row = BenchRow.from_json({"status": "measured", "artifact": {"name": "s.onnx", "role": "student", "precision": "fp32"}, "runtime": "onnxruntime",
            "threads": 2, "input_size": [64, 64], "latency_ms": {"p50": 2.0, "p90": 2.5},
-           "model": {"params": 10, "macs_true": 2e9, "act_peak_bytes": 9_373_952}}
+           "model": {"params": 10, "macs_true": 2e9, "act_peak_bytes": 9_373_952}})
     report = render_markdown([row], [])
     assert "| true GMACs | act. MB |" in report and "| 10 | 2.000 | 9.4 | 2.0 |" in report
 
 
 def test_plots_mark_failed_and_unverified_artifacts(tmp_path, monkeypatch):
     from crd_edge.bench import results
+    from crd_edge.bench.records import BenchRow
 
     def row(name, precision, status, psnr=None):
-        return {"artifact": {"name": name, "role": "student", "precision": precision, "verification_status": status,
+        return BenchRow.from_json({"status": "measured", "artifact": {"name": name, "role": "student", "precision": precision, "verification_status": status,
                              "verification_psnr_db": psnr},
                 "runtime": "openvino", "threads": 2, "input_size": [64, 64], "latency_ms": {"p50": 2.0, "p90": 2.5},
-                "model": {"params": 10, "macs_true": 2e9}}
+                "model": {"params": 10, "macs_true": 2e9}})
     rows = [row("a.openvino", "fp32", "passed"), row("b.openvino", "int8", "failed", 29.21),
             row("c.onnx", "fp16", None), row("d.mlpackage", "fp32", "spec-verified")]
-    assert [results._unverified_note(r) for r in rows] == ["", " [failed 29.2 dB]", " [unverified]",
+    assert [r.artifact.unverified_note() for r in rows] == ["", " [failed 29.2 dB]", " [unverified]",
                                                            " [spec-verified]"]
     drawn = []
     import matplotlib.axes

@@ -300,9 +300,9 @@ def test_an_unreachable_device_fails_once_not_per_artifact(onnx_model, tmp_path)
     port = _free_port()  # nothing listens there
     results = list(bench([str(onnx_model), str(tmp_path / "b.onnx"), str(tmp_path / "c.onnx")],
                          devices=[f"ssh:127.0.0.1:{port}"], out_dir=tmp_path / "bench"))
-    assert [r["status"] for r in results] == ["error"] * 3
-    assert "Connection refused" in results[0]["reason"]
-    assert all(r["reason"] == f"not tried: {results[0]['reason']}" for r in results[1:])
+    assert [r.status for r in results] == ["error"] * 3
+    assert "Connection refused" in results[0].reason
+    assert all(r.reason == f"not tried: {results[0].reason}" for r in results[1:])
 
 
 def test_missing_ssh_client_names_the_package(monkeypatch, onnx_model):

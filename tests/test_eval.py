@@ -406,13 +406,13 @@ def test_checkpoint_and_its_onnx_export_score_the_same(tmp_path, tiny_teacher):
     results = [evaluate(m, metrics="psnr,ssim") for m in (ckpt, onnx_path)]
     for r in results:
         # The teacher is the one the checkpoint records (for the artifact: found via its manifest).
-        assert r["reference"]["teacher"]["origin"] == "recorded in the checkpoint"
-        assert r["reference"]["teacher"]["path"] == str(tiny_teacher.resolve())
-        assert r["size"] == [64, 64] and r["data"]["images"] == 3
+        assert r.reference["teacher"]["origin"] == "recorded in the checkpoint"
+        assert r.reference["teacher"]["path"] == str(tiny_teacher.resolve())
+        assert r.size == (64, 64) and r.images == 3
     (pt, ox) = results
-    assert ox["model"]["backend"] == "onnxruntime" and pt["model"]["backend"] == "torch"
-    assert ox["metrics"]["psnr"]["value"] == pytest.approx(pt["metrics"]["psnr"]["value"], abs=0.05)
-    assert ox["metrics"]["ssim"]["value"] == pytest.approx(pt["metrics"]["ssim"]["value"], abs=1e-3)
+    assert ox.model["backend"] == "onnxruntime" and pt.model["backend"] == "torch"
+    assert ox.value("psnr") == pytest.approx(pt.value("psnr"), abs=0.05)
+    assert ox.value("ssim") == pytest.approx(pt.value("ssim"), abs=1e-3)
     assert "PSNR vs teacher" in render_table(pt)
     with pytest.raises(UserError, match="static 64x64 input"):
         evaluate(onnx_path, metrics="psnr", size=32)
@@ -426,12 +426,12 @@ def test_fid_against_a_real_folder_uses_the_cache(tmp_path, net):
     kwargs = dict(data=data, reference=real, metrics="fid,kid", cache_dir=tmp_path / "cache")
     first = evaluate(ckpt, **kwargs)
     second = evaluate(ckpt, **kwargs)
-    f1, f2 = first["metrics"]["fid"], second["metrics"]["fid"]
-    assert f1["images"] == [3, 4] and f1["value"] > 0 and f1["network"]["sha256"] == net.identity["sha256"]
-    assert not f1["reference_cache"]["hit"] and f2["reference_cache"]["hit"]
-    assert f2["value"] == pytest.approx(f1["value"], rel=1e-9)
-    assert second["metrics"]["kid"]["value"] == pytest.approx(first["metrics"]["kid"]["value"], rel=1e-9)
-    assert any("strongly biased" in n for n in first["notes"]) and "testA" in first["data"]["source"]
+    f1, f2 = first.metrics["fid"], second.metrics["fid"]
+    assert f1.details["images"] == [3, 4] and f1.value > 0 and f1.network["sha256"] == net.identity["sha256"]
+    assert not f1.details["reference_cache"]["hit"] and f2.details["reference_cache"]["hit"]
+    assert f2.value == pytest.approx(f1.value, rel=1e-9)
+    assert second.value("kid") == pytest.approx(first.value("kid"), rel=1e-9)
+    assert any("strongly biased" in n for n in first.notes) and "testA" in first.data["source"]
 
 
 # -- the command line ---------------------------------------------------------------------------

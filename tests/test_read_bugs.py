@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from crd_edge.bench.records import BenchRow
+
 pytestmark = pytest.mark.slow
 
 TINY = ["student.arch=mobile_resnet_9blocks", "student.kwargs.ngf=8", "data.size=64", "data.load_size=72",
@@ -99,32 +101,32 @@ def test_merged_bench_results_pair_teacher_and_student_from_the_same_run():
     from crd_edge.bench.results import speedups
 
     def row(run, role, ms):
-        return {"run_id": run, "device": {"name": "cpu"}, "runtime": "onnxruntime", "input_size": [256, 256],
+        return BenchRow.from_json({"run_id": run, "device": {"name": "cpu"}, "runtime": "onnxruntime", "input_size": [256, 256],
                 "status": "measured", "latency_ms": {"p50": ms, "mean": ms},
-                "artifact": {"role": role, "precision": "fp32", "name": f"{role}.onnx"}, "model": {}}
+                "artifact": {"role": role, "precision": "fp32", "name": f"{role}.onnx"}, "model": {}})
     rows = [row("a", "teacher", 100.0), row("a", "student", 10.0), row("b", "student", 50.0)]
     (pair,) = speedups(rows)  # run b has no teacher: no pair across runs
-    assert pair["speedup"] == 10.0
+    assert pair.speedup == 10.0
 
 
 def test_best_precision_speedup_takes_each_models_fastest_verified_artifact():
     from crd_edge.bench.results import best_speedups, render_markdown
 
     def row(role, precision, ms, status="passed", runtime="openvino"):
-        return {"run_id": "a", "device": {"name": "cpu"}, "runtime": runtime, "input_size": [256, 256],
+        return BenchRow.from_json({"run_id": "a", "device": {"name": "cpu"}, "runtime": runtime, "input_size": [256, 256],
                 "status": "measured", "latency_ms": {"p50": ms, "mean": ms}, "model": {},
                 "artifact": {"role": role, "precision": precision, "name": f"{role}_{precision}.openvino",
-                             "verification_status": status}}
+                             "verification_status": status}})
     rows = [row("teacher", "fp32", 220.0), row("teacher", "fp16", 100.0, runtime="openvino (bf16)"),
             row("teacher", "int8", 40.0, status="failed"),  # fastest, but it does not match its original
             row("student", "fp32", 6.0), row("student", "fp16", 4.0, runtime="openvino (bf16)"),
             row("student", "int8", 2.5)]
     (best,) = best_speedups(rows)  # one runtime: the bf16 rows are OpenVINO's too
-    assert (best["runtime"], best["teacher_precision"], best["student_precision"]) == ("openvino", "fp16", "int8")
-    assert best["speedup"] == 40.0
+    assert (best.runtime, best.teacher_precision, best.student_precision) == ("openvino", "fp16", "int8")
+    assert best.speedup == 40.0
     assert "| openvino | teacher_fp16.openvino | 100.0 | student_int8.openvino | 2.5 | 40.0x |" in render_markdown(rows, [])
-    rows[-1]["artifact"]["verification_status"] = "failed"
-    assert best_speedups(rows)[0]["student_precision"] == "fp16"
+    rows[-1] = row("student", "int8", 2.5, status="failed")
+    assert best_speedups(rows)[0].student_precision == "fp16"
 
 
 def test_two_students_benchmarked_together_each_keep_their_row():
@@ -132,17 +134,17 @@ def test_two_students_benchmarked_together_each_keep_their_row():
 
     def row(folder, role, precision, ms):
         name = f"{role}_{precision}.openvino"
-        return {"run_id": "a", "device": {"name": "cpu"}, "runtime": "openvino", "input_size": [256, 256],
+        return BenchRow.from_json({"run_id": "a", "device": {"name": "cpu"}, "runtime": "openvino", "input_size": [256, 256],
                 "status": "measured", "latency_ms": {"p50": ms, "mean": ms}, "model": {},
                 "artifact": {"role": role, "precision": precision, "name": name, "path": f"{folder}/{name}",
-                             "verification_status": "passed"}}
+                             "verification_status": "passed"}})
     rows = latest([row("runs/a/export", "student", "fp32", 6.0), row("runs/b/export", "student", "fp32", 3.0),
                    row("t", "teacher", "fp32", 210.0)])
     for r in rows:  # each profiled: the per-op table names them apart as well
-        r["ops"] = [{"op": "Conv", "ms": r["latency_ms"]["p50"], "share": 1.0, "where": "CPU"}]
+        r.ops = [{"op": "Conv", "ms": r.latency.p50, "share": 1.0, "where": "CPU"}]
     assert len(rows) == 3  # same file name, two folders: two students, not one replacing the other
-    assert sorted(s["speedup"] for s in speedups(rows)) == [35.0, 70.0]
-    assert sorted(b["speedup"] for b in best_speedups(rows)) == [35.0, 70.0]
+    assert sorted(s.speedup for s in speedups(rows)) == [35.0, 70.0]
+    assert sorted(b.speedup for b in best_speedups(rows)) == [35.0, 70.0]
     table = render_markdown(rows, [])
     assert "| student | export/student_fp32.openvino |" not in table  # the label needs the run, not 'export'
     assert table.count("student_fp32.openvino |") >= 2

@@ -44,6 +44,7 @@ def test_each_row_is_measured_against_the_ceiling_of_its_own_precision():
     """An int8 row against the fp32 matmul once read 521%: int8 rows (and OpenVINO's fp16, which
     computes in bf16 on AMX CPUs) use their runtime's own ceiling, or show no share at all."""
     from crd_edge.bench.ceilings import measure_ceiling, needs_own_ceiling
+    from crd_edge.bench.records import BenchRow
     from crd_edge.bench.results import ceiling_of, efficiency
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -53,9 +54,9 @@ def test_each_row_is_measured_against_the_ceiling_of_its_own_precision():
     assert needs_own_ceiling("openvino", "fp16") and not needs_own_ceiling("onnxruntime", "fp16")
 
     def row(runtime, precision, ceiling=None):
-        r = {"runtime": runtime, "artifact": {"precision": precision}, "roofline_gmacs_per_s": 100.0,
-             "model": {"macs_true": 1e9}, "latency_ms": {"p50": 20.0}}
-        return {**r, "ceiling": ceiling} if ceiling else r
+        r = {"status": "measured", "runtime": runtime, "artifact": {"name": "m", "precision": precision},
+             "roofline_gmacs_per_s": 100.0, "model": {"macs_true": 1e9}, "latency_ms": {"p50": 20.0}}
+        return BenchRow.from_json({**r, "ceiling": ceiling} if ceiling else r)
     assert ceiling_of(row("onnxruntime", "fp32")) == 100.0 and efficiency(row("onnxruntime", "fp32")) == 0.5
     assert ceiling_of(row("litert", "int8")) is None and efficiency(row("litert", "int8")) is None
     assert efficiency(row("onnxruntime", "int8", own)) == pytest.approx(50 / own["gmacs_per_s"])

@@ -101,9 +101,27 @@ def all_suffixes() -> list[str]:
     return [s for f in FORMATS.values() for s in f.suffixes]
 
 
+@dataclass(frozen=True)
+class Verification:
+    """How an artifact compared with its torch original on the verification photos (its
+    manifest record's ``verification``): ``status`` passed, failed, spec-verified, or changed
+    since export; None where no export verified it."""
+
+    status: str | None = None
+    psnr_db_min: float | None = None
+    max_abs_err: float | None = None
+    threshold_db: float | None = None
+
+    @classmethod
+    def of(cls, record: dict) -> Verification:
+        v = record.get("verification") or {}
+        return cls(v.get("status"), v.get("psnr_db_min"), v.get("max_abs_err"), v.get("threshold_db"))
+
+
 @dataclass
 class Artifact:
-    """A model file or folder, with its manifest record when one lists it."""
+    """A model file or folder, with its manifest record when one lists it. The record is the
+    manifest's JSON as export wrote it; readers in other layers use the typed views below."""
 
     path: Path
     role: str                       # "student" | "teacher" | file stem
@@ -118,6 +136,22 @@ class Artifact:
     @property
     def input_hw(self) -> tuple[int, int] | None:
         return record_input_hw(self.record)
+
+    @property
+    def verification(self) -> Verification:
+        return Verification.of(self.record)
+
+    @property
+    def source_architecture(self) -> tuple[str | None, dict]:
+        """(registered architecture, its constructor arguments) of the model exported, where the
+        record names one."""
+        source = self.record.get("source") or {}
+        return source.get("arch"), dict(source.get("kwargs") or {})
+
+    @property
+    def changed(self) -> bool:
+        """Edited or replaced since export: its recorded verification describes another file."""
+        return bool(self.record.get("changed"))
 
 
 def read_manifest(path: str | Path) -> list[dict]:

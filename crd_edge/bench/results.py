@@ -7,121 +7,94 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from crd_edge.errors import UserError
+from dataclasses import asdict
+
 from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, write_json
+from crd_edge.bench.records import BenchReport, BenchRow, BestSpeedup, Speedup
+from crd_edge.errors import UserError
 
 
-def append_result(path: Path, result: dict) -> None:
+def append_result(path: Path, result: BenchRow) -> None:
     """One line per measurement: a crash mid-run loses nothing before it, and a full disk
     leaves no torn line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    append_jsonl(path, result)
+    append_jsonl(path, result.to_json())
 
 
-def load_results(paths: list[Path]) -> list[dict]:
+def load_results(paths: list[Path]) -> list[BenchRow]:
     results = []
     for path in paths:
         if not path.is_file():
             raise UserError(f"{path}: no results file; `crd-edge bench` writes results.jsonl")
-        results += read_jsonl(path)
+        results += [BenchRow.from_json(line) for line in read_jsonl(path)]
     return results
 
 
-def latest(results: list[dict]) -> list[dict]:
+def latest(results: list[BenchRow]) -> list[BenchRow]:
     """The newest measurement per (device, artifact, runtime, threads): re-runs replace older rows."""
-    rows: dict[tuple, dict] = {}
+    rows: dict[tuple, BenchRow] = {}
     for r in results:
-        if r.get("status") != "measured":
-            continue
-        key = (device_name(r), artifact_id(r), r.get("runtime"), r.get("threads"))
-        rows[key] = r
+        if r.measured:
+            rows[(r.device_name, r.artifact.id, r.runtime, r.threads)] = r
     return list(rows.values())
 
 
-def artifact_id(r: dict) -> str:
-    """Which file a row measured: its absolute path (the same file typed two ways is one
-    artifact), or its name where the row has no path."""
-    path = r["artifact"].get("path")
-    return os.path.abspath(path) if path else r["artifact"]["name"]
-
-
-def artifact_label(r: dict, rows: list[dict]) -> str:
+def artifact_label(r: BenchRow, rows: list[BenchRow]) -> str:
     """The artifact's file name, or folder/name where two measured artifacts share a name (two
     students benchmarked side by side, each exported as student_fp32.openvino)."""
-    a = r["artifact"]
-    paths = {artifact_id(x) for x in rows if x["artifact"]["name"] == a["name"]}
-    if len(paths) > 1 and a.get("path"):
+    a = r.artifact
+    paths = {x.artifact.id for x in rows if x.artifact.name == a.name}
+    if len(paths) > 1 and a.path:
         # the part of the path that tells them apart: runs/a/export/x, runs/b/export/x -> a/export/x
-        return os.path.relpath(artifact_id(r), os.path.commonpath(list(paths)))
-    return a["name"]
+        return os.path.relpath(a.id, os.path.commonpath(list(paths)))
+    return a.name
 
 
-def device_name(r: dict) -> str:
-    d = r.get("device", {})
-    if d.get("kind") == "adb":
-        return f"{d.get('model') or d.get('serial')} (adb)"
-    if d.get("kind") == "ssh":
-        return f"{d.get('host')} (ssh)"
-    if d.get("kind") == "browser":  # the threads are in the runtime's name
-        return f"{d.get('browser', 'browser')} on {d.get('hostname', 'local')}: {d.get('processor', '?')}"
-    return f"{d.get('hostname', 'local')}: {d.get('processor', '?')}, {r.get('threads')} threads"
-
-
-def typical_ms(r: dict) -> float:
-    """The median latency; the mean where the tool reports no median (LiteRT's benchmark_model)."""
-    lat = r["latency_ms"]
-    return lat["p50"] if lat.get("p50") is not None else lat["mean"]
-
-
-def ceiling_of(r: dict) -> float | None:
+def ceiling_of(r: BenchRow) -> float | None:
     """GMAC/s this row is measured against: the runtime's own ceiling in the precision the
     artifact computes in where that is not fp32 (int8; OpenVINO's fp16 files), else the fp32
     matmul roofline of its run. None where the precision needs its own and none was measured:
     no share is better than one against the wrong ceiling."""
     from crd_edge.bench.ceilings import needs_own_ceiling
-    if r.get("ceiling"):
-        return r["ceiling"]["gmacs_per_s"]
-    if needs_own_ceiling(r.get("runtime") or "", r["artifact"]["precision"]):
+    if r.ceiling is not None:
+        return r.ceiling.gmacs_per_s
+    if needs_own_ceiling(r.runtime or "", r.artifact.precision):
         return None
-    return r.get("roofline_gmacs_per_s")
+    return r.roofline_gmacs_per_s
 
 
-def efficiency(r: dict) -> float | None:
+def efficiency(r: BenchRow) -> float | None:
     """True MACs per second as a fraction of the row's ceiling (:func:`ceiling_of`)."""
-    macs, ceiling = r.get("model", {}).get("macs_true"), ceiling_of(r)
+    macs, ceiling = r.model.macs_true, ceiling_of(r)
     if not macs or not ceiling:
         return None
-    return macs / (typical_ms(r) / 1e3) / (ceiling * 1e9)
+    return macs / (r.typical_ms / 1e3) / (ceiling * 1e9)
 
 
-def _attach_roofline(rows: list[dict], results: list[dict]) -> None:
+def _attach_roofline(rows: list[BenchRow], results: list[BenchRow]) -> None:
     """Each row gets the matmul ceiling of its own run and device (else the device's latest)."""
     by_run, by_device = {}, {}
     for r in results:
-        if "matmul" in r:
-            by_run[(r.get("run_id"), device_name(r))] = by_device[device_name(r)] = r["matmul"]["gmacs_per_s"]
+        if r.matmul_gmacs_per_s:
+            by_run[(r.run_id, r.device_name)] = by_device[r.device_name] = r.matmul_gmacs_per_s
     for r in rows:
-        r["roofline_gmacs_per_s"] = by_run.get((r.get("run_id"), device_name(r)), by_device.get(device_name(r)))
+        r.roofline_gmacs_per_s = by_run.get((r.run_id, r.device_name), by_device.get(r.device_name))
 
 
-def speedups(rows: list[dict]) -> list[dict]:
+def speedups(rows: list[BenchRow]) -> list[Speedup]:
     """Teacher p50 / student p50 per device, runtime, precision and input size, pairing only a
     teacher and a student measured in the same run (a merged report holds several runs)."""
     groups: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        a = r["artifact"]
-        size = "x".join(map(str, r.get("input_size") or []))
-        groups[(device_name(r), r.get("runtime") or "", a["precision"], size, r.get("run_id") or "")][a["role"]].append(r)
+        key = (r.device_name, r.runtime or "", r.artifact.precision, r.size_label, r.run_id or "")
+        groups[key][r.artifact.role].append(r)
     out = []
     for (device, runtime, precision, _, _), roles in sorted(groups.items()):
         for t in roles["teacher"][:1]:
             for s in roles["student"]:  # several students against one teacher: a row each
-                tm, sm = t.get("model", {}).get("macs_true"), s.get("model", {}).get("macs_true")
-                out.append({"device": device, "runtime": runtime, "precision": precision,
-                            "student": artifact_label(s, rows),
-                            "teacher_p50_ms": typical_ms(t), "student_p50_ms": typical_ms(s),
-                            "speedup": typical_ms(t) / typical_ms(s),
-                            "mac_ratio": tm / sm if tm and sm else None})
+                tm, sm = t.model.macs_true, s.model.macs_true
+                out.append(Speedup(device, runtime, precision, artifact_label(s, rows), t.typical_ms, s.typical_ms,
+                                   t.typical_ms / s.typical_ms, tm / sm if tm and sm else None))
     return out
 
 
@@ -130,31 +103,27 @@ def runtime_family(runtime: str) -> str:
     return runtime.split(" (")[0]
 
 
-def best_speedups(rows: list[dict]) -> list[dict]:
+def best_speedups(rows: list[BenchRow]) -> list[BestSpeedup]:
     """Per device and runtime, the teacher's fastest verified artifact against the student's:
     the comparison a user ships, where each model runs in the quickest precision that still
     matches its torch original (an int8 student that fails verification does not count, nor
     does a teacher whose int8 export fails). Same-run pairs only, as in :func:`speedups`."""
     best: dict[tuple, dict] = defaultdict(dict)
     for r in rows:
-        a = r["artifact"]
-        if a.get("verification_status") != "passed":
+        a = r.artifact
+        if not a.verified:
             continue
-        size = "x".join(map(str, r.get("input_size") or []))
         # one teacher per group; one student per folder (several students benchmarked together)
-        who = "teacher" if a["role"] == "teacher" else str(Path(a.get("path") or "").parent)
-        group = best[(device_name(r), runtime_family(r.get("runtime") or ""), size, r.get("run_id") or "")]
-        if who not in group or typical_ms(r) < typical_ms(group[who]):
+        who = "teacher" if a.role == "teacher" else str(Path(a.path or "").parent)
+        group = best[(r.device_name, runtime_family(r.runtime or ""), r.size_label, r.run_id or "")]
+        if who not in group or r.typical_ms < group[who].typical_ms:
             group[who] = r
     out = []
     for (device, runtime, _, _), fastest in sorted(best.items()):
         t = fastest.pop("teacher", None)
         for s in fastest.values() if t else []:
-            out.append({"device": device, "runtime": runtime,
-                        "teacher": t["artifact"]["name"], "teacher_precision": t["artifact"]["precision"],
-                        "student": artifact_label(s, rows), "student_precision": s["artifact"]["precision"],
-                        "teacher_p50_ms": typical_ms(t), "student_p50_ms": typical_ms(s),
-                        "speedup": typical_ms(t) / typical_ms(s)})
+            out.append(BestSpeedup(device, runtime, t.artifact.name, t.artifact.precision, artifact_label(s, rows),
+                                   s.artifact.precision, t.typical_ms, s.typical_ms, t.typical_ms / s.typical_ms))
     return out
 
 
@@ -169,23 +138,23 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
-def _op_profile_section(rows: list[dict], top: int = 4) -> list[str]:
+def _op_profile_section(rows: list[BenchRow], top: int = 4) -> list[str]:
     """Where each artifact's time goes, by op type, from the runtime's own profiler; and what
     ran off the fast path: onnxruntime ops on the CPU provider while the session's first choice
     is an accelerator, OpenVINO ops on a reference (ref_*) kernel."""
-    profiled = [r for r in rows if r.get("ops") or r.get("ops_note")]
+    profiled = [r for r in rows if r.ops or r.ops_note]
     if not profiled:
         return []
     lines = ["## Where the time goes (per op type)", "",
              "| device | artifact | runtime | slowest op types: ms per inference (share) | off the fast path |",
              "|---|---|---|---|---|"]
     for r in profiled:
-        ops = r.get("ops") or []
-        slowest = ", ".join(f"{o['op']} {o['ms']:.2f} ({o['share']:.0%})" for o in ops[:top]) or r.get("ops_note", "-")
-        accelerated = "(" in (r.get("runtime") or "") and (r.get("runtime") or "").startswith("onnxruntime")
+        ops, runtime = r.ops, r.runtime or ""
+        slowest = ", ".join(f"{o['op']} {o['ms']:.2f} ({o['share']:.0%})" for o in ops[:top]) or r.ops_note or "-"
+        accelerated = "(" in runtime and runtime.startswith("onnxruntime")
         slow = sorted({o["op"] for o in ops if o["where"].startswith("ref")
                        or (accelerated and o["where"] == "CPU")})
-        lines.append(f"| {device_name(r)} | {artifact_label(r, rows)} | {r.get('runtime')} | {slowest} | "
+        lines.append(f"| {r.device_name} | {artifact_label(r, rows)} | {r.runtime} | {slowest} | "
                      f"{', '.join(slow) or '-'} |")
     lines += ["", "From onnxruntime's profiler and OpenVINO's performance counters, in a second session after "
               "the timing (10 inferences after one warm-up); results.jsonl holds every op type with its "
@@ -193,11 +162,11 @@ def _op_profile_section(rows: list[dict], top: int = 4) -> list[str]:
     return lines
 
 
-def render_markdown(rows: list[dict], skipped: list[dict]) -> str:
+def render_markdown(rows: list[BenchRow], skipped: list[BenchRow]) -> str:
     lines = ["# crd-edge benchmark report", ""]
-    by_device: dict[str, list[dict]] = defaultdict(list)
+    by_device: dict[str, list[BenchRow]] = defaultdict(list)
     for r in rows:
-        by_device[device_name(r)].append(r)
+        by_device[r.device_name].append(r)
     for device, group in by_device.items():
         lines += _device_section(device, group, rows)
     lines += _speedup_section(rows)
@@ -220,93 +189,90 @@ _LEGEND = ("Latency: wall-clock per call after warm-up (median p50, p90), model 
            "and OpenVINO's fp16: the runtime's own on a dense convolution; '-' where none was measured).")
 
 
-def _device_section(device: str, group: list[dict], rows: list[dict]) -> list[str]:
+def _device_section(device: str, group: list[BenchRow], rows: list[BenchRow]) -> list[str]:
     """One device's ceilings and its table of measurements; ``rows`` (every device's) decides
     how an artifact is labelled."""
     lines = [f"## {device}", ""] + _ceiling_lines(group)
     lines += ["| model | artifact | runtime | precision | size | params | true GMACs | act. MB | p50 ms | p90 ms | FPS | "
               "end-to-end FPS | peak MB | PSNR dB | % of ceiling |",
               "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(group, key=lambda r: (r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])):
+    for r in sorted(group, key=lambda r: (r.artifact.role, r.runtime or "", r.artifact.precision)):
         lines.append(_measurement_line(r, rows))
     lines.append("")
     return lines
 
 
-def _ceiling_lines(group: list[dict]) -> list[str]:
+def _ceiling_lines(group: list[BenchRow]) -> list[str]:
     """What the device's rows are measured against: the fp32 matmul roofline of the run and any
     runtime's own ceiling in another precision."""
     lines = []
-    ceiling = group[0].get("roofline_gmacs_per_s")
+    ceiling = group[0].roofline_gmacs_per_s
     if ceiling:
         lines += [f"Roofline: dense fp32 matmul {ceiling:.1f} GMAC/s with the same threads, in the same run.", ""]
-    own = {(r["ceiling"]["runtime"], r["ceiling"]["precision"]): r["ceiling"]["gmacs_per_s"]
-           for r in group if r.get("ceiling")}
+    own = {(r.ceiling.runtime, r.ceiling.precision): r.ceiling.gmacs_per_s for r in group if r.ceiling}
     if own:
         lines += ["Ceilings in other precisions (each runtime on a dense 1x1 convolution, same threads): "
                   + ", ".join(f"{rt} {p} {g:.1f} GMAC/s" for (rt, p), g in sorted(own.items())) + ".", ""]
     return lines
 
 
-def _measurement_line(r: dict, rows: list[dict]) -> str:
-    a, m, lat = r["artifact"], r.get("model", {}), r["latency_ms"]
+def _measurement_line(r: BenchRow, rows: list[BenchRow]) -> str:
+    a, m, lat = r.artifact, r.model, r.latency
     eff = efficiency(r)
-    size = "x".join(map(str, r.get("input_size") or [])) or "-"
-    psnr = a.get("verification_psnr_db")
-    status = a.get("verification_status")
+    psnr, status = a.verification_psnr_db, a.verification_status
     psnr_text = ("-" if psnr is None else f"{psnr:.1f}") + ("" if status in (None, "passed") else f" ({status})")
-    return (f"| {a['role']} | {artifact_label(r, rows)} | {r.get('runtime')} | {a['precision']} | {size} | "
-            f"{_fmt(m.get('params'), ',')} | {_fmt(m.get('macs_true') and m['macs_true'] / 1e9, '.3f')} | "
-            f"{_fmt(m.get('act_peak_bytes') and m['act_peak_bytes'] / 1e6, '.1f')} | "
-            f"{typical_ms(r):.1f}{'' if lat.get('p50') is not None else ' (mean)'} | {_fmt(lat.get('p90'), '.1f')} | {_fmt(r.get('throughput_fps'), '.1f')} | "
-            f"{_fmt(r.get('end_to_end_fps'), '.1f')} | {_fmt(r.get('peak_rss_mb') or r.get('peak_memory_mb'), '.0f')} | "
+    return (f"| {a.role} | {artifact_label(r, rows)} | {r.runtime} | {a.precision} | {r.size_label or '-'} | "
+            f"{_fmt(m.params, ',')} | {_fmt(m.macs_true and m.macs_true / 1e9, '.3f')} | "
+            f"{_fmt(m.act_peak_bytes and m.act_peak_bytes / 1e6, '.1f')} | "
+            f"{r.typical_ms:.1f}{'' if lat.p50 is not None else ' (mean)'} | {_fmt(lat.p90, '.1f')} | "
+            f"{_fmt(r.throughput_fps, '.1f')} | {_fmt(r.end_to_end_fps, '.1f')} | {_fmt(r.peak_mb, '.0f')} | "
             f"{psnr_text} | {_fmt(eff and eff * 100, '.0f')} |")
 
 
-def _speedup_section(rows: list[dict]) -> list[str]:
+def _speedup_section(rows: list[BenchRow]) -> list[str]:
     table = speedups(rows)
     if not table:
         return []
     lines = ["## Student speed-up over the teacher (same device, runtime and precision)", ""]
     lines += _table(["device", "runtime", "precision", "student", "teacher p50 ms:", "student p50 ms:",
                      "speed-up:", "true-MAC ratio:"],
-                    [[s["device"], s["runtime"], s["precision"], s["student"], f"{s['teacher_p50_ms']:.1f}",
-                      f"{s['student_p50_ms']:.1f}", f"{s['speedup']:.1f}x", f"{_fmt(s['mac_ratio'], '.1f')}x"]
+                    [[s.device, s.runtime, s.precision, s.student, f"{s.teacher_p50_ms:.1f}",
+                      f"{s.student_p50_ms:.1f}", f"{s.speedup:.1f}x", f"{_fmt(s.mac_ratio, '.1f')}x"]
                      for s in table])
     lines.append("")
     return lines
 
 
-def _best_speedup_section(rows: list[dict]) -> list[str]:
+def _best_speedup_section(rows: list[BenchRow]) -> list[str]:
     best = best_speedups(rows)
     if not best:
         return []
     lines = ["## Student speed-up, each model at its fastest verified precision", ""]
     lines += _table(["device", "runtime", "teacher", "teacher p50 ms:", "student", "student p50 ms:", "speed-up:"],
-                    [[b["device"], b["runtime"], b["teacher"], f"{b['teacher_p50_ms']:.1f}", b["student"],
-                      f"{b['student_p50_ms']:.1f}", f"{b['speedup']:.1f}x"] for b in best])
+                    [[b.device, b.runtime, b.teacher, f"{b.teacher_p50_ms:.1f}", b.student,
+                      f"{b.student_p50_ms:.1f}", f"{b.speedup:.1f}x"] for b in best])
     lines += ["", "What a user ships: each model in the quickest precision whose export passed verification "
               "against its torch original (a failed int8 export is left out).", ""]
     return lines
 
 
-def _skipped_section(skipped: list[dict]) -> list[str]:
+def _skipped_section(skipped: list[BenchRow]) -> list[str]:
     if not skipped:
         return []
     lines = ["## Not measured", ""]
-    lines += [f"- {s['artifact']['name']} on {s['device_spec']}: {s['status']}: {s['reason']}" for s in skipped]
+    lines += [f"- {s.artifact.name} on {s.device_spec}: {s.status}: {s.reason}" for s in skipped]
     lines.append("")
     return lines
 
 
-def plot(rows: list[dict], out_dir: Path) -> list[Path]:
+def plot(rows: list[BenchRow], out_dir: Path) -> list[Path]:
     """latency_vs_macs.png (log-log, per device and runtime) and latency.png (p50 bars)."""
     import matplotlib
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
     written = []
-    points = [r for r in rows if r.get("model", {}).get("macs_true")]
+    points = [r for r in rows if r.model.macs_true]
     if points:
         written.append(_plot_latency_vs_macs(plt, points, out_dir))
     if rows:
@@ -319,18 +285,18 @@ def plot(rows: list[dict], out_dir: Path) -> list[Path]:
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "int8-dynamic": "v", "int8-weight": "D"}
 
 
-def _plot_latency_vs_macs(plt, points: list[dict], out_dir: Path) -> Path:
+def _plot_latency_vs_macs(plt, points: list[BenchRow], out_dir: Path) -> Path:
     """latency_vs_macs.png. Colour: runtime; marker: precision; dashed line: the fastest any model
     could run at the device's dense fp32 matmul ceiling (the roofline)."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    runtimes = sorted({r.get("runtime") or "?" for r in points})
+    runtimes = sorted({r.runtime or "?" for r in points})
     colours = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
     for r in points:  # an artifact that failed its verification, or has none, is drawn hollow
-        colour = colours[r.get("runtime") or "?"]
-        ax.scatter(r["model"]["macs_true"] / 1e9, typical_ms(r), edgecolors=colour,
-                   facecolors=colour if _verified(r) else "none",
-                   marker=_MARKERS.get(r["artifact"]["precision"], "x"), s=40, alpha=0.85)
-    macs = [r["model"]["macs_true"] for r in points]
+        colour = colours[r.runtime or "?"]
+        ax.scatter(r.model.macs_true / 1e9, r.typical_ms, edgecolors=colour,
+                   facecolors=colour if r.artifact.verified else "none",
+                   marker=_MARKERS.get(r.artifact.precision, "x"), s=40, alpha=0.85)
+    macs = [r.model.macs_true for r in points]
     _draw_rooflines(ax, points, macs)
     ax.legend(handles=_scatter_legend(plt, points, colours), fontsize=7, loc="upper left")
     ax.set_xscale("log")
@@ -343,9 +309,9 @@ def _plot_latency_vs_macs(plt, points: list[dict], out_dir: Path) -> Path:
     return _save(fig, out_dir / "latency_vs_macs.png")
 
 
-def _draw_rooflines(ax, points: list[dict], macs: list[float]) -> None:
+def _draw_rooflines(ax, points: list[BenchRow], macs: list[float]) -> None:
     """One dashed line per device with a roofline, spanning the plotted MACs."""
-    for device, ceiling in {device_name(r): r.get("roofline_gmacs_per_s") for r in points}.items():
+    for device, ceiling in {r.device_name: r.roofline_gmacs_per_s for r in points}.items():
         if ceiling:
             xs = [min(macs) / 1.5, max(macs) * 1.5]
             ax.plot([x / 1e9 for x in xs], [x / (ceiling * 1e9) * 1e3 for x in xs], "k--", lw=1)
@@ -353,28 +319,27 @@ def _draw_rooflines(ax, points: list[dict], macs: list[float]) -> None:
                         fontsize=7, va="bottom")
 
 
-def _scatter_legend(plt, points: list[dict], colours: dict[str, str]) -> list:
+def _scatter_legend(plt, points: list[BenchRow], colours: dict[str, str]) -> list:
     """A handle per runtime, per precision plotted, and for hollow points where there are any."""
     handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=rt) for rt, c in colours.items()]
     handles += [plt.Line2D([], [], color="grey", marker=m, ls="", label=p) for p, m in _MARKERS.items()
-                if any(r["artifact"]["precision"] == p for r in points)]
-    if not all(_verified(r) for r in points):
+                if any(r.artifact.precision == p for r in points)]
+    if not all(r.artifact.verified for r in points):
         handles.append(plt.Line2D([], [], color="grey", marker="o", mfc="none", ls="",
                                   label="failed or unverified"))
     return handles
 
 
-def _plot_latency_bars(plt, rows: list[dict], out_dir: Path) -> Path:
+def _plot_latency_bars(plt, rows: list[BenchRow], out_dir: Path) -> Path:
     """latency.png: a p50 bar with a p90 whisker per artifact, unverified ones hatched."""
-    ordered = sorted(rows, key=lambda r: (device_name(r), r["artifact"]["role"], r.get("runtime") or "",
-                                          r["artifact"]["precision"]))
+    ordered = sorted(rows, key=lambda r: (r.device_name, r.artifact.role, r.runtime or "", r.artifact.precision))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(ordered) + 1.5))
     labels = _bar_labels(ordered, rows)
-    p50 = [typical_ms(r) for r in ordered]
-    p90 = [r["latency_ms"].get("p90") or typical_ms(r) for r in ordered]
+    p50 = [r.typical_ms for r in ordered]
+    p90 = [r.latency.p90 or r.typical_ms for r in ordered]
     bars = ax.barh(labels, p50, xerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90)]], capsize=2)
     for bar, r in zip(bars, ordered):  # not something to ship: hatched and grey
-        if not _verified(r):
+        if not r.artifact.verified:
             bar.set(facecolor="none", edgecolor="grey", hatch="//")
     ax.set_xscale("log")
     ax.set_xlabel("latency per image, ms (bar: p50, whisker: p90; log scale)")
@@ -384,28 +349,12 @@ def _plot_latency_bars(plt, rows: list[dict], out_dir: Path) -> Path:
     return _save(fig, out_dir / "latency.png")
 
 
-def _bar_labels(ordered: list[dict], rows: list[dict]) -> list[str]:
-    labels = [f"{r['artifact']['role']} {r.get('runtime')} {r['artifact']['precision']}" for r in ordered]
+def _bar_labels(ordered: list[BenchRow], rows: list[BenchRow]) -> list[str]:
+    labels = [f"{r.artifact.role} {r.runtime} {r.artifact.precision}" for r in ordered]
     repeated = {label for label in labels if labels.count(label) > 1}  # two students: say whose bar
     labels = [f"{label} ({artifact_label(r, rows)})" if label in repeated else label
               for label, r in zip(labels, ordered)]
-    return [label + _unverified_note(r) for label, r in zip(labels, ordered)]
-
-
-def _verified(r: dict) -> bool:
-    return r["artifact"].get("verification_status") == "passed"
-
-
-def _unverified_note(r: dict) -> str:
-    """" [failed 29.2 dB]" or " [unverified]" for a bar label; "" for a verified artifact."""
-    if _verified(r):
-        return ""
-    a = r["artifact"]
-    status = a.get("verification_status")
-    if status == "failed":
-        psnr = a.get("verification_psnr_db")
-        return f" [failed{f' {psnr:.1f} dB' if psnr is not None else ''}]"
-    return f" [{status}]" if status else " [unverified]"  # spec-verified: a Core ML spec, no numbers
+    return [label + r.artifact.unverified_note() for label, r in zip(labels, ordered)]
 
 
 def _save(fig, path: Path) -> Path:
@@ -413,23 +362,25 @@ def _save(fig, path: Path) -> Path:
     return save_figure(fig, path, dpi=120)
 
 
-def write_report(results_files: list[Path], out_dir: Path) -> dict:
+def write_report(results_files: list[Path], out_dir: Path) -> BenchReport:
     """report.json, report.md and the plots in ``out_dir`` from every result in ``results_files``."""
     results = load_results(results_files)
     rows = latest(results)
     _attach_roofline(rows, results)
     # Artifacts that were skipped or failed and never measured later on that device.
-    def which(r: dict) -> tuple:
-        return r.get("device_spec"), artifact_id(r)
+    def which(r: BenchRow) -> tuple:
+        return r.device_spec, r.artifact.id
     measured = {which(r) for r in rows}
     skipped = list({which(r): r for r in results
-                    if r.get("status") in ("skipped", "error") and which(r) not in measured}.values())
+                    if r.status in ("skipped", "error") and which(r) not in measured}.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(rows, skipped)
     plots = plot(rows, out_dir)
     pictures = "".join(f"\n![{p.stem.replace('_', ' ')}]({p.name})\n" for p in plots)
     atomic_write_text(out_dir / "report.md", markdown + pictures)  # the terminal gets the tables only
-    report = {"rows": rows, "speedups": speedups(rows), "best_speedups": best_speedups(rows), "not_measured": skipped,
+    report = {"rows": [r.to_json() for r in rows], "speedups": [asdict(s) for s in speedups(rows)],
+              "best_speedups": [asdict(b) for b in best_speedups(rows)],
+              "not_measured": [r.to_json() for r in skipped],
               "plots": [p.name for p in plots], "sources": [str(p) for p in results_files]}
     write_json(out_dir / "report.json", report)
-    return {"markdown": markdown, "report": out_dir / "report.md", "plots": plots}
+    return BenchReport(markdown, out_dir / "report.md", plots)

@@ -13,11 +13,12 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from crd_edge.artifacts import FORMATS, Artifact, artifact_bytes, find_artifacts
+from crd_edge.bench.records import BenchRow, MeasuredArtifact
 from crd_edge.errors import DeviceUnreachable, UserError
 
 
@@ -30,8 +31,8 @@ def model_counts(item: Artifact, size: tuple[int, int]) -> dict:
     if item.target == "torch":  # a checkpoint or a state-dict teacher names its architecture; TorchScript does not
         arch, kwargs_json = _torch_architecture(str(item.path.resolve()), item.path.stat().st_mtime_ns)
     else:
-        source = item.record.get("source", {})
-        arch, kwargs_json = source.get("arch"), json.dumps(source.get("kwargs") or {}, sort_keys=True)
+        arch, kwargs = item.source_architecture
+        kwargs_json = json.dumps(kwargs, sort_keys=True)
     counts = _counts(arch, kwargs_json, tuple(size)) if arch else ()
     if not counts and FORMATS[item.target].file_format == "onnx" and item.path.is_file():
         counts = _onnx_counts(str(item.path.resolve()), item.path.stat().st_mtime_ns, tuple(size))
@@ -166,10 +167,10 @@ def skip_reason(kind: str, item: Artifact) -> str | None:
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
           threads: int | None = None, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
           out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True,
-          options: RunnerOptions = RunnerOptions()) -> Iterator[dict]:
+          options: RunnerOptions = RunnerOptions()) -> Iterator[BenchRow]:
     """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each
-    result (a measurement, or ``{"status": "skipped"|"error", "reason"}``) and appends it to
-    ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
+    result (a measurement, or a row with status ``skipped`` or ``error`` and its reason) and
+    appends it to ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
     is written, unless ``require_runnable`` is off (the pipeline reports the skips instead).
     ``threads=None``: this machine's cores locally and in the browser, 4 on a phone or remote host."""
     from crd_edge.bench.results import append_result
@@ -190,7 +191,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
         first, unreachable = True, None
         for item in items:
             base = {"schema": 1, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "device_spec": device, "artifact": _artifact_info(item)}
+                    "device_spec": device, "artifact": _artifact_info(item)}  # the results.jsonl line
             reason = skip_reason(kind, item)
             if reason:
                 result = {**base, "status": "skipped", "reason": reason}
@@ -209,8 +210,9 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
                     result = {**base, "status": "error", "reason": unreachable}
                 except UserError as exc:
                     result = {**base, "status": "error", "reason": str(exc)}
-            append_result(out / "results.jsonl", result)
-            yield result
+            row = BenchRow.from_json(result)
+            append_result(out / "results.jsonl", row)
+            yield row
 
 
 def default_out_dir(source: str | Path) -> Path:
@@ -221,7 +223,7 @@ def default_out_dir(source: str | Path) -> Path:
 
 
 def _artifact_info(item: Artifact) -> dict:
-    v = item.record.get("verification", {})
-    return {"path": str(item.path), "name": item.path.name, "role": item.role, "target": item.target,
-            "precision": item.precision, "bytes": artifact_bytes(item.path),
-            "verification_psnr_db": v.get("psnr_db_min"), "verification_status": v.get("status")}
+    """The row's ``artifact`` (:class:`~crd_edge.bench.records.MeasuredArtifact` as JSON)."""
+    v = item.verification
+    return asdict(MeasuredArtifact(item.path.name, item.role, item.precision, str(item.path), item.target,
+                                   artifact_bytes(item.path), v.psnr_db_min, v.status))

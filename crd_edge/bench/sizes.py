@@ -8,27 +8,22 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-
-def _megapixels(r: dict) -> float | None:
-    size = r.get("input_size") or []
-    return size[0] * size[1] / 1e6 if len(size) == 2 else None
+from crd_edge.bench.records import BenchRow
 
 
-def by_pixels(rows: list[dict]) -> dict[tuple, list[dict]]:
+def by_pixels(rows: list[BenchRow]) -> dict[tuple, list[BenchRow]]:
     """Measured rows grouped by (device, role, runtime, precision) where a group holds two or
     more input sizes, each group sorted by pixels."""
-    from crd_edge.bench.results import device_name
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[BenchRow]] = defaultdict(list)
     for r in rows:
-        if _megapixels(r):
-            groups[(device_name(r), r["artifact"]["role"], r.get("runtime") or "", r["artifact"]["precision"])].append(r)
-    return {key: sorted(group, key=_megapixels) for key, group in sorted(groups.items())
-            if len({tuple(r["input_size"]) for r in group}) > 1}
+        if r.megapixels:
+            groups[(r.device_name, r.artifact.role, r.runtime or "", r.artifact.precision)].append(r)
+    return {key: sorted(group, key=lambda r: r.megapixels) for key, group in sorted(groups.items())
+            if len({r.input_size for r in group}) > 1}
 
 
-def render(rows: list[dict]) -> list[str]:
+def render(rows: list[BenchRow]) -> list[str]:
     """The report's "Cost against pixels" section (nothing when every model ran at one size)."""
-    from crd_edge.bench.results import typical_ms
     groups = by_pixels(rows)
     if not groups:
         return []
@@ -37,8 +32,8 @@ def render(rows: list[dict]) -> list[str]:
              "|---|---|---|---|---|---:|---:|---:|---:|"]
     for (device, role, runtime, precision), group in groups.items():
         for r in group:
-            mp, ms = _megapixels(r), typical_ms(r)
-            lines.append(f"| {device} | {role} | {runtime} | {precision} | {'x'.join(map(str, r['input_size']))} | "
+            mp, ms = r.megapixels, r.typical_ms
+            lines.append(f"| {device} | {role} | {runtime} | {precision} | {r.size_label} | "
                          f"{mp:.3f} | {ms:.1f} | {ms / mp:.1f} | {1000 / ms:.1f} |")
     lines += ["", "A fully convolutional generator's work grows with the pixels: a flat ms-per-megapixel "
               "column means the runtime keeps its efficiency at camera sizes; a rising one, that the "
@@ -46,10 +41,10 @@ def render(rows: list[dict]) -> list[str]:
     return lines
 
 
-def plot(rows: list[dict], out_dir: Path):
+def plot(rows: list[BenchRow], out_dir: Path):
     """latency_vs_pixels.png: p50 against megapixels, a line per device, model, runtime and
     precision; None when every model ran at one size."""
-    from crd_edge.bench.results import _save, typical_ms
+    from crd_edge.bench.results import _save
     groups = by_pixels(rows)
     if not groups:
         return None
@@ -58,11 +53,11 @@ def plot(rows: list[dict], out_dir: Path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for (device, role, runtime, precision), group in groups.items():
-        xs, ys = [_megapixels(r) for r in group], [typical_ms(r) for r in group]
+        xs, ys = [r.megapixels for r in group], [r.typical_ms for r in group]
         ax.plot(xs, ys, marker="o", label=f"{role} {runtime} {precision}" + (f" ({device})" if len(
             {k[0] for k in groups}) > 1 else ""))
         for r, x, y in zip(group, xs, ys):
-            ax.annotate("x".join(map(str, r["input_size"])), (x, y), fontsize=7, xytext=(3, 3),
+            ax.annotate(r.size_label, (x, y), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     for fps in (30, 60):  # what a camera effect has to keep up with
         ax.axhline(1000 / fps, color="grey", ls=":", lw=1)

@@ -14,36 +14,50 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
 from crd_edge._io import append_jsonl, atomic_write_text, read_jsonl, save_figure
-from crd_edge.bench.results import runtime_family, typical_ms
+from crd_edge.bench.records import BenchRow
+from crd_edge.bench.results import runtime_family
 from crd_edge.bench.run import RunnerOptions, bench
 from crd_edge.config import Candidate, StudentChoice
 from crd_edge.errors import UserError
 from crd_edge.models.family import FAMILY_BASE, Member
 
-__all__ = ["choose_student", "parse_budget", "run_sweep", "render_sweep", "student_for_budget"]
+__all__ = ["SweepResult", "choose_student", "parse_budget", "run_sweep", "render_sweep", "student_for_budget"]
 
 
-def _key(row: dict) -> tuple:
-    a = row["artifact"]
-    return row["member"]["name"], row["device_spec"], a["target"], a["precision"], tuple(row.get("input_size") or ())
+@dataclass(frozen=True)
+class SweepResult:
+    rows: list[BenchRow]  # this device's measurements, each with its member
+    table: Path           # sweep.md
+    plot: Path | None     # sweep.png
 
 
-def _on_device(rows: list[dict], on: str, threads: int | None = None) -> list[dict]:
+def _key(row: BenchRow) -> tuple:
+    a = row.artifact
+    return row.member.name, row.device_spec, a.target, a.precision, row.input_size or ()
+
+
+def _read(table: Path) -> list[BenchRow]:
+    """sweep.jsonl: bench's rows, each with the member it measured."""
+    return [BenchRow.from_json(line) for line in read_jsonl(table)]
+
+
+def _on_device(rows: list[BenchRow], on: str, threads: int | None = None) -> list[BenchRow]:
     """The rows measured on ``on``. ``local`` also means this machine, by its CPU (and the threads,
     when given): a table copied from another computer or measured with other threads is not
     this machine's latency; so does ``browser`` (Chromium here). ``adb:``/``ssh:`` specs name their device."""
-    rows = [r for r in rows if r.get("device_spec") == on]
+    rows = [r for r in rows if r.device_spec == on]
     if on != "local" and on.split(":")[0] != "browser":  # the browser runner runs Chromium on this machine
         return rows
     from crd_edge.bench.harness import machine
     cpu = machine()["processor"]
     # only a measurement has a machine; a skipped or failed artifact stays done wherever it was tried
-    return [r for r in rows if r.get("status") != "measured" or (
-        r.get("device", {}).get("processor") == cpu and (threads is None or r.get("threads") == threads))]
+    return [r for r in rows if not r.measured or (
+        r.device.get("processor") == cpu and (threads is None or r.threads == threads))]
 
 
 def _checkpoint(member: Member, folder: Path, size: int) -> Path:
@@ -64,7 +78,7 @@ def _checkpoint(member: Member, folder: Path, size: int) -> Path:
 
 def run_sweep(members: list[Member], targets: list[str], precisions: list[str], *, size: int = 256,
               on: str = "local", out: str | Path = "runs/sweep", threads: int | None = None, runs: int = 30,
-              max_seconds: float = 5.0, log: Callable[[str], None] = print, progress=None) -> dict:
+              max_seconds: float = 5.0, log: Callable[[str], None] = print, progress=None) -> SweepResult:
     """Export and measure each member (skipping what ``OUT/sweep.jsonl`` already holds); returns
     the rows of this device and the paths of the table and plot."""
     from crd_edge._progress import optional_bar
@@ -75,7 +89,7 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
     results = out / "sweep.jsonl"
     pairs = plan(targets, precisions or None)  # checks the targets and precisions before any work
     local_threads = (threads or os.cpu_count() or 1) if on == "local" else threads  # as bench resolves it
-    done = {_key(r) for r in _on_device(read_jsonl(results), on, local_threads)} if results.is_file() else set()
+    done = {_key(r) for r in _on_device(_read(results), on, local_threads)} if results.is_file() else set()
     wanted = {(m, t, p) for m in members for t, p in pairs}
     missing = sorted({m for m, t, p in wanted if (m.name, on, t, p, (size, size)) not in done})
     log(f"sweep: {len(members)} members, {len(members) - len(missing)} already measured on {on}")
@@ -88,28 +102,28 @@ def run_sweep(members: list[Member], targets: list[str], precisions: list[str], 
             for result in export(checkpoint, targets, precisions or None, size=size, out_dir=folder / "export"):
                 if not result.ok:  # measured anyway where the artifact exists; the log says why it failed
                     log(f"{member.name}: {result.label}: {result.status} {result.reason or ''}".rstrip())
-                if result.record and (member.name, on, result.target, result.precision, (size, size)) not in done:
-                    new.append(str(folder / "export" / result.record["path"]))
+                if result.path and (member.name, on, result.target, result.precision, (size, size)) not in done:
+                    new.append(str(result.path))
             measured = bench(new, devices=[on], threads=threads, runs=runs, max_seconds=max_seconds,
                              out_dir=folder / "bench", roofline=False, options=RunnerOptions(op_profile=False))
             for row in measured if new else []:
-                append_jsonl(results, {**row, "member": member.as_dict()})
+                row.member = member
+                append_jsonl(results, row.to_json())
             advance(note=member.name)
-    rows = [r for r in _on_device(read_jsonl(results), on, local_threads) if r.get("status") == "measured"]
+    rows = [r for r in _on_device(_read(results), on, local_threads) if r.measured]
     table, plot = render_sweep(rows, out)
-    return {"rows": rows, "table": table, "plot": plot}
+    return SweepResult(rows, table, plot)
 
 
-def render_sweep(rows: list[dict], out: Path) -> tuple[Path, Path | None]:
+def render_sweep(rows: list[BenchRow], out: Path) -> tuple[Path, Path | None]:
     """``sweep.md`` (one row per member, one latency column per runtime and precision) and
     ``sweep.png`` (latency against true MACs, one line per runtime and precision)."""
-    columns = sorted({(r["runtime"], r["artifact"]["precision"]) for r in rows})
+    columns = sorted({(r.runtime, r.artifact.precision) for r in rows})
     members: dict[str, dict] = {}
     for r in rows:
-        entry = members.setdefault(r["member"]["name"], {"member": r["member"], "model": r.get("model", {}),
-                                                         "ms": {}})
-        entry["ms"][(r["runtime"], r["artifact"]["precision"])] = typical_ms(r)
-    ordered = sorted(members.values(), key=lambda e: e["model"].get("macs_true") or 0)
+        entry = members.setdefault(r.member.name, {"member": r.member, "model": r.model, "ms": {}})
+        entry["ms"][(r.runtime, r.artifact.precision)] = r.typical_ms
+    ordered = sorted(members.values(), key=lambda e: e["model"].macs_true or 0)
     lines = ["# Student family: measured latency", "",
              "| member | width | mid | blocks | block | true GMACs | params | act. MB | "
              + " | ".join(f"{rt} {p} ms" for rt, p in columns) + " |",
@@ -117,9 +131,9 @@ def render_sweep(rows: list[dict], out: Path) -> tuple[Path, Path | None]:
     for e in ordered:
         m, counts = e["member"], e["model"]
         cells = [f"{e['ms'][c]:.2f}" if c in e["ms"] else "-" for c in columns]
-        lines.append(f"| {m['name']} | {m['width']} | {m.get('mid') or 4 * m['width']} | {m['blocks']} | {m['block']} | "
-                     f"{(counts.get('macs_true') or 0) / 1e9:.3f} | {counts.get('params', 0):,} | "
-                     f"{(counts.get('act_peak_bytes') or 0) / 1e6:.1f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m.name} | {m.width} | {m.middle} | {m.blocks} | {m.block} | "
+                     f"{(counts.macs_true or 0) / 1e9:.3f} | {counts.params or 0:,} | "
+                     f"{(counts.act_peak_bytes or 0) / 1e6:.1f} | " + " | ".join(cells) + " |")
     lines += ["", "Random weights (latency does not depend on them); p50 of the timed calls, one process per "
               "artifact; true GMACs at the measured size.", ""]
     out.mkdir(parents=True, exist_ok=True)
@@ -140,9 +154,9 @@ def _plot(entries: list[dict], columns: list[tuple[str, str]], path: Path) -> Pa
     lines = defaultdict(list)
     for e in entries:
         m = e["member"]
-        design = (m["block"], m.get("ends", "conv7"), bool(m.get("mid")) and m["mid"] != 4 * m["width"])
+        design = (m.block, m.ends, m.wide)
         for column, ms in e["ms"].items():
-            lines[(*column, *design)].append(((e["model"].get("macs_true") or 0) / 1e9, ms))
+            lines[(*column, *design)].append(((e["model"].macs_true or 0) / 1e9, ms))
     colours = {column: f"C{i}" for i, column in enumerate(columns)}
     for (runtime, precision, block, ends, wide), points in sorted(lines.items()):
         xs, ys = zip(*sorted(points))
@@ -186,20 +200,20 @@ def choose_student(table: str | Path, budget_ms: float, *, runtime: str | None =
         table = table / "sweep.jsonl"
     if not table.is_file():
         raise UserError(f"--latency-table {table}: no such file; measure one with `crd-edge sweep --on {on}`")
-    rows = [r for r in _on_device(read_jsonl(table), on) if r.get("status") == "measured"]
+    rows = [r for r in _on_device(_read(table), on) if r.measured]
     if not rows:
         here = " (this machine)" if on == "local" else ""
         raise UserError(f"--latency-table {table}: nothing measured on {on}{here}; run `crd-edge sweep --on {on}`")
-    runtime = runtime or _only({runtime_family(r["runtime"]) for r in rows}, "--latency-runtime", table)
-    rows = [r for r in rows if runtime_family(r["runtime"]) == runtime]
+    runtime = runtime or _only({runtime_family(r.runtime) for r in rows}, "--latency-runtime", table)
+    rows = [r for r in rows if runtime_family(r.runtime) == runtime]
     if not rows:
         raise UserError(f"--latency-runtime {runtime}: not in {table}")
-    precision = precision or _only({r["artifact"]["precision"] for r in rows}, "--latency-precision", table)
-    rows = [r for r in rows if r["artifact"]["precision"] == precision]
+    precision = precision or _only({r.artifact.precision for r in rows}, "--latency-precision", table)
+    rows = [r for r in rows if r.artifact.precision == precision]
     if not rows:
         raise UserError(f"--latency-precision {precision}: {table} has no {runtime} {precision} measurement")
-    latest = {r["member"]["name"]: r for r in rows}  # the last measurement of each member
-    candidates = sorted((Candidate(name, r["member"], typical_ms(r), (r.get("model", {}).get("macs_true") or 0) / 1e9)
+    latest = {r.member.name: r for r in rows}  # the last measurement of each member
+    candidates = sorted((Candidate(name, r.member, r.typical_ms, (r.model.macs_true or 0) / 1e9)
                          for name, r in latest.items()), key=lambda c: (c.true_gmacs, -c.ms))
     within = [c for c in candidates if c.ms <= budget_ms]
     if not within:
@@ -216,5 +230,5 @@ def student_for_budget(table: str | Path, budget: str, *, runtime: str | None = 
     :func:`choose_student`) and the config keys that make the chosen member the run's student,
     the choice kept with them so the run's report can say why this student."""
     choice = choose_student(table, parse_budget(budget), runtime=runtime, precision=precision, on=on)
-    return choice, {"student.arch": FAMILY_BASE, "student.kwargs": choice.chosen.member["kwargs"],
+    return choice, {"student.arch": FAMILY_BASE, "student.kwargs": choice.chosen.member.kwargs(),
                     "student.selection": choice.as_dict()}

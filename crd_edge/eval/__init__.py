@@ -11,7 +11,9 @@ Modules (each imported on demand; this package imports nothing heavy):
 * :mod:`crd_edge.eval.cache` - on-disk ``.npz`` cache of reference features/statistics;
 * :mod:`crd_edge.eval.fidelity` - PSNR, SSIM and the VGG-16 feature distance ``vgg_dist``;
 * :mod:`crd_edge.eval.score` - :func:`~crd_edge.eval.score.evaluate`, the library call behind
-  the command.
+  the command;
+* :mod:`crd_edge.eval.result` - what it returns: an :class:`~crd_edge.eval.result.Evaluation`
+  of :class:`~crd_edge.eval.result.Figure` s.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ import numpy as np
 
 from crd_edge._progress import optional_bar
 from crd_edge.errors import UserError
+from crd_edge.eval.result import Evaluation, Figure
 from crd_edge.models.registry import check_size
 from crd_edge.runtime.model import Model, check_model_exists, open_model
 
@@ -144,7 +145,7 @@ def evaluate(model: str | Path, data: str | Path | None = "builtin", reference: 
              cache_dir: str | os.PathLike[str] | None = None, limit: int | None = None,
              fid_method: str = "auto", kid_subsets: int = 100, kid_subset_size: int = 1000,
              log: Callable[[str], None] | None = None, progress=None,
-             out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+             out_dir: str | os.PathLike[str] | None = None) -> Evaluation:
     """Score ``model`` on ``data`` against ``reference``; every figure with the networks behind it.
 
     Args:
@@ -276,26 +277,22 @@ def _fid_kid(inputs: _Inputs, model_feats: list[np.ndarray], teacher_feats: list
                             kid_subsets, kid_subset_size, notes)
 
 
-def _result_record(inputs: _Inputs, rows: list[dict[str, Any]], figures: dict[str, Any],
-                   notes: list[str]) -> dict[str, Any]:
+def _result_record(inputs: _Inputs, rows: list[dict[str, Any]], figures: dict[str, Figure],
+                   notes: list[str]) -> Evaluation:
     source, ref_source = inputs.source, inputs.ref_source
-    return {
-        "model": inputs.loaded.identity,
-        "data": {"source": source.description, "images": len(rows), "skipped": dict(source.skipped)},
-        "reference": ({"kind": "teacher", "teacher": inputs.t_identity} if inputs.teacher_reference else
-                      {"kind": "images", "source": ref_source.description, "skipped": dict(ref_source.skipped)}),
-        "size": list(inputs.size),
-        "metrics": figures,
-        "per_image": rows,
-        "notes": [UINT8_NOTE, *notes],
-    }
+    return Evaluation(
+        model=inputs.loaded.identity,
+        data={"source": source.description, "images": len(rows), "skipped": dict(source.skipped)},
+        reference=({"kind": "teacher", "teacher": inputs.t_identity} if inputs.teacher_reference else
+                   {"kind": "images", "source": ref_source.description, "skipped": dict(ref_source.skipped)}),
+        size=tuple(inputs.size), metrics=figures, per_image=rows, notes=[UINT8_NOTE, *notes])
 
 
 #: Images kept for the side-by-side picture of a report folder.
 EXAMPLES = 8
 
 
-def write_report_folder(out_dir: Path, result: dict[str, Any], examples: list[list[np.ndarray]]) -> Path:
+def write_report_folder(out_dir: Path, result: Evaluation, examples: list[list[np.ndarray]]) -> Path:
     """report.md (embedding side_by_side.png: input | model [| teacher] per row), report.json."""
     from crd_edge._io import atomic_write_text, save_png, write_json
 
@@ -303,15 +300,15 @@ def write_report_folder(out_dir: Path, result: dict[str, Any], examples: list[li
     columns = "input | model | teacher" if examples and len(examples[0]) == 3 else "input | model"
     picture = save_png(np.concatenate([np.concatenate(row, axis=1) for row in examples], axis=0),
                        out_dir / "side_by_side.png")
-    keys = [k for k in ("psnr", "psnr_input", "ssim", "vgg_dist") if k in result["per_image"][0]]
+    keys = [k for k in ("psnr", "psnr_input", "ssim", "vgg_dist") if k in result.per_image[0]]
     per_image = ["| image | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    per_image += [f"| {r['image']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |" for r in result["per_image"]]
+    per_image += [f"| {r['image']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |" for r in result.per_image]
     markdown = ["# crd-edge eval", "", render_table(result), "",
                 f"{len(examples)} of the images, {columns}:", "", f"![side by side]({picture.name})", ""]
     if keys:
         markdown += ["## Per image", "", *per_image, ""]
     atomic_write_text(out_dir / "report.md", "\n".join(markdown))
-    write_json(out_dir / "report.json", json_safe(result))
+    write_json(out_dir / "report.json", json_safe(result.to_json()))
     return out_dir / "report.md"
 
 
@@ -429,24 +426,22 @@ def _score_images(loaded: Model, model, source, size: tuple[int, int], wanted: l
     return rows, model_feats, teacher_feats, examples
 
 
-def _pixel_figures(rows: list[dict[str, Any]], vgg) -> dict[str, Any]:
+def _pixel_figures(rows: list[dict[str, Any]], vgg) -> dict[str, Figure]:
     """Mean, min and max of the per-image PSNR, SSIM and VGG distance (those that were scored)."""
-    figures: dict[str, Any] = {}
+    figures: dict[str, Figure] = {}
     for key, unit in (("psnr", "dB"), ("ssim", ""), ("vgg_dist", "")):
         if key in rows[0]:
             values = [r[key] for r in rows]
-            figure = {"value": _mean(values), "unit": unit, "against": "teacher", "min": float(np.min(values)),
-                      "max": float(np.max(values))}
-            if key == "psnr":
-                figure["input_baseline"] = _mean([r["psnr_input"] for r in rows])
-            if key == "vgg_dist":
-                figure.update(definition=vgg.NAME, network=vgg.identity)
-            figures[key] = figure
+            details = {"unit": unit, "min": float(np.min(values)), "max": float(np.max(values))}
+            figures[key] = Figure(
+                _mean(values), "teacher", network=vgg.identity if key == "vgg_dist" else None,
+                input_baseline=_mean([r["psnr_input"] for r in rows]) if key == "psnr" else None,
+                details={**details, "definition": vgg.NAME} if key == "vgg_dist" else details)
     return figures
 
 
 def _feature_figures(net, model_feats: list[np.ndarray], ref_stats: dict, ref_info, wanted: list[str], against: str,
-                     fid_method: str, kid_subsets: int, kid_subset_size: int, notes: list[str]) -> dict[str, Any]:
+                     fid_method: str, kid_subsets: int, kid_subset_size: int, notes: list[str]) -> dict[str, Figure]:
     """FID and KID of the model's features against the reference statistics (appends caveats to ``notes``)."""
     from crd_edge.eval.fid import fid_against_stats, kid
     from crd_edge.eval.inception import FEATURE_DIM, public_identity
@@ -455,19 +450,19 @@ def _feature_figures(net, model_feats: list[np.ndarray], ref_stats: dict, ref_in
     feats = np.concatenate(model_feats)
     n_ref = len(ref_stats["features"])
     identity = public_identity(net.identity)
-    figures: dict[str, Any] = {}
+    figures: dict[str, Figure] = {}
     if "fid" in wanted:
         value = fid_against_stats(feats, ref_stats["mu"], ref_stats["sigma"], method=fid_method)
-        figures["fid"] = {"value": value, "against": against, "images": [n, n_ref], "network": identity,
-                          "method": fid_method, "reference_cache": ref_info}
+        figures["fid"] = Figure(value, against, identity, details={"images": [n, n_ref], "method": fid_method,
+                                                                   "reference_cache": ref_info})
         if min(n, n_ref) < FEATURE_DIM:
             notes.append(f"FID on {min(n, n_ref)} images (< {FEATURE_DIM}, the feature dimension) is strongly "
                          "biased upwards: compare only FIDs computed on the same number of images; KID is unbiased")
     if "kid" in wanted:
         result = kid(feats, ref_stats["features"], num_subsets=kid_subsets, subset_size=kid_subset_size)
-        figures["kid"] = {"value": result["mean"], "std": result["std"], "subsets": result["subsets"],
-                          "subset_size": result["subset_size"], "against": against, "images": [n, n_ref],
-                          "network": identity, "reference_cache": ref_info}
+        figures["kid"] = Figure(result["mean"], against, identity, details={
+            "std": result["std"], "subsets": result["subsets"], "subset_size": result["subset_size"],
+            "images": [n, n_ref], "reference_cache": ref_info})
         if result["std"] == 0 and kid_subsets > 1:
             notes.append("KID std is 0: the subsets are as large as the sets, so every subset is the same")
     return figures
@@ -481,10 +476,10 @@ def _fmt(value: float, digits: int) -> str:
     return "inf" if math.isinf(value) else f"{value:.{digits}f}"
 
 
-def render_table(result: dict[str, Any]) -> str:
+def render_table(result: Evaluation) -> str:
     """A small Markdown table: figure | value | network / weights, then the notes."""
-    m = result["metrics"]
-    ref = result["reference"]
+    m = result.metrics
+    ref = result.reference
     against = (f"teacher {ref['teacher']['source']} (sha256 {ref['teacher']['sha256']})"
                if ref["kind"] == "teacher" else ref["source"])
     rows = ["| figure | value | network / weights |", "|---|---:|---|"]
@@ -494,29 +489,30 @@ def render_table(result: dict[str, Any]) -> str:
 
     if "fid" in m:
         f = m["fid"]
-        rows.append(f"| FID vs {f['against']} ({f['images'][0]} vs {f['images'][1]} images) | {_fmt(f['value'], 2)} | "
-                    f"{net(f['network'])} |")
+        images = f.details["images"]
+        rows.append(f"| FID vs {f.against} ({images[0]} vs {images[1]} images) | {_fmt(f.value, 2)} | "
+                    f"{net(f.network)} |")
     if "kid" in m:
         k = m["kid"]
-        rows.append(f"| KID vs {k['against']} ({k['subsets']} subsets of {k['subset_size']}) | "
-                    f"{k['value']:.4f} ± {k['std']:.4f} | {net(k['network'])} |")
+        rows.append(f"| KID vs {k.against} ({k.details['subsets']} subsets of {k.details['subset_size']}) | "
+                    f"{k.value:.4f} ± {k.details['std']:.4f} | {net(k.network)} |")
     if "psnr" in m:
         p = m["psnr"]
-        rows.append(f"| PSNR vs teacher | {_fmt(p['value'], 2)} dB | none (copy-the-input baseline "
-                    f"{_fmt(p['input_baseline'], 2)} dB) |")
+        rows.append(f"| PSNR vs teacher | {_fmt(p.value, 2)} dB | none (copy-the-input baseline "
+                    f"{_fmt(p.input_baseline, 2)} dB) |")
     if "ssim" in m:
-        rows.append(f"| SSIM vs teacher | {m['ssim']['value']:.4f} | none (scikit-image, data_range 255) |")
+        rows.append(f"| SSIM vs teacher | {m['ssim'].value:.4f} | none (scikit-image, data_range 255) |")
     if "vgg_dist" in m:
-        v = m["vgg_dist"]["network"]
-        rows.append(f"| vgg_dist vs teacher | {m['vgg_dist']['value']:.4f} | VGG-16 {v['variant']} weights: "
+        v = m["vgg_dist"].network
+        rows.append(f"| vgg_dist vs teacher | {m['vgg_dist'].value:.4f} | VGG-16 {v['variant']} weights: "
                     f"{Path(v['file']).name} ({v['source']}, sha256 {v['sha256']}) |")
-    model = result["model"]
-    head = (f"model: {model['path']} [{model['backend']}, sha256 {model['sha256']}]  data: {result['data']['source']} "
-            f"({result['data']['images']} images, {result['size'][0]}x{result['size'][1]})  reference: {against}")
+    model = result.model
+    head = (f"model: {model['path']} [{model['backend']}, sha256 {model['sha256']}]  data: {result.data['source']} "
+            f"({result.images} images, {result.size[0]}x{result.size[1]})  reference: {against}")
     lines = [head, "", *rows, ""]
-    if result["data"]["skipped"]:
-        lines.append(f"note: skipped unreadable images: {result['data']['skipped']}")
-    lines += [f"note: {n}" for n in result["notes"]]
+    if result.data["skipped"]:
+        lines.append(f"note: skipped unreadable images: {result.data['skipped']}")
+    lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
 
 

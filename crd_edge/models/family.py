@@ -56,6 +56,13 @@ class Member:
             extra["ends"] = self.ends
         return {"ngf": self.width, "n_blocks": self.blocks, "mobile": self.block == "dw", **extra}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Member:
+        """The member that :meth:`as_dict` described (a sweep.jsonl row, a run's selection)."""
+        mid = d.get("mid") or 0
+        return cls(d["width"], d["blocks"], d.get("block", "dw"), 0 if mid == 4 * d["width"] else mid,
+                   d.get("ends", "conv7"))
+
     def as_dict(self) -> dict:
         return {"name": self.name, "width": self.width, "mid": self.middle, "blocks": self.blocks,
                 "block": self.block, "ends": self.ends, "arch": FAMILY_BASE, "kwargs": self.kwargs()}

@@ -159,7 +159,7 @@ def open_model(spec: str | Path, *, runtime: str = "auto", size: tuple[int, int]
     if runtime not in ("auto", fmt.runtime):
         raise UserError(f"{artifact.path}: a {fmt.runtime} artifact cannot run with --runtime {runtime}; "
                         f"pass the {export_target(runtime)} export instead")
-    if artifact.record.get("changed"):
+    if artifact.changed:
         warnings.warn(f"{artifact.path}: its sha256 is not the one in manifest.json: it changed after export, so "
                       "its recorded verification does not apply; export it again to verify it", stacklevel=2)
     from crd_edge.runtime import open_session

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from crd_edge._io import save_figure
+from crd_edge._io import atomic_write_text, save_figure
 from crd_edge._progress import optional_bar
 from crd_edge.errors import UserError
-from crd_edge._io import atomic_write_text
+from crd_edge.eval.result import Evaluation
 
 # Every variant sets all five weights, so it means the same whatever the base config's are.
 _PERCEPTUAL = {"loss.style": 0.01, "loss.feature": 0.02}   # the weights tuned for normalised VGG input
@@ -60,6 +61,14 @@ VARIANTS: dict[str, dict[str, float]] = {
 }
 DEFAULT_VARIANTS = ("l1", "l1+perceptual", "l1+gan", "crd", "crd-rows-cols", "crd-patches")
 METRICS = ("psnr", "ssim", "vgg_dist", "fid", "kid")
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    rows: list[dict]      # one per (variant, seed): the figures, as results.jsonl holds them
+    markdown: str         # the table (mean ± spread over seeds)
+    report: Path          # ablation.md
+    plot: Path | None     # ablation.png
 
 
 def make_eval_set(folder: Path, crop: int = 256) -> Path:
@@ -110,7 +119,7 @@ def _train(variant: str, seed: int, steps: int, runs: Path, config: Path | None,
 
 def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] | None = None, *, steps: int | None = None,
                  config: Path | None = None, overrides: list[str] | None = None, eval_crop: int = 256,
-                 log: Callable[[str], None] = print, progress=None) -> dict:
+                 log: Callable[[str], None] = print, progress=None) -> AblationResult:
     """Train and score every (variant, seed); write ``results.jsonl``, ``ablation.md`` and a plot.
     ``progress(total, description)``: a context yielding ``advance(note=...)``, called once per
     run (the CLI's progress bar; default none)."""
@@ -150,9 +159,8 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
                        "train_seconds": summary.get("train_seconds"),
                        "heldout_psnr_whole": summary["heldout"]["psnr_student_teacher"],
                        "heldout_copy_psnr_whole": summary["heldout"]["psnr_input_teacher"],
-                       "images": scores["data"]["images"],
-                       "copy_psnr": scores["metrics"]["psnr"].get("input_baseline"),
-                       **{m: _value(scores, m) for m in METRICS}, "networks": _networks(scores)}
+                       "images": scores.images, "copy_psnr": scores.metrics["psnr"].input_baseline,
+                       **{m: scores.value(m) for m in METRICS}, "networks": _networks(scores)}
                 rows.append(row)
                 log(f"{variant}-s{seed}: " + ", ".join(f"{m} {row[m]:.3f}" for m in METRICS if row[m] is not None))
                 _write_jsonl(out / "results.jsonl", rows)
@@ -160,7 +168,7 @@ def run_ablation(out: Path, variants: list[str] | None = None, seeds: list[int] 
     table = render_table(rows)
     atomic_write_text(out / "ablation.md", table)
     plot = plot_ablation(rows, out / "ablation.png")
-    return {"rows": rows, "markdown": table, "report": out / "ablation.md", "plot": plot}
+    return AblationResult(rows, table, out / "ablation.md", plot)
 
 
 def _views_row(variant: str, seed: int, steps: int, run_dir: Path, summary: dict) -> dict:
@@ -174,21 +182,10 @@ def _views_row(variant: str, seed: int, steps: int, run_dir: Path, summary: dict
             "networks": {k: held[k] for k in ("inception", "vgg") if held.get(k)}}
 
 
-def _value(scores: dict, metric: str) -> float | None:
-    entry = scores.get("metrics", {}).get(metric)
-    if isinstance(entry, dict):
-        return entry.get("value")
-    return entry
-
-
-def _networks(scores: dict) -> dict:
+def _networks(scores: Evaluation) -> dict:
     """metric -> "network (file, sha256)" as the evaluation reported it."""
-    named = {}
-    for metric, entry in scores.get("metrics", {}).items():
-        net = entry.get("network") if isinstance(entry, dict) else None
-        if isinstance(net, dict):
-            named[metric] = f"{net.get('network')} ({Path(str(net.get('file'))).name}, sha256 {net.get('sha256')})"
-    return named
+    return {metric: f"{net.get('network')} ({Path(str(net.get('file'))).name}, sha256 {net.get('sha256')})"
+            for metric, figure in scores.metrics.items() if (net := figure.network)}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

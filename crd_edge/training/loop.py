@@ -26,7 +26,7 @@ from crd_edge.analysis.roofline import count_flops
 from crd_edge.config import RunConfig, config_from_dict
 from crd_edge.errors import UserError
 from crd_edge.training import distributed as D
-from crd_edge.training.evaluate import heldout_fidelity
+from crd_edge.training.heldout import heldout_fidelity
 from crd_edge.training.progress import TrainProgress
 from crd_edge.training.run_checkpoint import RunFolder, read_resume
 from crd_edge.training.run_report import Throughput, run_summary, write_report

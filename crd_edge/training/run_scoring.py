@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from crd_edge.imaging import tensor_from_uint8
-from crd_edge.training.evaluate import save_grid
-from crd_edge.training.heldout import quick_scores, score_heldout, student_outputs
+from crd_edge.training.heldout import quick_scores, save_grid, score_heldout, student_outputs
 from crd_edge.training.views_run import ViewTraining
 
 
