@@ -200,23 +200,17 @@ def _config_or_recipe(config: Path | None, recipe: str | None) -> Path | None:
 
 def _distill_record(result) -> dict:
     return {"run_dir": str(result.run_dir), "checkpoint": str(result.checkpoint), "step": result.step,
-            "heldout": result.summary.get("heldout")}
+            "heldout": result.heldout}
 
 
 def _print_summary(result, as_json: bool) -> None:
-    summary = result.summary
     if as_json:
         typer.echo(json.dumps(_distill_record(result)))
         return
     typer.echo(f"run: {result.run_dir}  checkpoint: {result.checkpoint}  report: {result.run_dir / 'report.md'}")
-    h = summary.get("heldout")
-    if h and "student" in h:  # a view-based run: the held-out views table
-        parts = [f"{key} {h['student'][key]:.4g} vs input {h['input'][key]:.4g}"
-                 for key in ("kid", "vgg_dist", "psnr") if key in h["student"]]
-        typer.echo(f"held-out views ({h['crops']} crops, {h['photos']} photos), student vs teacher: " + ", ".join(parts))
-    elif h:
-        typer.echo(f"held-out PSNR vs teacher: student {h['psnr_student_teacher']:.2f} dB, copy-the-input "
-                   f"{h['psnr_input_teacher']:.2f} dB, gain {h['psnr_gain_db']:+.2f} dB on {h['images']} images")
+    line = result.heldout_line()
+    if line:
+        typer.echo(line)
 
 
 @app.command()

@@ -53,7 +53,7 @@ def run_pipeline(config, targets: list[str], *, bench: bool = True, compare_teac
     if result.interrupted:
         return PipelineResult(result.run_dir, result)
     out = PipelineResult(result.run_dir, result)
-    out.seconds.update(_distill_stages(result.summary, time.perf_counter() - clock))
+    out.seconds.update(_distill_stages(result, time.perf_counter() - clock))
 
     watch = _Stopwatch(out.seconds)
     _export_student(result, targets, out, log, progress)
@@ -183,11 +183,11 @@ def _bench_section(bench_dir: Path, run_dir: Path, out: PipelineResult) -> list[
     return sections
 
 
-def _distill_stages(summary: dict, wall: float) -> dict[str, float]:
+def _distill_stages(result, wall: float) -> dict[str, float]:
     """The distillation's wall time split as its summary records it: training, the held-out
     scoring, and the rest before the first step (loading, labelling the held-out split and the
     training views, inheriting the teacher's weights)."""
-    train, scoring = summary.get("train_seconds") or 0.0, summary.get("scoring_seconds") or 0.0
+    train, scoring = result.train_seconds, result.scoring_seconds
     return {"distil: before the first step (teacher labels, inheritance)": max(wall - train - scoring, 0.0),
             "distil: training": train,
             "distil: held-out scoring": scoring}

@@ -39,11 +39,40 @@ __all__ = ["DistillResult", "Meter", "distill", "lr_lambda", "resolve_device"]
 
 @dataclass
 class DistillResult:
+    """A finished (or interrupted) run. ``summary`` is summary.json's document; callers read it
+    through the properties below."""
+
     run_dir: Path
     checkpoint: Path
     step: int | None  # the checkpoint's step; None when an interrupt came before the first one
     summary: dict
     interrupted: bool = False
+
+    @property
+    def train_seconds(self) -> float:
+        return self.summary.get("train_seconds") or 0.0
+
+    @property
+    def scoring_seconds(self) -> float:
+        """The held-out scoring at the end of the run."""
+        return self.summary.get("scoring_seconds") or 0.0
+
+    @property
+    def heldout(self) -> dict | None:
+        """The held-out figures as summary.json holds them (for ``--json``)."""
+        return self.summary.get("heldout")
+
+    def heldout_line(self) -> str | None:
+        """One line of the held-out figures against copying the input; None when not scored."""
+        h = self.heldout
+        if h and "student" in h:  # a view-based run: the held-out views
+            parts = [f"{key} {h['student'][key]:.4g} vs input {h['input'][key]:.4g}"
+                     for key in ("kid", "vgg_dist", "psnr") if key in h["student"]]
+            return f"held-out views ({h['crops']} crops, {h['photos']} photos), student vs teacher: " + ", ".join(parts)
+        if h:
+            return (f"held-out PSNR vs teacher: student {h['psnr_student_teacher']:.2f} dB, copy-the-input "
+                    f"{h['psnr_input_teacher']:.2f} dB, gain {h['psnr_gain_db']:+.2f} dB on {h['images']} images")
+        return None
 
 
 class Meter:
