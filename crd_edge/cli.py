@@ -250,7 +250,8 @@ def export(
     precision: List[str] = typer.Option([], help="fp32 | fp16 | int8 (tflite also int8-dynamic, int8-weight); "
                                                  "default fp32, or all three with --target all."),
     size: Optional[str] = typer.Option(None, help="Input size: 256 or HxW like 480x640; several, comma-separated, "
-                                                   "write and verify an artifact per size (default: the checkpoint's)."),
+                                                   "write and verify an artifact per size (default: the checkpoint's); "
+                                                   "'dynamic': one file for any size (onnx, openvino, web)."),
     calib: Optional[Path] = typer.Option(None, help="Folder of images for int8 calibration (default: built-in training photos)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: export/ next to the checkpoint)."),
     arch: Optional[str] = typer.Option(None, "--teacher-arch", "--arch",

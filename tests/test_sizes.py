@@ -60,3 +60,42 @@ def test_each_row_is_measured_against_the_ceiling_of_its_own_precision():
     assert ceiling_of(row("onnxruntime", "fp32")) == 100.0 and efficiency(row("onnxruntime", "fp32")) == 0.5
     assert ceiling_of(row("litert", "int8")) is None and efficiency(row("litert", "int8")) is None
     assert efficiency(row("onnxruntime", "int8", own)) == pytest.approx(50 / own["gmacs_per_s"])
+
+
+def test_dynamic_check_sizes_are_the_model_size_and_two_others():
+    from crd_edge.export import dynamic_check_sizes, is_dynamic
+    assert dynamic_check_sizes(256, 256) == [(256, 256), (192, 320), (320, 192)]
+    assert dynamic_check_sizes(32, 32) == [(32, 32), (24, 40), (40, 24)]
+    assert is_dynamic("Dynamic") and not is_dynamic("256") and not is_dynamic(None)
+
+
+@pytest.mark.slow
+def test_a_dynamic_export_runs_at_any_size_and_is_verified_at_three(run_cli, tmp_path):
+    """``--size dynamic``: one file whose height and width are named dimensions, verified at the
+    model's size and a landscape and a portrait one; a target without dynamic sizes is skipped
+    with its reason, or refused before any work when it is the only one asked for."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from crd_edge.runtime.model import open_model
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, tmp_path / "c.pt")
+    code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "onnx,tflite", "--size", "dynamic",
+                             "--out", tmp_path / "exp", "--json")
+    assert code == 0, err
+    results = {r.get("path") or r["target"]: r for r in json.loads(out)}
+    assert results["tflite"]["status"] == "skipped" and "no dynamic height and width" in results["tflite"]["reason"]
+    record = results["student_dynamic_fp32.onnx"]
+    assert record["input"]["shape"] == [1, 3, "height", "width"] == record["output"]["shape"]
+    verification = record["verification"]
+    assert verification["status"] == "passed" and set(verification["psnr_db_min_by_size"]) == {"32x32", "24x40", "40x24"}
+    opened = open_model(tmp_path / "exp" / "student_dynamic_fp32.onnx")
+    assert opened.static_size is None  # the demo feeds it frames at their own size
+    x = torch.rand(1, 3, 40, 56) * 2 - 1
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(opened.run(x.numpy()) - expected).max() < 1e-4
+    code, _, err = run_cli("export", tmp_path / "c.pt", "--target", "tflite", "--size", "dynamic", "--out",
+                           tmp_path / "none")
+    assert code == 2 and "--size dynamic: tflite exports fixed sizes only" in err and not (tmp_path / "none").exists()

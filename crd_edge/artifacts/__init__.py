@@ -44,6 +44,9 @@ class Format:
     # never picked): the fastest fp32 runtime on a CPU in our benchmarks (OpenVINO 12.5 ms,
     # onnxruntime 28 ms, LiteRT 35 ms for the student at 256x256 on 2 cores).
     auto_rank: int | None = None
+    # Exported with dynamic height and width (``export --size dynamic``): one file for every
+    # camera size. The others are written at stated sizes (``--size 480x640,720x1280``).
+    dynamic_size: bool = False
 
     @property
     def file_format(self) -> str:
@@ -57,9 +60,10 @@ class Format:
 
 # Order of --target all: the fastest to convert first, so a slow backend never hides the rest.
 FORMATS: dict[str, Format] = {f.target: f for f in (
-    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), True, True, "onnxruntime", None, auto_rank=1),
+    Format("onnx", (".onnx",), ("fp32", "fp16", "int8"), True, True, "onnxruntime", None, auto_rank=1,
+           dynamic_size=True),
     Format("openvino", (".openvino", ".xml"), ("fp32", "fp16", "int8"), True, True, "openvino", "openvino",
-           auto_rank=0),
+           auto_rank=0, dynamic_size=True),
     Format("tflite", (".tflite",), ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight"), True, True,
            "litert", "tflite", isolated=True, bench_on=("local", "ssh", "adb"), auto_rank=2),
     Format("coreml", (".mlpackage",), ("fp32", "fp16", "int8"), True, True, "coreml", "coreml",
@@ -73,7 +77,8 @@ FORMATS: dict[str, Format] = {f.target: f for f in (
     # A folder for any static web server: the ONNX student, onnxruntime-web's WebAssembly files
     # (`crd-edge assets install onnxruntime-web`) and its pages; it runs here in headless Chromium
     # and is timed there, inside the page (bench --on browser).
-    Format("web", (".web",), ("fp32",), True, True, "onnxruntime-web", None, bench_on=("browser",)),
+    Format("web", (".web",), ("fp32",), True, True, "onnxruntime-web", None, bench_on=("browser",),
+           dynamic_size=True),
     # The same site with the .tflite file in LiteRT.js (`crd-edge assets install litertjs`): it
     # runs through the same browser session as any web folder.
     Format("web-litert", (".litert.web",), ("fp32",), True, True, "litert.js", "tflite", isolated=True,
@@ -197,11 +202,13 @@ def checked_record(path: Path, record: dict) -> dict:
 
 
 def record_input_hw(record: dict) -> tuple[int, int] | None:
-    """(H, W) from a manifest record (remote tools such as benchmark_model do not report it)."""
+    """(H, W) from a manifest record (remote tools such as benchmark_model do not report it);
+    None where it records none or dynamic dimensions (names, not numbers)."""
     shape = (record.get("input") or {}).get("shape")
     if not shape:
         return None
-    return tuple(shape[1:3]) if record.get("layout") == "NHWC" else tuple(shape[2:4])
+    hw = tuple(shape[1:3]) if record.get("layout") == "NHWC" else tuple(shape[2:4])
+    return hw if all(isinstance(d, int) for d in hw) else None
 
 
 def find_artifacts(source: str | Path, role: str | None = None) -> list[Artifact]:

@@ -25,12 +25,16 @@ from crd_edge._version import __version__
 
 KEY = "crd_edge"
 CONTRACT_VERSION = "1"
+DYNAMIC = "dynamic"                        # input_size of a file with dynamic height and width
+DYNAMIC_DIMS = ("height", "width")         # the names its input and output dimensions carry
 
 
-def build_contract(role: str, precision: str, height: int, width: int, source_sha256: str | None) -> dict[str, str]:
-    """The fields every artifact carries; each exporter adds ``layout`` (its own)."""
+def build_contract(role: str, precision: str, height: int, width: int, source_sha256: str | None,
+                   dynamic: bool = False) -> dict[str, str]:
+    """The fields every artifact carries; each exporter adds ``layout`` (its own). A file with
+    dynamic height and width says ``input_size: dynamic``."""
     return {"contract_version": CONTRACT_VERSION, "role": role, "precision": precision,
-            "input_size": f"{height}x{width}", "value_range": "-1,1", "color_order": "RGB",
+            "input_size": DYNAMIC if dynamic else f"{height}x{width}", "value_range": "-1,1", "color_order": "RGB",
             "preprocessing": "x = rgb_uint8 / 127.5 - 1", "postprocessing": "rgb_uint8 = round((y + 1) * 127.5)",
             "source_sha256": source_sha256 or "", "crd_edge_version": __version__}
 
@@ -146,7 +150,10 @@ def record_from_contract(target: str, contract: dict[str, str]) -> dict:
     manifest lists the artifact): target, precision, layout, input shape, value range."""
     if not contract:
         return {}
-    height, width = (int(v) for v in contract["input_size"].split("x"))
+    if contract["input_size"] == DYNAMIC:
+        height, width = DYNAMIC_DIMS
+    else:
+        height, width = (int(v) for v in contract["input_size"].split("x"))
     nhwc = contract.get("layout") == "NHWC"
     return {"target": target, "precision": contract.get("precision", "fp32"), "layout": contract.get("layout"),
             "input": {"shape": [1, height, width, 3] if nhwc else [1, 3, height, width]},

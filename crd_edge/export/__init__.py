@@ -80,7 +80,22 @@ def plan(targets: list[str], precisions: list[str] | None) -> list[tuple[str, st
     return pairs
 
 
-def artifact_name(role: str, size: tuple[int, int], precision: str, suffix: str) -> str:
+def artifact_name(role: str, size: tuple[int, int], precision: str, suffix: str, dynamic: bool = False) -> str:
     height, width = size
-    tag = "" if size == (256, 256) else f"_{height}" if height == width else f"_{height}x{width}"
+    tag = ("_dynamic" if dynamic else "" if size == (256, 256) else f"_{height}" if height == width
+           else f"_{height}x{width}")
     return f"{role}{tag}_{precision}{suffix}"
+
+
+def is_dynamic(size: str | int | None) -> bool:
+    """``--size dynamic``: one artifact with dynamic height and width, where the target has them."""
+    return str(size).strip().lower() == "dynamic" if size is not None else False
+
+
+def dynamic_check_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """The sizes a dynamic artifact is verified at: the model's own, a landscape and a portrait
+    one (3:5 and 5:3 of it, multiples of 8 so every generator's stride divides them)."""
+    def near(value: float) -> int:
+        return max(8, int(round(value / 8)) * 8)
+    return list(dict.fromkeys([(height, width), (near(height * 0.75), near(width * 1.25)),
+                               (near(height * 1.25), near(width * 0.75))]))

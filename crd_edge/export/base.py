@@ -36,6 +36,7 @@ class ExportJob:
     calibration: torch.Tensor | None     # (N, 3, H, W) in [-1, 1]; given for int8 precisions
     work_dir: Path                       # scratch space for intermediate files (deleted after)
     contract: dict[str, str] = field(default_factory=dict)  # embedded in the file (artifacts.contract)
+    dynamic: bool = False                # dynamic height and width; height x width is the example size
 
     def example(self) -> torch.Tensor:
         return torch.zeros(1, 3, self.height, self.width)

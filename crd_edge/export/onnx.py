@@ -1,5 +1,5 @@
-"""ONNX target: static 1x3xHxW input, opset 17, weights inside the file; fp16 and int8 through
-onnxruntime's own converters. Also the writer behind the OpenVINO and TensorRT targets."""
+"""ONNX target: 1x3xHxW input (static, or dynamic H and W with ``--size dynamic``), opset 17,
+weights inside the file; fp16 and int8 through onnxruntime's own converters. Also the writer behind the OpenVINO and TensorRT targets."""
 
 from __future__ import annotations
 
@@ -24,12 +24,16 @@ CALIBRATION_PERCENTILE = 99.99  # see to_int8
 
 def write_fp32(job: ExportJob, path: Path) -> None:
     """The float32 graph. The TorchScript-based exporter gives static shapes in a single file
-    (the dynamo one splits weights into a .data file and needs onnxscript)."""
+    (the dynamo one splits weights into a .data file and needs onnxscript); with ``job.dynamic``
+    the input's and output's height and width are named dimensions (one file for every size)."""
     import onnx
+
+    from crd_edge.artifacts.contract import DYNAMIC_DIMS
+    axes = ({name: dict(zip((2, 3), DYNAMIC_DIMS)) for name in ("image", "output")} if job.dynamic else None)
     with warnings.catch_warnings():  # the exporter's deprecation notice and constant-folding chatter
         warnings.simplefilter("ignore")
         torch.onnx.export(job.model.eval(), (job.example(),), str(path), input_names=["image"],
-                          output_names=["output"], opset_version=OPSET, dynamo=False)
+                          output_names=["output"], opset_version=OPSET, dynamo=False, dynamic_axes=axes)
     onnx.checker.check_model(str(path))
 
 

@@ -58,3 +58,17 @@ def verify_artifact(path: Path, images: torch.Tensor, reference: np.ndarray, pre
         if hasattr(session, "close"):  # a browser session: its Chromium stops now
             session.close()
     return {"runtime": session.backend, **compare(outputs, reference, precision)}
+
+
+def verify_at_sizes(path: Path, checks: list[tuple[torch.Tensor, np.ndarray]], precision: str) -> dict:
+    """:func:`verify_artifact` on each (images, reference) of ``checks``: one size for a fixed-size
+    artifact, several for one with dynamic height and width, which passes only if it passes at
+    every size; its figures are the worst size's, with each size's PSNR beside them."""
+    results = [verify_artifact(path, images, reference, precision) for images, reference in checks]
+    if len(results) == 1:
+        return results[0]
+    worst = min(results, key=lambda r: r["psnr_db_min"])
+    by_size = {"x".join(map(str, images.shape[2:])): round(r["psnr_db_min"], 2)
+               for (images, _), r in zip(checks, results)}
+    return {**worst, "max_abs_err": max(r["max_abs_err"] for r in results), "psnr_db_min_by_size": by_size,
+            "status": "passed" if all(r["status"] == "passed" for r in results) else "failed"}

@@ -85,7 +85,7 @@ def export_site(site: Site, job: ExportJob, path: Path) -> ExportDetails:
     shutil.copyfile(pages / site.adapter, path / "runtime.js")
     runtime = WEB_RUNTIMES[site.runtime]
     (path / "model.json").write_text(json.dumps({
-        "model": site.model, "height": job.height, "width": job.width, "layout": "NCHW",
+        "model": site.model, "height": job.height, "width": job.width, "dynamic": job.dynamic, "layout": "NCHW",
         "model_layout": details.layout, "value_range": [-1, 1], "runtime": runtime.package,
         "runtime_version": runtime.version}))
     conversion = {**details.conversion, "runtime": f"{runtime.package} {runtime.version} "

@@ -154,7 +154,9 @@ class BrowserSession:
         if binary is None:
             raise UserError(f"{self.path}: running a web artifact needs Chromium or Chrome (apt install chromium, "
                             f"or set {CHROMIUM_ENV} to the browser's path)")
-        self.input_shape = (1, 3, int(meta["height"]), int(meta["width"]))
+        # a folder exported with dynamic height and width takes any size; its example size is timed
+        self.timed_size = (int(meta["height"]), int(meta["width"]))
+        self.input_shape = (1, 3, "height", "width") if meta.get("dynamic") else (1, 3, *self.timed_size)
         self._exchange = _Exchange()
         handler = partial(_Handler, directory=str(self.path), exchange=self._exchange)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

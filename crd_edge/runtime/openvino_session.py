@@ -43,7 +43,9 @@ class OpenVINOSession:
         if device != "CPU":
             self.backend += f" on {device}"
         self.request = self.compiled.create_infer_request()
-        self.input_shape = tuple(self.compiled.input(0).get_shape())
+        shape = self.compiled.input(0).get_partial_shape()  # dynamic height and width read as names
+        self.input_shape = tuple(d.get_length() if d.is_static else name
+                                 for d, name in zip(shape, ("batch", "channels", "height", "width")))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})

@@ -21,7 +21,7 @@ def run_browser(artifact: Path, threads: int | None = None, warmup: int = 5, run
         timings = session.time_runs(warmup, runs, max_seconds)
         latency = percentiles(timings["samples_ms"])
         return {"path": str(artifact), "runtime": session.runtime, "threads": session.threads,
-                "input_size": list(session.input_shape[2:]),
+                "input_size": list(session.timed_size),
                 # load: the page's InferenceSession.create (fetch, WebAssembly compile, graph set-up);
                 # the browser's own start is in browser_start_ms
                 "load_ms": session.load_ms, "browser_start_ms": start_ms,

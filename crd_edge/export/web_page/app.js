@@ -1,6 +1,7 @@
 // The student on the camera (or an image or video file): input | output side by side, with FPS.
-// The model has a fixed input size (model.json); frames are scaled to it and the output is drawn
-// back at the frame's own size. runtime.js is the export's runtime (onnxruntime-web or LiteRT.js).
+// A model with a fixed input size (model.json) gets each frame scaled to it, and its output is
+// drawn back at the frame's own size; one exported with dynamic height and width runs at the
+// frame's own size (rounded down to a multiple of 8, every generator's stride). runtime.js is the export's runtime (onnxruntime-web or LiteRT.js).
 import {load} from "./runtime.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,7 +15,8 @@ async function open() {
   const model = await load(info, Math.min(navigator.hardwareConcurrency || 1, 4), backend);
   const where = model.backend === "wasm" ? `WebAssembly, ${model.threads} thread${model.threads > 1 ? "s" : ""}`
                                          : model.backend;
-  return {model, height: info.height, width: info.width, backend: `${model.runtime}, ${where}`};
+  return {model, height: info.height, width: info.width, dynamic: Boolean(info.dynamic),
+          backend: `${model.runtime}, ${where}`};
 }
 
 function toInput(source, model) {  // RGB uint8 -> NCHW float32 in [-1, 1]
@@ -43,6 +45,10 @@ function draw(data, model, canvas, width, height) {  // NCHW [-1, 1] -> the canv
 
 async function run(model, source, width, height, live) {
   const times = [];
+  if (model.dynamic) {
+    model.width = Math.max(8, width - width % 8);
+    model.height = Math.max(8, height - height % 8);
+  }
   do {
     const start = performance.now();
     const feed = model.model.feed(toInput(source, model), [1, 3, model.height, model.width]);
