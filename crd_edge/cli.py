@@ -307,6 +307,9 @@ def bench(
     ov_device: Optional[str] = typer.Option(None, help="OpenVINO device: CPU | GPU | NPU | AUTO (default CPU)."),
     ort_provider: List[str] = typer.Option([], help="onnxruntime execution provider, e.g. CUDAExecutionProvider "
                                                     "(repeatable; the CPU is the fallback)."),
+    size: Optional[str] = typer.Option(None, help="Sizes to time an artifact with dynamic height and width at "
+                                                   "(export --size dynamic), e.g. 480x640,720x1280; default its "
+                                                   "example size. Fixed-size artifacts run at their own."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
 ) -> None:
     """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
@@ -319,14 +322,18 @@ def bench(
         typer.echo("warning: bench --device is now --on (the same values); --device will be removed", err=True)
     device = old_device or on
 
+    from crd_edge.export import parse_sizes
+    sizes = parse_sizes(size, None) if size else None
     out_dir = out or default_out_dir(sources[0])
     results = []
-    total = sum(len(find_artifacts(s)) for s in [*sources, *(compare or [])]) * len(device or ["local"])
+    items = [a for s in [*sources, *(compare or [])] for a in find_artifacts(s)]
+    per_item = [len(sizes) if sizes and a.input_hw is None and a.format.dynamic_size else 1 for a in items]
+    total = sum(per_item) * len(device or ["local"])
     with progress_bar(total, "bench") as advance:
         options = RunnerOptions(delegate, benchmark_binary, ov_device, tuple(ort_provider), not no_op_profile)
         for r in run_bench(sources, devices=device, compare=compare, threads=threads,
                            warmup=warmup, runs=runs, max_seconds=max_seconds, out_dir=out_dir,
-                           roofline=not no_roofline, options=options):
+                           roofline=not no_roofline, options=options, sizes=sizes):
             results.append(r)
             name = r.artifact.name
             line = f"{name} [{r.runtime}]: {r.typical_ms:.1f} ms" if r.measured else f"{name}: {r.status}: {r.reason}"

@@ -99,3 +99,21 @@ def test_a_dynamic_export_runs_at_any_size_and_is_verified_at_three(run_cli, tmp
     code, _, err = run_cli("export", tmp_path / "c.pt", "--target", "tflite", "--size", "dynamic", "--out",
                            tmp_path / "none")
     assert code == 2 and "--size dynamic: tflite exports fixed sizes only" in err and not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
+def test_bench_times_a_dynamic_artifact_at_each_size_asked(run_cli, tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, tmp_path / "c.pt")
+    assert run_cli("export", tmp_path / "c.pt", "--size", "dynamic", "--out", tmp_path / "exp")[0] == 0
+    code, _, err = run_cli("bench", tmp_path / "exp", "--size", "32x32,48x64", "--runs", 3, "--max-seconds", 1,
+                           "--no-roofline", "--no-op-profile")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "exp" / "bench" / "results.jsonl").read_text().splitlines()]
+    assert sorted(tuple(r["input_size"]) for r in rows) == [(32, 32), (48, 64)]
+    frame = [r["prepost_ms"] for r in rows]  # camera frames of the size asked: no resize before the model
+    assert all(f["pre"]["p50"] > 0 for f in frame)
+    report = (tmp_path / "exp" / "bench" / "report.md").read_text()
+    assert "## Cost against pixels" in report and "| 48x64 |" in report

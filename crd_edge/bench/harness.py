@@ -100,8 +100,12 @@ def _cpu_name() -> str:
 
 
 def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
-            roofline: bool = True, session_options: dict[str, dict] | None = None, op_profile: bool = True) -> dict:
-    """Open ``path`` through the runtime layer and measure it (see the module docstring)."""
+            roofline: bool = True, session_options: dict[str, dict] | None = None, op_profile: bool = True,
+            size: tuple[int, int] | None = None) -> dict:
+    """Open ``path`` through the runtime layer and measure it (see the module docstring).
+    ``size``: where the artifact takes any height and width, the size to time it at, fed camera
+    frames of that size (default 256x256 from a VGA frame); a fixed-size artifact refuses another."""
+    from crd_edge.errors import UserError
     from crd_edge.runtime.base import input_hw
     from crd_edge.runtime.model import open_model
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
@@ -111,9 +115,14 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
     opened = open_model(str(path), threads=threads, session_options=session_options)
     session = opened.session
     load_ms = (time.perf_counter() - t0) * 1e3
-    height, width = input_hw(session.input_shape) or (256, 256)  # dynamic H/W: time it at 256x256
+    fixed = input_hw(session.input_shape)
+    if fixed and size and tuple(size) != tuple(fixed):
+        raise UserError(f"{path}: takes {fixed[0]}x{fixed[1]} input, not {size[0]}x{size[1]}; export it at that "
+                        "size (export --size) or with --size dynamic")
+    height, width = fixed or size or (256, 256)
     rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, FRAME_SHAPE, dtype=np.uint8)
+    # a camera frame: VGA, or the size asked of a dynamic artifact (a 720p camera feeds 720p frames)
+    frame = rng.integers(0, 256, (*size, 3) if size and not fixed else FRAME_SHAPE, dtype=np.uint8)
     pre, post = _frame_ops(height, width)
     x = pre(frame)
     t0 = time.perf_counter()
@@ -170,12 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-op-profile", action="store_true", help="Skip the per-op-type profile")
     parser.add_argument("--ov-device", default=None, help="OpenVINO device: CPU, GPU, NPU, AUTO")
     parser.add_argument("--ort-provider", action="append", default=None, help="onnxruntime execution provider")
+    parser.add_argument("--size", default=None, help="HxW to time an artifact with dynamic height and width at")
     args = parser.parse_args(argv)
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     options = session_options(args.ov_device, args.ort_provider)
     from crd_edge.errors import UserError
     try:
         result = measure(args.path, args.threads, args.warmup, args.runs, args.max_seconds, not args.no_roofline,
-                         options, not args.no_op_profile)
+                         options, not args.no_op_profile, size)
     except UserError as exc:
         print(json.dumps({"error": str(exc)}))
         return 2

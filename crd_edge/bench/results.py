@@ -31,11 +31,12 @@ def load_results(paths: list[Path]) -> list[BenchRow]:
 
 
 def latest(results: list[BenchRow]) -> list[BenchRow]:
-    """The newest measurement per (device, artifact, runtime, threads): re-runs replace older rows."""
+    """The newest measurement per (device, artifact, runtime, threads, input size): re-runs
+    replace older rows; an artifact with dynamic height and width keeps a row per size timed."""
     rows: dict[tuple, BenchRow] = {}
     for r in results:
         if r.measured:
-            rows[(r.device_name, r.artifact.id, r.runtime, r.threads)] = r
+            rows[(r.device_name, r.artifact.id, r.runtime, r.threads, r.input_size)] = r
     return list(rows.values())
 
 

@@ -115,16 +115,19 @@ class RunnerOptions:
 
 
 def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[str, Callable[..., dict]]:
-    """(kind, run(path, threads, warmup, runs, max_seconds, roofline, item)) for ``device``."""
+    """(kind, run(path, threads, warmup, runs, max_seconds, roofline, item, size)) for ``device``;
+    ``size``: the size to time an artifact with dynamic height and width at (the local and ssh
+    runners; the others time its example size)."""
     if device == "local":
         from crd_edge.bench.runners.local import run_local
-        return "local", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_local(
+        return "local", lambda path, threads, warmup, runs, max_seconds, roofline, item, size=None: run_local(
             path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, roofline=roofline,
-            ov_device=options.ov_device, ort_providers=options.ort_providers, op_profile=options.op_profile)
+            ov_device=options.ov_device, ort_providers=options.ort_providers, op_profile=options.op_profile,
+            size=size)
     if device.startswith("adb:"):
         from crd_edge.bench.runners.adb import run_adb
         serial = device.split(":", 1)[1]
-        return "adb", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_adb(
+        return "adb", lambda path, threads, warmup, runs, max_seconds, roofline, item, size=None: run_adb(
             serial, path, benchmark_binary=options.benchmark_binary, threads=threads, delegate=options.delegate,
             warmup=warmup, runs=runs)
     if device.split(":")[0] == "browser":
@@ -133,15 +136,15 @@ def runner_for(device: str, options: RunnerOptions = RunnerOptions()) -> tuple[s
         backend = device.partition(":")[2] or "wasm"
         if backend not in BACKENDS:
             raise UserError(f"--on {device}: the browser's backends are {', '.join(BACKENDS)} (browser:webgpu)")
-        return "browser", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_browser(
+        return "browser", lambda path, threads, warmup, runs, max_seconds, roofline, item, size=None: run_browser(
             path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds, backend=backend)
     if device.startswith("ssh:"):
         from crd_edge.bench.runners.ssh import parse_ssh_target, run_ssh
         target = parse_ssh_target(device)
-        return "ssh", lambda path, threads, warmup, runs, max_seconds, roofline, item: run_ssh(
+        return "ssh", lambda path, threads, warmup, runs, max_seconds, roofline, item, size=None: run_ssh(
             target, path, threads=threads, warmup=warmup, runs=runs, max_seconds=max_seconds,
             precision=item.precision, roofline=roofline, ov_device=options.ov_device,
-            ort_providers=options.ort_providers, op_profile=options.op_profile)
+            ort_providers=options.ort_providers, op_profile=options.op_profile, size=size)
     raise UserError(f"--on {device}: expected local, browser[:webgpu], adb:SERIAL or ssh:[USER@]HOST[:PORT]")
 
 
@@ -167,12 +170,14 @@ def skip_reason(kind: str, item: Artifact) -> str | None:
 def bench(sources: list[str], *, devices: list[str] | None = None, compare: list[str] | None = None,
           threads: int | None = None, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
           out_dir: str | Path | None = None, roofline: bool = True, require_runnable: bool = True,
-          options: RunnerOptions = RunnerOptions()) -> Iterator[BenchRow]:
+          options: RunnerOptions = RunnerOptions(), sizes: list[tuple[int, int]] | None = None) -> Iterator[BenchRow]:
     """Measure every artifact of ``sources`` (and ``compare``) on every device; yields each
     result (a measurement, or a row with status ``skipped`` or ``error`` and its reason) and
     appends it to ``out_dir/results.jsonl``. A device that can run none of them is an error before anything
     is written, unless ``require_runnable`` is off (the pipeline reports the skips instead).
-    ``threads=None``: this machine's cores locally and in the browser, 4 on a phone or remote host."""
+    ``threads=None``: this machine's cores locally and in the browser, 4 on a phone or remote host.
+    ``sizes``: an artifact with dynamic height and width is timed at each (locally and over ssh;
+    fixed-size artifacts at their own)."""
     from crd_edge.bench.results import append_result
     items = [i for s in sources for i in find_artifacts(s)] + [i for s in compare or [] for i in find_artifacts(s, "teacher")]
     out = Path(out_dir) if out_dir else default_out_dir(sources[0])
@@ -189,7 +194,7 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
     for device, (kind, run) in runners.items():
         device_threads = threads or ((os.cpu_count() or 1) if kind in ("local", "browser") else REMOTE_THREADS)
         first, unreachable = True, None
-        for item in items:
+        for item, size in ((item, size) for item in items for size in _sizes_of(item, kind, sizes)):
             base = {"schema": 1, "run_id": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "device_spec": device, "artifact": _artifact_info(item)}  # the results.jsonl line
             reason = skip_reason(kind, item)
@@ -200,7 +205,8 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
             else:
                 try:
                     # The roofline is measured once per device and run (first artifact), same threads.
-                    measured = run(item.path, device_threads, warmup, runs, max_seconds, roofline and first, item)
+                    measured = run(item.path, device_threads, warmup, runs, max_seconds, roofline and first, item,
+                                   size)
                     first = first and "matmul" not in measured
                     size = measured.get("input_size") or item.input_hw
                     result = {**base, "status": "measured", **measured, "input_size": list(size) if size else None,
@@ -213,6 +219,14 @@ def bench(sources: list[str], *, devices: list[str] | None = None, compare: list
             row = BenchRow.from_json(result)
             append_result(out / "results.jsonl", row)
             yield row
+
+
+def _sizes_of(item: Artifact, kind: str, sizes: list[tuple[int, int]] | None) -> list[tuple[int, int] | None]:
+    """The sizes to time ``item`` at: each of ``sizes`` for an artifact with dynamic height and
+    width on a runner that can feed it them; else once, at its own (or example) size."""
+    if sizes and item.input_hw is None and item.format.dynamic_size and kind in ("local", "ssh"):
+        return list(sizes)
+    return [None]
 
 
 def default_out_dir(source: str | Path) -> Path:

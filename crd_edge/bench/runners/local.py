@@ -14,9 +14,11 @@ from crd_edge.errors import UserError
 
 def harness_command(python: str, artifact: str, threads: int, warmup: int, runs: int, max_seconds: float,
                     roofline: bool, ov_device: str | None = None, ort_providers: list[str] = (),
-                    op_profile: bool = True) -> list[str]:
+                    op_profile: bool = True, size: tuple[int, int] | None = None) -> list[str]:
     cmd = [python, "-m", "crd_edge.bench.harness", artifact, "--threads", str(threads), "--warmup", str(warmup),
            "--runs", str(runs), "--max-seconds", str(max_seconds)]
+    if size:
+        cmd += ["--size", f"{size[0]}x{size[1]}"]
     if ov_device:
         cmd += ["--ov-device", ov_device]
     for provider in ort_providers:
@@ -39,10 +41,10 @@ def parse_harness_output(stdout: str, where: str) -> dict:
 
 def run_local(artifact: Path, threads: int = 2, warmup: int = 5, runs: int = 50, max_seconds: float = 10.0,
               roofline: bool = True, timeout: float = 900, ov_device: str | None = None,
-              ort_providers: list[str] = (), op_profile: bool = True) -> dict:
+              ort_providers: list[str] = (), op_profile: bool = True, size: tuple[int, int] | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # before the runtimes start their pools
     cmd = harness_command(sys.executable, str(artifact), threads, warmup, runs, max_seconds, roofline,
-                          ov_device, ort_providers, op_profile)
+                          ov_device, ort_providers, op_profile, size)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:

@@ -207,7 +207,7 @@ def run_ssh(target: SshTarget, artifact: Path, *, threads: int = 2, warmup: int 
             max_seconds: float = 10.0, precision: str = "fp32", remote_python: str = "python3",
             identity: Path | None = None, ssh_options: list[str] = (), connect_timeout: float = 10,
             timeout: float = 600, roofline: bool = True, ov_device: str | None = None,
-            ort_providers: list[str] = (), op_profile: bool = True) -> dict:
+            ort_providers: list[str] = (), op_profile: bool = True, size: tuple[int, int] | None = None) -> dict:
     """Measure ``artifact`` on ``target`` (see the module docstring); returns the harness's
     result dict with ``device`` = {kind: ssh, host, port, user, uname, jetson, ...}.
 
@@ -238,7 +238,7 @@ def run_ssh(target: SshTarget, artifact: Path, *, threads: int = 2, warmup: int 
         if info.get("crd_edge"):
             conn.scp_to(artifact, remote_path)
             result = _run_harness(conn, remote_python, remote_path, threads, warmup, runs, max_seconds, roofline,
-                                  ov_device, list(ort_providers), op_profile)
+                                  ov_device, list(ort_providers), op_profile, size)
         elif trt_capable and info.get("trtexec"):
             conn.scp_to(artifact, remote_path)
             result = _run_trtexec(conn, info["trtexec"], remote_path, precision, runs, max_seconds)
@@ -267,9 +267,9 @@ def run_ssh(target: SshTarget, artifact: Path, *, threads: int = 2, warmup: int 
 
 def _run_harness(conn: _Ssh, remote_python: str, remote_path: str, threads: int, warmup: int, runs: int,
                  max_seconds: float, roofline: bool, ov_device: str | None, ort_providers: list[str],
-                 op_profile: bool) -> dict:
+                 op_profile: bool, size: tuple[int, int] | None = None) -> dict:
     argv = harness_command("python", remote_path, threads, warmup, runs, max_seconds, roofline, ov_device,
-                           ort_providers, op_profile)[1:]
+                           ort_providers, op_profile, size)[1:]
     proc = conn.ssh(_sh(_HARNESS, remote_python, str(threads), *argv))
     host = conn.target.host
     if proc.returncode not in (0, 2):
