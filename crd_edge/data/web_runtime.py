@@ -20,7 +20,7 @@ from pathlib import Path
 
 from crd_edge._assets import WEB_RUNTIMES, WebRuntime, assets_dir, web_runtime_dir, web_runtime_files
 from crd_edge._io import file_sha256
-from crd_edge.data.download import check_complete, fetch
+from crd_edge.data.download import Installed, check_complete, fetch
 from crd_edge.errors import UserError
 
 __all__ = ["DEFAULT_REGISTRY", "REGISTRY_ENV", "install_web_runtime", "resolve_registry"]
@@ -74,12 +74,12 @@ def _extract_pinned(tarball: Path, runtime: WebRuntime) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def install_web_runtime(name: str, registry: str | None = None, quiet: bool = False) -> dict:
+def install_web_runtime(name: str, registry: str | None = None, quiet: bool = False) -> Installed:
     """Install the web runtime ``name`` (nothing is downloaded when a verified copy is here)."""
     runtime = WEB_RUNTIMES[name]
     found = web_runtime_files(name)
     if found is not None:
-        return {"name": name, "status": "already here", "path": str(found), "downloaded_mb": 0.0}
+        return Installed(name, "already here", str(found), 0.0)
     url = f"{resolve_registry(registry)}/{runtime.tarball}"
     folder = assets_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,4 +95,4 @@ def install_web_runtime(name: str, registry: str | None = None, quiet: bool = Fa
         path = _extract_pinned(part, runtime)
     finally:
         part.unlink(missing_ok=True)
-    return {"name": name, "status": "installed", "path": str(path), "downloaded_mb": round(transfer.received / 1e6, 1)}
+    return Installed(name, "installed", str(path), round(transfer.received / 1e6, 1))
