@@ -13,6 +13,14 @@ from crd_edge.export import parse_sizes
 from crd_edge.models import create_model
 
 
+def _tiny_checkpoint(path):
+    """A small student checkpoint at 32 px; returns its model."""
+    torch.manual_seed(0)
+    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
+    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, path)
+    return model
+
+
 def test_sizes_are_comma_separated_heights_by_widths():
     assert parse_sizes("256,480x640, 720x1280,256", None) == [(256, 256), (480, 640), (720, 1280)]
     assert parse_sizes(None, (64, 64)) == [(64, 64)]
@@ -23,9 +31,7 @@ def test_sizes_are_comma_separated_heights_by_widths():
 @pytest.mark.slow
 def test_export_at_two_sizes_then_bench_gives_a_cost_per_pixel_table(run_cli, tmp_path):
     pytest.importorskip("onnxruntime")
-    torch.manual_seed(0)
-    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
-    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, tmp_path / "c.pt")
+    model = _tiny_checkpoint(tmp_path / "c.pt")
     code, _, err = run_cli("export", tmp_path / "c.pt", "--size", "32,32x48", "--out", tmp_path / "exp")
     assert code == 0, err
     records = json.loads((tmp_path / "exp" / "manifest.json").read_text())["artifacts"]
@@ -78,9 +84,7 @@ def test_a_dynamic_export_runs_at_any_size_and_is_verified_at_three(run_cli, tmp
     import numpy as np
 
     from crd_edge.runtime.model import open_model
-    torch.manual_seed(0)
-    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
-    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, tmp_path / "c.pt")
+    model = _tiny_checkpoint(tmp_path / "c.pt")
     code, out, err = run_cli("export", tmp_path / "c.pt", "--target", "onnx,tflite", "--size", "dynamic",
                              "--out", tmp_path / "exp", "--json")
     assert code == 0, err
@@ -104,9 +108,7 @@ def test_a_dynamic_export_runs_at_any_size_and_is_verified_at_three(run_cli, tmp
 @pytest.mark.slow
 def test_bench_times_a_dynamic_artifact_at_each_size_asked(run_cli, tmp_path):
     pytest.importorskip("onnxruntime")
-    torch.manual_seed(0)
-    model = create_model("mobile_resnet_9blocks", ngf=8).eval()
-    atomic_torch_save({"format_version": 1, "student": student_record(model, 32)}, tmp_path / "c.pt")
+    model = _tiny_checkpoint(tmp_path / "c.pt")
     assert run_cli("export", tmp_path / "c.pt", "--size", "dynamic", "--out", tmp_path / "exp")[0] == 0
     code, _, err = run_cli("bench", tmp_path / "exp", "--size", "32x32,48x64", "--runs", 3, "--max-seconds", 1,
                            "--no-roofline", "--no-op-profile")
