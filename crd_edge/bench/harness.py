@@ -11,8 +11,9 @@ What it measures (all wall-clock, ``time.perf_counter``):
 * ``latency_ms``: after ``warmup`` calls, ``runs`` timed calls or until ``max_seconds`` has
   passed, whichever comes first (at least 5): p50/p90/p99/mean/std/min/max;
 * ``prepost_ms``: the camera-frame work around the model, timed apart from it: a 640x480
-  uint8 BGR frame centre-cropped, resized and scaled to the model's NCHW float input, and the
-  NCHW output turned back into a uint8 BGR image (OpenCV when installed, else numpy);
+  uint8 BGR frame (of the size asked, for a dynamic artifact; ``frame`` says which)
+  centre-cropped, resized and scaled to the model's NCHW float input, and the NCHW output
+  turned back into a uint8 BGR image (OpenCV when installed, else numpy);
 * ``peak_rss_mb``: the process's peak resident memory (model + runtime + interpreter);
 * ``matmul``: the roofline: the best dense fp32 matmul throughput torch reaches with the same
   thread count in this process, so that each model's efficiency (true MACs per second as a
@@ -130,7 +131,7 @@ def measure(path: str | Path, threads: int = 2, warmup: int = 5, runs: int = 50,
     first_ms = (time.perf_counter() - t0) * 1e3
     latency = percentiles(time_calls(lambda: session.run(x), warmup, runs, max_seconds))
     prepost = {"pre": percentiles(time_calls(lambda: pre(frame), 3, 50, 2.0)),
-               "post": percentiles(time_calls(lambda: post(y), 3, 50, 2.0))}
+               "post": percentiles(time_calls(lambda: post(y), 3, 50, 2.0)), "frame": list(frame.shape[:2])}
     result = {"path": str(path), "runtime": session.backend, "threads": threads, "input_size": [height, width],
               "load_ms": load_ms, "first_inference_ms": first_ms, "latency_ms": latency,
               "throughput_fps": 1e3 / latency["p50"], "prepost_ms": prepost,

@@ -9,8 +9,8 @@ written back unchanged, so a results file read and re-written loses nothing.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from crd_edge.models.family import Member
@@ -23,6 +23,13 @@ def _known(cls, data: dict) -> tuple[dict, dict]:
     """(the keys that are fields of ``cls``, the rest)."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+
+
+def _with_other(cls, data: dict):
+    """``cls`` from ``data``: its fields by name, every other key in its ``other`` (kept as it came)."""
+    known, rest = _known(cls, data)
+    known.pop("other", None)
+    return cls(**known, other=rest)
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,6 @@ class Latency:
     mean: float | None = None
     n: int | None = None
     other: dict = field(default_factory=dict)  # std, min, max...: whatever the tool adds
-
-    @classmethod
-    def from_json(cls, data: dict) -> Latency:
-        known, rest = _known(cls, data)
-        known.pop("other", None)
-        return cls(**known, other=rest)
 
     def to_json(self) -> dict:
         return {**self.other, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "other"}}
@@ -126,7 +127,6 @@ class BenchRow:
     throughput_fps: float | None = None
     end_to_end_fps: float | None = None
     peak_mb: float | None = None
-    matmul_gmacs_per_s: float | None = None  # the fp32 matmul roofline, measured in this row's run
     ceiling: Ceiling | None = None
     ops: list = field(default_factory=list)  # per op type: op, ms, share, where
     ops_note: str | None = None
@@ -141,21 +141,17 @@ class BenchRow:
         latency = data.pop("latency_ms", None)
         model = data.pop("model", None) or {}
         ceiling = data.pop("ceiling", None)
-        matmul = data.get("matmul") or {}
         peak = data.pop("peak_rss_mb", None)
         peak = peak if peak is not None else data.get("peak_memory_mb")
         size = data.pop("input_size", None)
         member = data.pop("member", None)
-        typed = {"latency", "model", "ceiling", "peak_mb", "matmul_gmacs_per_s", "input_size", "artifact", "details",
-                 "member"}
+        typed = {"latency", "model", "ceiling", "peak_mb", "input_size", "artifact", "details", "member"}
         simple = {f.name for f in fields(cls)} - typed
         row = cls(**{k: data.pop(k) for k in list(data) if k in simple}, artifact=artifact,
-                  latency=Latency.from_json(latency) if latency else None,
+                  latency=_with_other(Latency, latency) if latency else None,
                   input_size=tuple(size) if size else None,
                   model=ModelCounts(**_known(ModelCounts, model)[0]),
-                  ceiling=(Ceiling(**_known(Ceiling, ceiling)[0], other=_known(Ceiling, ceiling)[1])
-                           if ceiling else None),
-                  peak_mb=peak, matmul_gmacs_per_s=matmul.get("gmacs_per_s"),
+                  ceiling=_with_other(Ceiling, ceiling) if ceiling else None, peak_mb=peak,
                   member=Member.from_dict(member) if member else None, details=data)
         return row
 
@@ -185,6 +181,11 @@ class BenchRow:
         if self.peak_mb is not None and "peak_memory_mb" not in out:
             out["peak_rss_mb"] = self.peak_mb
         return out
+
+    @property
+    def matmul_gmacs_per_s(self) -> float | None:
+        """The fp32 matmul roofline measured in this row's run (the first row of a run has it)."""
+        return (self.details.get("matmul") or {}).get("gmacs_per_s")
 
     @property
     def measured(self) -> bool:

@@ -50,21 +50,23 @@ def compare(outputs: np.ndarray, reference: np.ndarray, precision: str) -> dict:
 def verify_artifact(path: Path, images: torch.Tensor, reference: np.ndarray, precision: str) -> dict:
     """Run ``path`` through the runtime layer image by image and compare with ``reference``
     (the torch fp32 model's outputs on ``images``)."""
-    from crd_edge.runtime import open_session
-    session = open_session(path)
-    try:
-        outputs = np.concatenate([session.run(img[None].numpy()) for img in images])
-    finally:
-        if hasattr(session, "close"):  # a browser session: its Chromium stops now
-            session.close()
-    return {"runtime": session.backend, **compare(outputs, reference, precision)}
+    return verify_at_sizes(path, [(images, reference)], precision)
 
 
 def verify_at_sizes(path: Path, checks: list[tuple[torch.Tensor, np.ndarray]], precision: str) -> dict:
-    """:func:`verify_artifact` on each (images, reference) of ``checks``: one size for a fixed-size
-    artifact, several for one with dynamic height and width, which passes only if it passes at
-    every size; its figures are the worst size's, with each size's PSNR beside them."""
-    results = [verify_artifact(path, images, reference, precision) for images, reference in checks]
+    """:func:`verify_artifact` on each (images, reference) of ``checks``, in one session: one size
+    for a fixed-size artifact, several for one with dynamic height and width, which passes only
+    if it passes at every size; its figures are the worst size's, with each size's PSNR beside
+    them."""
+    from crd_edge.runtime import open_session
+    session = open_session(path)  # once: a browser session starts Chromium
+    try:
+        results = [{"runtime": session.backend,
+                    **compare(np.concatenate([session.run(img[None].numpy()) for img in images]), reference,
+                              precision)} for images, reference in checks]
+    finally:
+        if hasattr(session, "close"):  # a browser session: its Chromium stops now
+            session.close()
     if len(results) == 1:
         return results[0]
     worst = min(results, key=lambda r: r["psnr_db_min"])
