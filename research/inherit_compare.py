@@ -33,8 +33,12 @@ INITS = ("teacher", "random")
 ALL_PHOTOS = 205  # the built-in training split; data.train_photos=0 means all of it
 
 
-def run_name(init: str, photos: int, seed: int) -> str:
-    return f"{init}-p{photos or ALL_PHOTOS}-s{seed}"
+DEFAULT_STUDENT = "default"  # the config's student; any other is named in the run's folder
+
+
+def run_name(init: str, photos: int, seed: int, student: str = DEFAULT_STUDENT) -> str:
+    base = f"{init}-p{photos or ALL_PHOTOS}-s{seed}"
+    return base if student == DEFAULT_STUDENT else f"{student}-{base}"
 
 
 def finished(run_dir: Path) -> dict | None:
@@ -47,8 +51,8 @@ def finished(run_dir: Path) -> dict | None:
     return summary if done and summary.get("heldout") else None
 
 
-def train(runs: Path, init: str, photos: int, seed: int, extra: list[str]) -> dict:
-    name = run_name(init, photos, seed)
+def train(runs: Path, init: str, photos: int, seed: int, extra: list[str], student: str = DEFAULT_STUDENT) -> dict:
+    name = run_name(init, photos, seed, student)
     summary = finished(runs / name)
     if summary is not None:
         print(f"{name}: finished earlier, reused", flush=True)
@@ -56,6 +60,8 @@ def train(runs: Path, init: str, photos: int, seed: int, extra: list[str]) -> di
     resume = ["--resume", str(runs / name)] if (runs / name / "checkpoint.pt").is_file() else []
     command = [sys.executable, "-m", "crd_edge", "distill", "--name", name, "--runs-dir", str(runs),
                "--init", init, "--seed", str(seed), "--set", f"data.train_photos={photos}", "--quiet", *extra]
+    if student != DEFAULT_STUDENT:
+        command += ["--student", student]
     if resume:  # the config comes from the checkpoint
         command = [sys.executable, "-m", "crd_edge", "distill", *resume, "--quiet"]
     print(f"{name}: {' '.join(command[1:])}", flush=True)
@@ -66,10 +72,11 @@ def train(runs: Path, init: str, photos: int, seed: int, extra: list[str]) -> di
     return summary
 
 
-def row(init: str, photos: int, seed: int, summary: dict) -> dict:
+def row(init: str, photos: int, seed: int, summary: dict, student_name: str = DEFAULT_STUDENT) -> dict:
     held = summary["heldout"]
     student, copy = held["student"], held["input"]
-    return {"init": init, "photos": photos or ALL_PHOTOS, "seed": seed, "run": summary["run_dir"],
+    return {"student": student_name, "init": init, "photos": photos or ALL_PHOTOS, "seed": seed,
+            "run": summary["run_dir"],
             "kid_x": student["kid"] / copy["kid"], "vgg_x": student["vgg_dist"] / copy["vgg_dist"],
             "psnr_gain": student["psnr"] - copy["psnr"], "kid": student["kid"], "vgg_dist": student["vgg_dist"],
             "psnr": student["psnr"], "train_seconds": summary.get("train_seconds"),
@@ -80,11 +87,11 @@ def collect(runs: Path) -> list[dict]:
     """A row for every finished run under ``runs`` named as :func:`run_name` names them."""
     rows = []
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
-        match = re.fullmatch(r"(teacher|random)-p(\d+)-s(\d+)", run_dir.name)
+        match = re.fullmatch(r"(?:(\w+)-)?(teacher|random)-p(\d+)-s(\d+)", run_dir.name)
         summary = finished(run_dir) if match else None
         if summary is not None:
-            init, photos, seed = match[1], int(match[2]), int(match[3])
-            rows.append(row(init, photos, seed, summary))
+            init, photos, seed = match[2], int(match[3]), int(match[4])
+            rows.append(row(init, photos, seed, summary, match[1] or DEFAULT_STUDENT))
     return rows
 
 
@@ -98,16 +105,22 @@ def _cell(values: list[float], spec: str) -> str:
     return f"{spec.format(statistics.mean(values))} ({spec.format(min(values))} to {spec.format(max(values))})"
 
 
+def _variants(rows: list[dict]) -> list[tuple[str, str]]:
+    """(student, first weights) pairs in the rows: the default student first, then by name."""
+    return sorted({(r["student"], r["init"]) for r in rows},
+                  key=lambda v: (v[0] != DEFAULT_STUDENT, v[0], INITS.index(v[1])))
+
+
 def render(rows: list[dict]) -> str:
-    lines = ["| training photos | first weights | seeds | " + " | ".join(f[1] for f in FIGURES) + " |",
-             "|---:|---|---|" + "---:|" * len(FIGURES)]
+    lines = ["| training photos | student | first weights | seeds | " + " | ".join(f[1] for f in FIGURES) + " |",
+             "|---:|---|---|---|" + "---:|" * len(FIGURES)]
     for photos in sorted({r["photos"] for r in rows}):
-        for init in INITS:
-            mine = [r for r in rows if r["photos"] == photos and r["init"] == init]
+        for student, init in _variants(rows):
+            mine = [r for r in rows if r["photos"] == photos and (r["student"], r["init"]) == (student, init)]
             if mine:
                 cells = [_cell([r[key] for r in mine], spec) for key, _, spec in FIGURES]
                 seeds = ", ".join(str(r["seed"]) for r in mine)
-                lines.append(f"| {photos} | {init} | {seeds} | " + " | ".join(cells) + " |")
+                lines.append(f"| {photos} | {student} | {init} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nMean over seeds (lowest to highest); bars of the main job: KID <= 0.8x, " \
                               "vgg_dist <= 0.80x, PSNR >= +3 dB.\n"
 
@@ -121,13 +134,12 @@ def plot(rows: list[dict], path: Path) -> Path:
     bars = {"kid_x": 0.8, "vgg_x": 0.80, "psnr_gain": 3.0}
     fig, axes = plt.subplots(1, len(FIGURES), figsize=(4.2 * len(FIGURES), 3.4))
     for ax, (key, label, _) in zip(axes, FIGURES):
-        for init, colour in zip(INITS, ("#08519c", "#d95f0e")):
-            mine = [r for r in rows if r["init"] == init]
-            if not mine:
-                continue
+        for (student, init), colour in zip(_variants(rows), ("#08519c", "#d95f0e", "#31a354", "#756bb1")):
+            mine = [r for r in rows if (r["student"], r["init"]) == (student, init)]
             photos = sorted({r["photos"] for r in mine})
             means = [statistics.mean(r[key] for r in mine if r["photos"] == p) for p in photos]
-            ax.plot(photos, means, "-", color=colour, label=f"--init {init}")
+            label = f"--init {init}" if student == DEFAULT_STUDENT else f"{student}, --init {init}"
+            ax.plot(photos, means, "-", color=colour, label=label)
             ax.scatter([r["photos"] for r in mine], [r[key] for r in mine], color=colour, s=14, zorder=3)
         ax.axhline(bars[key], color="grey", linestyle=":", linewidth=1, label="main job's bar")
         ax.axhline(0.0 if key == "psnr_gain" else 1.0, color="grey", linestyle="--", linewidth=1,
@@ -148,13 +160,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--photos", type=int, nargs="+", default=[0], help="training photos (0: all 205)")
     parser.add_argument("--init", nargs="+", default=list(INITS), choices=INITS)
+    parser.add_argument("--student", default=DEFAULT_STUDENT,
+                        help="a registered student to train instead of the config's (named in the run folders)")
     parser.add_argument("extra", nargs="*", help="more distill options after --, e.g. -- --teacher NAME")
     args = parser.parse_args(argv)
     runs = args.out / "runs"
     for photos in args.photos:
         for seed in args.seeds:
             for init in args.init:  # one bank per (photos, seed): the first run labels it, the second reuses it
-                train(runs, init, photos, seed, args.extra)
+                train(runs, init, photos, seed, args.extra, args.student)
     rows = collect(runs)  # every finished run in the folder: later invocations add to the table
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     table = render(rows)

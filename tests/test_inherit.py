@@ -93,6 +93,35 @@ def test_refit_starts_closer_to_the_teacher_than_slicing():
     assert errors[True] < errors[False]
 
 
+def test_shuffle_ends_inherit_the_middle_and_fit_the_ends():
+    """A shuffle-ended student (no full-resolution layers) slices every layer the teacher has
+    (down2, the blocks, up1) and starts its two new end convs from the least-squares fit: with
+    the fit it is closer to the teacher than with the ends left at random."""
+    teacher = small_teacher(seed=3)
+    x, held = images(8, seed=1), images(4, seed=9)
+    with torch.no_grad():
+        target = teacher(held)
+    errors = {}
+    for refit in (False, True):
+        torch.manual_seed(0)
+        student = create_model("resnet_9blocks_inherited_shuffle", n_blocks=2, channels=[8, 12, 6, 6, 8]).eval()
+        plan = inherit_into(student, teacher, x, refit=refit)
+        assert set(plan.kept) == {"down1", "stream", "block0", "block1", "up1"}
+        if not refit:  # the residual blocks are the teacher's kept weights, as sliced
+            first = student.model[7].conv_block[0]
+            assert torch.equal(first.weight, teacher.model[10].conv_block[1].weight[plan.kept["block0"]][:, plan.kept["stream"]])
+        with torch.no_grad():
+            errors[refit] = float((student(held) - target).pow(2).mean())
+    assert errors[True] < errors[False]
+    assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (7, 7) for m in student.modules())
+    # the shuffle student's widths are [down1, stream, blocks, up1]; each checked against the teacher's
+    with pytest.raises(UserError, match="down1 width 17 must be 1-16"):
+        inherit_into(create_model("resnet_9blocks_inherited_shuffle", n_blocks=2, channels=[17, 12, 6, 6, 8]),
+                     teacher, x, refit=False)
+    with pytest.raises(ValueError, match="expected 5 widths .down1, stream, 2 block widths, up1."):
+        create_model("resnet_9blocks_inherited_shuffle", n_blocks=2, channels=[4, 8, 12, 6, 6, 8, 4])
+
+
 def test_what_cannot_be_inherited_says_why():
     assert "black box" in inheritable(None)
     assert "depthwise" in inheritable(create_model("mobile_resnet_9blocks_ngf16"))

@@ -24,6 +24,6 @@ def test_finished_runs_become_ratios_to_copying_by_photos_and_first_weights(tmp_
     assert sorted((r["init"], r["photos"], r["seed"]) for r in rows) == [
         ("random", 205, 0), ("teacher", 205, 0), ("teacher", 205, 1)]
     table = inherit_compare.render(rows)
-    assert "| 205 | teacher | 0, 1 | 0.40x (0.30x to 0.50x) | 0.85x (0.80x to 0.90x) | +2.50 (+2.00 to +3.00) |" in table
-    assert "| 205 | random | 0 | 0.90x | 1.00x | +1.00 |" in table
+    assert "| 205 | default | teacher | 0, 1 | 0.40x (0.30x to 0.50x) | 0.85x (0.80x to 0.90x) | +2.50 (+2.00 to +3.00) |" in table
+    assert "| 205 | default | random | 0 | 0.90x | 1.00x | +1.00 |" in table
     assert inherit_compare.plot(rows, tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,6 +14,12 @@ InstanceNorm re-normalises each kept channel, which makes the cut far gentler th
 norm-free network. The teacher's ``ConvTranspose2d(k3, output_padding=1)`` is carried into a
 ``k4`` layer exactly (the 3x3 taps in the top-left of a zero 4x4 kernel give the same output at
 the same size), because litert-torch converts only the latter.
+
+A student with shuffle ends (``resnet_9blocks_inherited_shuffle``: space-to-depth in and
+depth-to-space out, no layer at full resolution) keeps every teacher layer between its ends; its
+two end convolutions have no teacher counterpart to slice, so they start from the least-squares
+fit alone: the first to the teacher's down1 output, the last to the teacher's output arranged
+space-to-depth. Measured against the conv7-ended default in docs/distill.md.
 """
 
 from __future__ import annotations
@@ -75,15 +81,24 @@ def layout_mismatch(student: nn.Module, teacher: nn.Module) -> str | None:
     convs = _convs(teacher)
     teacher_widths = [c.out_channels if isinstance(c, nn.Conv2d) else c.weight.shape[1] for c in convs]
     # stem, down1, stream (down2's output), each block's first conv, up1, up2
-    teacher_widths = teacher_widths[:3] + teacher_widths[3:3 + 2 * n:2] + teacher_widths[3 + 2 * n:5 + 2 * n]
-    for name, width, have in zip(_group_names(n), channels, teacher_widths):
+    widths = dict(zip(_group_names(n), teacher_widths[:3] + teacher_widths[3:3 + 2 * n:2]
+                      + teacher_widths[3 + 2 * n:5 + 2 * n]))
+    for name, width in zip(_group_names(n, _shuffled(student)), channels):
+        have = widths[name]
         if not 1 <= width <= have:
             return f"student.kwargs.channels: {name} width {width} must be 1-{have} (the teacher's)"
     return None
 
 
-def _group_names(n: int) -> list[str]:
-    return ["stem", "down1", "stream", *[f"block{i}" for i in range(n)], "up1", "up2"]
+def _group_names(n: int, shuffled: bool = False) -> list[str]:
+    """The widths ``channels`` lists, in order; shuffle ends have no stem and no up2."""
+    blocks = [f"block{i}" for i in range(n)]
+    return ["down1", "stream", *blocks, "up1"] if shuffled else ["stem", "down1", "stream", *blocks, "up1", "up2"]
+
+
+def _shuffled(student: nn.Module) -> bool:
+    """Whether ``student`` has shuffle ends (space-to-depth in, depth-to-space out)."""
+    return any(isinstance(m, nn.PixelUnshuffle) for m in student.modules())
 
 
 def _convs(module: nn.Module) -> list[nn.Conv2d | nn.ConvTranspose2d]:
@@ -157,9 +172,10 @@ def channel_importance(teacher: ResnetGenerator, images: torch.Tensor, batch: in
     return scores
 
 
-def _plan(teacher: ResnetGenerator, scores: dict[str, torch.Tensor], channels: list[int]) -> InheritPlan:
+def _plan(teacher: ResnetGenerator, scores: dict[str, torch.Tensor], channels: list[int],
+          shuffled: bool) -> InheritPlan:
     """Each group's ``width`` most important channels (widths checked by :func:`layout_mismatch`)."""
-    groups = _group_names(len(_blocks(teacher)))
+    groups = _group_names(len(_blocks(teacher)), shuffled)
     kept = {group: sorted(scores[group].topk(width).indices.tolist()) for group, width in zip(groups, channels)}
     return InheritPlan(list(channels), kept)
 
@@ -188,45 +204,63 @@ def _zero_insert(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class _Link:
+    """One student convolution's teacher layer: its index in the teacher's forward order, the
+    teacher output and input channels it keeps (None: all, the RGB ends), and whether the
+    weights can be sliced across (False for shuffle ends, whose layers the teacher does not have:
+    they start from the least-squares fit alone)."""
+
+    teacher: int
+    out_idx: list[int] | None
+    in_idx: list[int] | None
+    sliced: bool = True
+
+
 @torch.no_grad()
-def _refit(student: ResnetGenerator, teacher: ResnetGenerator, io: list, images: torch.Tensor,
+def _refit(student: ResnetGenerator, teacher: ResnetGenerator, links: list[_Link], images: torch.Tensor,
            ridge: float = 1e-3, chunk: int = 4, max_rows: int = 200_000) -> None:
     """Re-fit each of the student's convolutions, in forward order, by ridge least squares: from
     the student's own input to that layer (its earlier layers already re-fitted) to the teacher's
     output of the same layer at the kept channels (ThiNet, Luo et al. 2017; channel pruning, He
     et al. 2017). Slicing alone leaves each layer reading a quarter of the inputs it was trained
-    on; the fit gives the start a layer-by-layer match instead. Transposed convolutions keep
-    are written as plain convolutions and fitted the same way."""
+    on; the fit gives the start a layer-by-layer match instead. Transposed convolutions are
+    written as plain convolutions and fitted the same way. A shuffle-ended student's first conv
+    is fitted to the teacher's down1 output (from the space-to-depth input) and its last to the
+    teacher's output arranged space-to-depth, which its depth-to-space undoes."""
     s_convs = _convs(student)
     generator = torch.Generator().manual_seed(0)  # one stream for every layer's row sample
-    targets = _teacher_targets(teacher, io, images, chunk)
-    for j, conv in enumerate(s_convs):
+    targets = _teacher_targets(teacher, links, images, chunk)
+    for j, (conv, link) in enumerate(zip(s_convs, links, strict=True)):
         transposed = isinstance(conv, nn.ConvTranspose2d)
         if transposed and (conv.stride != (2, 2) or conv.padding != (1, 1) or conv.kernel_size != (4, 4)):
             continue  # only the k4/s2/p1 layer is written as a plain conv below
         captured, pad, stride = _layer_inputs(student, conv, images, chunk, transposed)
-        ys_all, weights = targets[j], [None] * len(captured)
+        ys_all, weights = targets[link.teacher], [None] * len(captured)
         last = j == len(s_convs) - 1
         if last:
             ys_all, weights = _output_targets(student, ys_all, images, chunk)
+            if _shuffled(student):
+                ys_all = [nn.functional.pixel_unshuffle(y, 2) for y in ys_all]
+                weights = [nn.functional.pixel_unshuffle(w, 2) for w in weights]
         # One normal-equation system per output channel when rows are weighted per channel.
         systems = conv.out_channels if last else 1
         gram, cross = _normal_equations(conv, captured, ys_all, weights, pad, stride, systems, generator, max_rows)
         _write_fit(conv, _solve_ridge(gram, cross, ridge), transposed)
 
 
-def _teacher_targets(teacher: ResnetGenerator, io: list, images: torch.Tensor, chunk: int) -> dict[int, list]:
-    """Each teacher convolution's outputs on ``images`` (a tensor per chunk), at the output
-    channels the student keeps of it."""
+def _teacher_targets(teacher: ResnetGenerator, links: list[_Link], images: torch.Tensor,
+                     chunk: int) -> dict[int, list]:
+    """The outputs on ``images`` (a tensor per chunk) of each teacher convolution a student
+    layer maps onto, at the output channels the student keeps of it."""
     t_convs = _convs(teacher)
-    targets: dict[int, list[torch.Tensor]] = {j: [] for j in range(len(t_convs))}
+    targets: dict[int, list[torch.Tensor]] = {link.teacher: [] for link in links}
 
-    def keep(j):
+    def keep(link):
         def hook(module, inputs, output):
-            out_idx = io[j][0]
-            targets[j].append(output if out_idx is None else output[:, out_idx])
+            targets[link.teacher].append(output if link.out_idx is None else output[:, link.out_idx])
         return hook
-    _run_hooked(teacher, images, [c.register_forward_hook(keep(j)) for j, c in enumerate(t_convs)], chunk)
+    _run_hooked(teacher, images, [t_convs[link.teacher].register_forward_hook(keep(link)) for link in links], chunk)
     return targets
 
 
@@ -317,7 +351,8 @@ def inherit_into(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *
     """Overwrite ``student``'s weights with ``teacher``'s pruned to the student's widths (its
     ``channels``), the channels chosen by :func:`channel_importance` on ``images`` (NCHW, [-1, 1]).
     The student is built by the registry as usual (``resnet_9blocks_inherited``), so a checkpoint
-    rebuilds it like any other; only its starting weights differ."""
+    rebuilds it like any other; only its starting weights differ. With ``refit=False`` a
+    shuffle-ended student's two end convolutions keep their random initialisation."""
     why = inheritable(teacher)
     if why:
         raise UserError(f"student.init=teacher: {why}; use student.init=random")
@@ -332,26 +367,42 @@ def inherit_into(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *
     teacher.eval()
     scores = channel_importance(teacher, images)
     teacher.train(was)
-    plan = _plan(teacher, scores, student.crd_spec["kwargs"]["channels"])
-    k = plan.kept
-    # (out, in) index sets of each conv in forward order; None keeps all (the RGB ends).
-    io = [(k["stem"], None), (k["down1"], k["stem"]), (k["stream"], k["down1"])]
-    for i in range(n):
-        io += [(k[f"block{i}"], k["stream"]), (k["stream"], k[f"block{i}"])]
-    io += [(k["up1"], k["stream"]), (k["up2"], k["up1"]), (None, k["up2"])]
-    student_norms = _norms(student)
-    if len(student_norms) != len(io) - 1:
+    shuffled = _shuffled(student)
+    plan = _plan(teacher, scores, student.crd_spec["kwargs"]["channels"], shuffled)
+    links = _links(plan.kept, n, shuffled)
+    student_norms, teacher_norms = _norms(student), _norms(teacher)
+    if len(student_norms) != len(links) - 1:
         raise UserError("student.init=teacher: the student needs a normalisation layer after every conv but the "
                         "last, as the teacher has (student.kwargs.norm=instance)")
-    for dst, src, (out_idx, in_idx) in zip(_convs(student), _convs(teacher), io, strict=True):
-        _copy(dst, src, out_idx, in_idx)
-    for dst, src, (out_idx, _) in zip(student_norms, _norms(teacher), io[:-1], strict=True):
+    t_convs = _convs(teacher)
+    for dst, link in zip(_convs(student), links, strict=True):
+        if link.sliced:
+            _copy(dst, t_convs[link.teacher], link.out_idx, link.in_idx)
+    # The teacher has a norm after every conv but its last, so a conv's index is its norm's.
+    for dst, link in zip(student_norms, links):
+        src = teacher_norms[link.teacher]
         if src.affine and dst.affine:
-            dst.weight.data.copy_(src.weight[out_idx])
-            dst.bias.data.copy_(src.bias[out_idx])
+            dst.weight.data.copy_(src.weight[link.out_idx])
+            dst.bias.data.copy_(src.bias[link.out_idx])
     if refit:
         was = student.training
         student.eval()
-        _refit(student, teacher, io, images)
+        _refit(student, teacher, links, images)
         student.train(was)
     return plan
+
+
+def _links(k: dict[str, list[int]], n: int, shuffled: bool) -> list[_Link]:
+    """Each student conv's teacher layer, in forward order. The teacher's convs: stem (0),
+    down1, down2, (conv1, conv2) x n blocks, up1, up2, final (5 + 2n)."""
+    up1 = 3 + 2 * n
+    if shuffled:  # no stem, no up2: one conv in at half resolution, one out (fitted only)
+        links = [_Link(1, k["down1"], None, sliced=False), _Link(2, k["stream"], k["down1"])]
+    else:
+        links = [_Link(0, k["stem"], None), _Link(1, k["down1"], k["stem"]), _Link(2, k["stream"], k["down1"])]
+    for i in range(n):
+        links += [_Link(3 + 2 * i, k[f"block{i}"], k["stream"]), _Link(4 + 2 * i, k["stream"], k[f"block{i}"])]
+    links.append(_Link(up1, k["up1"], k["stream"]))
+    if shuffled:
+        return [*links, _Link(up1 + 2, None, None, sliced=False)]
+    return [*links, _Link(up1 + 1, k["up2"], k["up1"]), _Link(up1 + 2, None, k["up2"])]

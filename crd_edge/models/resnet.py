@@ -122,11 +122,20 @@ class ResnetGenerator(nn.Module):
         # ``channels``: every layer's width, for a student pruned from a teacher (models/inherit.py):
         # [stem, down1, residual stream, each block's inner width (n_blocks), up1, up2]; the
         # layers keep the teacher's indices, so its weights map onto them by slicing.
+        # With shuffle ends there is no stem and no up2 (the layers at full resolution), so the
+        # list is [down1, stream, each block's inner width (n_blocks), up1].
         if channels is not None:
-            if ends != "conv7" or mid is not None or len(channels) != n_blocks + 5:
-                raise ValueError(f"channels: expected {n_blocks + 5} widths (stem, down1, stream, "
-                                 f"{n_blocks} block widths, up1, up2) with ends='conv7' and no mid")
-            stem, down1, stream, *inner, up1, up2 = channels
+            expected = n_blocks + (5 if ends == "conv7" else 3)
+            if mid is not None or len(channels) != expected:
+                groups = "stem, down1, stream, {} block widths, up1, up2" if ends == "conv7" else \
+                    "down1, stream, {} block widths, up1"
+                raise ValueError(f"channels: expected {expected} widths ({groups.format(n_blocks)}) "
+                                 f"with ends={ends!r} and no mid")
+            if ends == "conv7":
+                stem, down1, stream, *inner, up1, up2 = channels
+            else:
+                down1, stream, *inner, up1 = channels
+                stem = up2 = None
         else:
             stem, down1, up1, up2, inner = ngf, ngf * 2, ngf * 2, ngf, [None] * n_blocks
             stream = mid or ngf * 4
@@ -137,9 +146,9 @@ class ResnetGenerator(nn.Module):
         # profile, 0.53 ms of the default's 3.6 ms in the 7x7 stem and 0.63 ms in the output
         # layer), so this is where latency is cheapest to cut: 0.54x the default's bf16 latency.
         if ends == "shuffle":
-            layers: list[nn.Module] = [nn.PixelUnshuffle(2), *padded_conv(in_channels * 4, ngf * 2, 3, padding, bias=bias),
-                                       norm_layer(norm, ngf * 2, norm_affine), nn.ReLU(inplace=True)]
-            width, downs, ups = ngf * 2, (mid or ngf * 4,), (ngf * 2,)
+            layers: list[nn.Module] = [nn.PixelUnshuffle(2), *padded_conv(in_channels * 4, down1, 3, padding, bias=bias),
+                                       norm_layer(norm, down1, norm_affine), nn.ReLU(inplace=True)]
+            width, downs, ups = down1, (stream,), (up1,)
         else:
             layers = [*padded_conv(in_channels, stem, 7, padding, bias=bias),
                       norm_layer(norm, stem, norm_affine), nn.ReLU(inplace=True)]
@@ -242,3 +251,13 @@ INHERITED_CHANNELS = [8, 16, 64] + [24] * 9 + [16, 8]
 register_model("resnet_9blocks_inherited", _resnet, stride=4, ngf=64, n_blocks=9, norm_affine=True, input_skip=True,
                padding="zero", upsample="convt4", channels=INHERITED_CHANNELS, global_colour=True,
                doc="Default student: the teacher's ResNet-9blocks pruned to 1.4 GMACs, starts from its weights; colour head")
+# The default student with shuffle ends (no full-resolution layers): space-to-depth, one conv3 at
+# half resolution to down1's width, and up1 -> conv3 -> depth-to-space out. Its widths are
+# [down1, residual stream, 9 block inner widths, up1]; the layers between the ends inherit the
+# teacher's as the default's do, and the two new end convs start from a least-squares fit to the
+# teacher's down1 output and to its output (crd_edge/models/inherit.py).
+INHERITED_SHUFFLE_CHANNELS = [16, 64] + [24] * 9 + [16]
+register_model("resnet_9blocks_inherited_shuffle", _resnet, stride=4, ngf=64, n_blocks=9, norm_affine=True,
+               input_skip=True, padding="zero", upsample="convt4", ends="shuffle",
+               channels=INHERITED_SHUFFLE_CHANNELS, global_colour=True,
+               doc="resnet_9blocks_inherited with shuffle ends: no full-resolution layers; starts from the teacher")

@@ -135,8 +135,10 @@ def _init_line(student: dict) -> str:
         return init
     kept = (student.get("inherited") or {}).get("kept", {})
     stream = len(kept.get("stream", []))
+    # a shuffle-ended student keeps no stem: its two end layers have no teacher weights to slice
+    ends = "" if "stem" in kept else "; the shuffle ends, which the teacher lacks, fitted alone"
     return ("the teacher's own, pruned (its most important channels on 32 training views, each layer re-fitted "
-            f"by least squares; residual stream {stream} channels): `inherit.json` lists the kept channels")
+            f"by least squares; residual stream {stream} channels{ends}): `inherit.json` lists the kept channels")
 
 
 def _compute_note(compute: dict | None) -> str:
