@@ -79,24 +79,8 @@ def test_pruning_keeps_the_most_important_channels():
     assert torch.equal(student.model[0].weight, teacher.model[1].weight[plan.kept["stem"]])
 
 
-def test_refit_starts_closer_to_the_teacher_than_slicing():
-    teacher = small_teacher(seed=3)
-    x, held = images(8, seed=1), images(4, seed=9)
-    with torch.no_grad():
-        target = teacher(held)
-    errors = {}
-    for refit in (False, True):
-        student = student_for([4, 8, 12, 6, 6, 8, 4]).eval()
-        inherit_into(student, teacher, x, refit=refit)
-        with torch.no_grad():
-            errors[refit] = float((student(held) - target).pow(2).mean())
-    assert errors[True] < errors[False]
-
-
-def test_shuffle_ends_inherit_the_middle_and_fit_the_ends():
-    """A shuffle-ended student (no full-resolution layers) slices every layer the teacher has
-    (down2, the blocks, up1) and starts its two new end convs from the least-squares fit: with
-    the fit it is closer to the teacher than with the ends left at random."""
+def errors_without_and_with_refit(make_student, check=None):
+    """{refit: the inherited student's mean squared error to the teacher on held-out images}."""
     teacher = small_teacher(seed=3)
     x, held = images(8, seed=1), images(4, seed=9)
     with torch.no_grad():
@@ -104,16 +88,35 @@ def test_shuffle_ends_inherit_the_middle_and_fit_the_ends():
     errors = {}
     for refit in (False, True):
         torch.manual_seed(0)
-        student = create_model("resnet_9blocks_inherited_shuffle", n_blocks=2, channels=[8, 12, 6, 6, 8]).eval()
+        student = make_student().eval()
         plan = inherit_into(student, teacher, x, refit=refit)
-        assert set(plan.kept) == {"down1", "stream", "block0", "block1", "up1"}
-        if not refit:  # the residual blocks are the teacher's kept weights, as sliced
-            first = student.model[7].conv_block[0]
-            assert torch.equal(first.weight, teacher.model[10].conv_block[1].weight[plan.kept["block0"]][:, plan.kept["stream"]])
+        if check:
+            check(student, teacher, plan, refit)
         with torch.no_grad():
             errors[refit] = float((student(held) - target).pow(2).mean())
+    return errors
+
+
+def test_refit_starts_closer_to_the_teacher_than_slicing():
+    errors = errors_without_and_with_refit(lambda: student_for([4, 8, 12, 6, 6, 8, 4]))
     assert errors[True] < errors[False]
-    assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (7, 7) for m in student.modules())
+
+
+def test_shuffle_ends_inherit_the_middle_and_fit_the_ends():
+    """A shuffle-ended student (no full-resolution layers) slices every layer the teacher has
+    (down2, the blocks, up1) and starts its two new end convs from the least-squares fit: with
+    the fit it is closer to the teacher than with the ends left at random."""
+    def check(student, teacher, plan, refit):
+        assert set(plan.kept) == {"down1", "stream", "block0", "block1", "up1"}
+        assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (7, 7) for m in student.modules())
+        if not refit:  # the residual blocks are the teacher's kept weights, as sliced
+            sliced = teacher.model[10].conv_block[1].weight[plan.kept["block0"]][:, plan.kept["stream"]]
+            assert torch.equal(student.model[7].conv_block[0].weight, sliced)
+
+    errors = errors_without_and_with_refit(
+        lambda: create_model("resnet_9blocks_inherited_shuffle", n_blocks=2, channels=[8, 12, 6, 6, 8]), check)
+    assert errors[True] < errors[False]
+    teacher, x = small_teacher(seed=3), images(8, seed=1)
     # the shuffle student's widths are [down1, stream, blocks, up1]; each checked against the teacher's
     with pytest.raises(UserError, match="down1 width 17 must be 1-16"):
         inherit_into(create_model("resnet_9blocks_inherited_shuffle", n_blocks=2, channels=[17, 12, 6, 6, 8]),
