@@ -102,6 +102,31 @@ def test_a_stop_while_labelling_keeps_the_shards_for_the_next_run(run_cli, tiny_
     assert views["bank"]["loaded_from_disk"] == 192 and views["bank"]["views"] == 256
 
 
+def assert_same_student(path_a, path_b):
+    """Two checkpoints hold the same student: the same outputs and the same weights, except a
+    conv's bias that the InstanceNorm right after it cancels. Such a bias has no effect, so its
+    gradient is rounding noise, which Adam turns into steps of the learning rate's size: a
+    difference of 1e-12 in one kernel's rounding (the compiled CRD angle kernel against eager
+    on a CPU without AVX-512) moved them by 5e-4 over four steps while every other weight
+    agreed to 1e-8."""
+    import torch
+
+    from crd_edge.checkpoint import load_student
+    (a, _), (b, _) = load_student(path_a), load_student(path_b)
+    cancelled = set()
+    for name, module in a.named_modules():
+        children = list(module.named_children())
+        for (conv_name, conv), (_, after) in zip(children, children[1:]):
+            if isinstance(conv, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and isinstance(after, torch.nn.InstanceNorm2d):
+                cancelled.add(f"{name}.{conv_name}.bias".lstrip("."))
+    state_a, state_b = a.state_dict(), b.state_dict()
+    assert cancelled and cancelled < set(state_a)
+    assert all(torch.allclose(state_a[k], state_b[k], atol=1e-6) for k in state_a if k not in cancelled)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(a.eval()(x), b.eval()(x), atol=1e-5)
+
+
 def test_views_run_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path, monkeypatch):
     import torch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -111,9 +136,7 @@ def test_views_run_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path, 
     assert run_cli(*views_args(tmp_path / "runs", "split", tiny_teacher, data, 2, *common))[0] == 0
     code, _, err = run_cli("distill", "--resume", tmp_path / "runs" / "split", "--steps", 4, "--quiet")
     assert code == 0, err
-    a = torch.load(tmp_path / "runs" / "straight" / "checkpoint.pt", weights_only=True)["student"]["state_dict"]
-    b = torch.load(tmp_path / "runs" / "split" / "checkpoint.pt", weights_only=True)["student"]["state_dict"]
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_same_student(tmp_path / "runs" / "straight" / "checkpoint.pt", tmp_path / "runs" / "split" / "checkpoint.pt")
 
 
 def test_recipe_option(run_cli, tmp_path):
@@ -149,10 +172,8 @@ def test_feature_distillation_trains_adapters_and_resumes_to_the_same_weights(ru
     assert run_cli(*views_args(tmp_path / "runs", "split", tiny_teacher, data, 2, *common))[0] == 0
     code, _, err = run_cli("distill", "--resume", tmp_path / "runs" / "split", "--steps", 4, "--quiet")
     assert code == 0, err
+    assert_same_student(tmp_path / "runs" / "straight" / "checkpoint.pt", tmp_path / "runs" / "split" / "checkpoint.pt")
     a = torch.load(tmp_path / "runs" / "straight" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "runs" / "split" / "checkpoint.pt", weights_only=True)
-    assert all(torch.allclose(a["student"]["state_dict"][k], b["student"]["state_dict"][k], atol=1e-6)
-               for k in a["student"]["state_dict"])
     adapters = a["train_state"]["feature_adapters"]
     assert sorted(adapters) == [f"{p}.{w}" for p in ("decoder", "encoder", "middle") for w in ("bias", "weight")]
     assert not any(k.startswith("adapters") or "teacher" in k for k in a["student"]["state_dict"])  # not exported

@@ -104,6 +104,30 @@ class GlobalColour(nn.Module):
         return x + p[:, 0:3] * r + p[:, 3:6] * g + p[:, 6:9] * b + p[:, 9:12]
 
 
+def _layer_widths(channels: list[int] | None, ends: str, ngf: int, n_blocks: int,
+                  mid: int | None) -> tuple:
+    """(stem, down1, stream, [inner width per block], up1, up2) of a ResNet generator.
+
+    ``channels``: every layer's width, for a student pruned from a teacher (models/inherit.py):
+    [stem, down1, residual stream, each block's inner width (n_blocks), up1, up2]; the layers keep
+    the teacher's indices, so its weights map onto them by slicing. With shuffle ends there is no
+    stem and no up2 (the layers at full resolution), so the list is [down1, stream, each block's
+    inner width, up1]. Without it: CycleGAN's widths from ``ngf``; ``mid`` sets the stream's."""
+    if channels is None:
+        return ngf, ngf * 2, mid or ngf * 4, [None] * n_blocks, ngf * 2, ngf
+    expected = n_blocks + (5 if ends == "conv7" else 3)
+    if mid is not None or len(channels) != expected:
+        groups = ("stem, down1, stream, {} block widths, up1, up2" if ends == "conv7"
+                  else "down1, stream, {} block widths, up1")
+        raise ValueError(f"channels: expected {expected} widths ({groups.format(n_blocks)}) "
+                         f"with ends={ends!r} and no mid")
+    if ends == "conv7":
+        stem, down1, stream, *inner, up1, up2 = channels
+        return stem, down1, stream, inner, up1, up2
+    down1, stream, *inner, up1 = channels
+    return None, down1, stream, inner, up1, None
+
+
 class ResnetGenerator(nn.Module):
     """Image-to-image ResNet generator; NCHW float in [-1, 1] in and out."""
 
@@ -119,26 +143,7 @@ class ResnetGenerator(nn.Module):
             raise ValueError("global_colour transforms the input that the input skip adds: it needs input_skip=True")
         check_choice(ends, ENDS, "ends")
         bias = conv_bias(norm)
-        # ``channels``: every layer's width, for a student pruned from a teacher (models/inherit.py):
-        # [stem, down1, residual stream, each block's inner width (n_blocks), up1, up2]; the
-        # layers keep the teacher's indices, so its weights map onto them by slicing.
-        # With shuffle ends there is no stem and no up2 (the layers at full resolution), so the
-        # list is [down1, stream, each block's inner width (n_blocks), up1].
-        if channels is not None:
-            expected = n_blocks + (5 if ends == "conv7" else 3)
-            if mid is not None or len(channels) != expected:
-                groups = "stem, down1, stream, {} block widths, up1, up2" if ends == "conv7" else \
-                    "down1, stream, {} block widths, up1"
-                raise ValueError(f"channels: expected {expected} widths ({groups.format(n_blocks)}) "
-                                 f"with ends={ends!r} and no mid")
-            if ends == "conv7":
-                stem, down1, stream, *inner, up1, up2 = channels
-            else:
-                down1, stream, *inner, up1 = channels
-                stem = up2 = None
-        else:
-            stem, down1, up1, up2, inner = ngf, ngf * 2, ngf * 2, ngf, [None] * n_blocks
-            stream = mid or ngf * 4
+        stem, down1, stream, inner, up1, up2 = _layer_widths(channels, ends, ngf, n_blocks, mid)
         # ``ends``: what the network does at full resolution. ``conv7``: a 7x7 convolution in and
         # out (CycleGAN's). ``shuffle``: none at all: space-to-depth in, a 3x3 convolution at half
         # resolution, and depth-to-space out. A small student spends most of its time in its
@@ -161,7 +166,7 @@ class ResnetGenerator(nn.Module):
         self.down_end = len(layers)  # the encoder's last layer: its features feed the colour head
         self.colour = GlobalColour(width) if global_colour else None
         blocks = [ResidualBlock(width, mobile=mobile, padding=padding, norm=norm, affine=norm_affine,
-                                inner=inner[i] if channels is not None else None) for i in range(n_blocks)]
+                                inner=inner[i]) for i in range(n_blocks)]
         if global_context:  # before the first and after the last block (see GlobalContext)
             blocks = [GlobalContext(width), *blocks, GlobalContext(width)]
         layers += blocks
