@@ -128,7 +128,6 @@ def assert_same_student(path_a, path_b):
 
 
 def test_views_run_resumes_to_the_same_weights(run_cli, tiny_teacher, tmp_path, monkeypatch):
-    import torch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = photo_folder(tmp_path / "photos")
     common = ("--set", "train.eval_every=0", "--set", "loss.gan=0")
